@@ -1,0 +1,85 @@
+"""One settings object, read from ``ECOTAXA_*`` environment variables.
+
+Flows, the command line and the dashboard build a :class:`Settings` once and
+pass plain values down; core functions never read ``os.environ`` themselves.
+
+>>> s = Settings(home="/tmp/eco")
+>>> s.database_url
+'sqlite:////tmp/eco/ecotaxa.db'
+>>> str(s.vault_dir)
+'/tmp/eco/vault'
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseSettings):
+    """Where the instance lives and how it runs its heavy work."""
+
+    model_config = SettingsConfigDict(env_prefix="ECOTAXA_", extra="ignore")
+
+    home: Path = Field(
+        default=Path("ecotaxa_data"),
+        description="Data folder holding the SQLite file, the image vault, "
+        "the Zarr feature store, the model registry and exports.",
+    )
+    database_url: str = Field(
+        default="",
+        description="SQLAlchemy URL of the metadata database; empty means a "
+        "SQLite file `ecotaxa.db` in `home`.",
+    )
+    dask_scheduler_address: str = Field(
+        default="",
+        description="Address of an existing `dask scheduler` (tcp://host:8786); "
+        "empty starts an embedded LocalCluster per flow run.",
+    )
+    dask_n_workers: int = Field(default=1, ge=1, description="Workers of the embedded LocalCluster.")
+    dask_threads_per_worker: int = Field(default=2, ge=1, description="Threads per embedded worker.")
+    chunk_size: int = Field(
+        default=2048, ge=1, description="Objects per feature-extraction or prediction task."
+    )
+    deep_input_size: int = Field(
+        default=224, ge=32, description="Input size in pixels of the deep feature extractor."
+    )
+    deep_batch_size: int = Field(default=64, ge=1, description="Images per forward pass.")
+    dashboard_port: int = Field(default=5006, ge=1, le=65535)
+    dashboard_address: str = Field(default="127.0.0.1")
+
+    @model_validator(mode="after")
+    def _default_database(self) -> "Settings":
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.home.resolve() / 'ecotaxa.db'}"
+        return self
+
+    @property
+    def vault_dir(self) -> Path:
+        return self.home / "vault"
+
+    @property
+    def feature_store_dir(self) -> Path:
+        return self.home / "features"
+
+    @property
+    def models_dir(self) -> Path:
+        return self.home / "models"
+
+    @property
+    def exports_dir(self) -> Path:
+        return self.home / "exports"
+
+    @property
+    def work_dir(self) -> Path:
+        """Scratch space for imports (unzipped bundles) and staging."""
+        return self.home / "work"
+
+    def ensure_dirs(self) -> None:
+        for d in (self.home, self.vault_dir, self.feature_store_dir, self.models_dir,
+                  self.exports_dir, self.work_dir):
+            d.mkdir(parents=True, exist_ok=True)

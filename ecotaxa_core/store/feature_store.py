@@ -1,0 +1,195 @@
+"""The feature store: one Zarr v3 array per (project, feature set), via xarray.
+
+Each store is a dataset with a float32 variable ``values`` of dims
+``(object, feature)``, the object ids as the ``object`` coordinate and the
+feature names as the ``feature`` coordinate; its attributes say what produced
+the vectors (extractor name, version, settings). Rows are chunked by thousands.
+
+Appends are idempotent: ids already present are skipped, so a re-run writes
+nothing twice. There must be one writer per store at a time (flows write from
+a single task). A failed writer calls :meth:`FeatureStore.truncate` with the
+row count :meth:`FeatureStore.n_rows` gave before it began.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+__all__ = ["FeatureStore", "FeatureMatrix", "FeatureSetMismatch", "ROW_CHUNK"]
+
+ROW_CHUNK = 4096
+
+
+class FeatureSetMismatch(ValueError):
+    """Rows appended with other feature names than the store holds."""
+
+
+@dataclass(frozen=True)
+class FeatureMatrix:
+    """Rows of one feature set: ``values[i]`` belongs to object ``object_ids[i]``."""
+
+    object_ids: np.ndarray  # int64, (n_samples,)
+    feature_names: list[str]
+    values: np.ndarray  # float32, (n_samples, n_features)
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.values.shape[0])
+
+    @property
+    def n_features(self) -> int:
+        return int(self.values.shape[1])
+
+
+class FeatureStore:
+    def __init__(self, root: str | os.PathLike):
+        self.root = Path(root)
+
+    # -- layout ---------------------------------------------------------------
+    def store_path(self, project_id: int, feature_set: str) -> Path:
+        if not feature_set or "/" in feature_set or feature_set.startswith("."):
+            raise ValueError(f"invalid feature set name {feature_set!r}")
+        return self.root / f"project_{int(project_id)}" / f"{feature_set}.zarr"
+
+    def exists(self, project_id: int, feature_set: str) -> bool:
+        return (self.store_path(project_id, feature_set) / "zarr.json").exists()
+
+    def feature_sets(self, project_id: int) -> list[str]:
+        d = self.root / f"project_{int(project_id)}"
+        if not d.exists():
+            return []
+        return sorted(p.name[:-5] for p in d.glob("*.zarr") if (p / "zarr.json").exists())
+
+    # -- reading --------------------------------------------------------------
+    def _open(self, project_id: int, feature_set: str):
+        import xarray as xr
+
+        return xr.open_zarr(self.store_path(project_id, feature_set), consolidated=False,
+                            zarr_format=3)
+
+    def n_rows(self, project_id: int, feature_set: str) -> int:
+        if not self.exists(project_id, feature_set):
+            return 0
+        return int(self._open(project_id, feature_set).sizes["object"])
+
+    def object_ids(self, project_id: int, feature_set: str) -> np.ndarray:
+        if not self.exists(project_id, feature_set):
+            return np.empty(0, dtype=np.int64)
+        return self._open(project_id, feature_set)["object"].values.astype(np.int64)
+
+    def feature_names(self, project_id: int, feature_set: str) -> list[str]:
+        return [str(f) for f in self._open(project_id, feature_set)["feature"].values]
+
+    def attrs(self, project_id: int, feature_set: str) -> dict[str, Any]:
+        raw = self._open(project_id, feature_set).attrs.get("producer", "{}")
+        return json.loads(raw)
+
+    def missing(self, project_id: int, feature_set: str, object_ids: Sequence[int]) -> np.ndarray:
+        """The ids among ``object_ids`` that have no row yet, in their given order."""
+        ids = np.asarray(object_ids, dtype=np.int64)
+        return ids[~np.isin(ids, self.object_ids(project_id, feature_set))]
+
+    def read(self, project_id: int, feature_set: str,
+             object_ids: Sequence[int] | None = None) -> FeatureMatrix:
+        """Rows for ``object_ids`` in that order (all rows if None).
+
+        Objects without a row get a row of NaN, so callers can align several
+        feature sets on one id list and impute the gaps.
+        """
+        ds = self._open(project_id, feature_set)
+        names = [str(f) for f in ds["feature"].values]
+        stored = ds["object"].values.astype(np.int64)
+        arr = ds["values"].variable
+        if object_ids is None:
+            return FeatureMatrix(stored, names, np.asarray(arr.values, dtype=np.float32))
+        import pandas as pd
+
+        wanted = np.asarray(object_ids, dtype=np.int64)
+        pos = pd.Index(stored).get_indexer(wanted)
+        out = np.full((len(wanted), len(names)), np.nan, dtype=np.float32)
+        found = pos >= 0
+        if found.any():
+            rows = np.unique(pos[found])
+            block = np.asarray(arr[rows].values, dtype=np.float32)
+            out[found] = block[np.searchsorted(rows, pos[found])]
+        return FeatureMatrix(wanted, names, out)
+
+    # -- writing --------------------------------------------------------------
+    def append(self, project_id: int, feature_set: str, object_ids: Sequence[int],
+               values: np.ndarray, feature_names: Sequence[str],
+               producer: dict[str, Any] | None = None) -> int:
+        """Append rows, skipping ids already stored; returns the number written.
+
+        ``producer`` describes what computed the vectors; it is stored with the
+        first rows and later appends must come from the same producer, so a
+        matrix never mixes vectors of two extractor versions.
+        """
+        import xarray as xr
+
+        ids = np.asarray(object_ids, dtype=np.int64)
+        values = np.asarray(values, dtype=np.float32)
+        names = [str(f) for f in feature_names]
+        if values.ndim != 2 or values.shape != (len(ids), len(names)):
+            raise ValueError(f"values of shape {values.shape} do not match "
+                             f"{len(ids)} ids x {len(names)} features")
+        if len(np.unique(ids)) != len(ids):
+            raise ValueError("object ids appended twice in one call")
+        path = self.store_path(project_id, feature_set)
+        producer_json = json.dumps(producer or {}, sort_keys=True)
+        exists = self.exists(project_id, feature_set)
+        if exists:
+            ds0 = self._open(project_id, feature_set)
+            stored_names = [str(f) for f in ds0["feature"].values]
+            if stored_names != names:
+                raise FeatureSetMismatch(
+                    f"feature set {feature_set!r} of project {project_id} holds "
+                    f"{len(stored_names)} features, got {len(names)} others")
+            if ds0.attrs.get("producer", "{}") != producer_json:
+                raise FeatureSetMismatch(
+                    f"feature set {feature_set!r} of project {project_id} was made by "
+                    f"{ds0.attrs.get('producer')}, not {producer_json}; use a new feature set name")
+            keep = ~np.isin(ids, ds0["object"].values.astype(np.int64))
+            ids, values = ids[keep], values[keep]
+        if len(ids) == 0:
+            return 0
+        ds = xr.Dataset(
+            {"values": (("object", "feature"), values)},
+            coords={"object": ids, "feature": np.asarray(names, dtype=object)},
+        )
+        # xarray rewrites the group attributes on every write: always pass them.
+        ds.attrs["producer"] = producer_json
+        if exists:
+            ds = ds.drop_vars("feature")
+            ds.to_zarr(path, append_dim="object", consolidated=False, zarr_format=3)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            ds.to_zarr(path, mode="w-", consolidated=False, zarr_format=3,
+                       encoding={"values": {"chunks": (ROW_CHUNK, max(1, len(names)))},
+                                 "object": {"chunks": (ROW_CHUNK * 16,)}})
+        return int(len(ids))
+
+    def truncate(self, project_id: int, feature_set: str, n_rows: int) -> None:
+        """Drop every row past the first ``n_rows`` (undo of a failed append)."""
+        import zarr
+
+        if not self.exists(project_id, feature_set):
+            return
+        if n_rows == 0:
+            self.delete(project_id, feature_set)
+            return
+        group = zarr.open_group(self.store_path(project_id, feature_set), mode="r+",
+                                zarr_format=3)
+        values = group["values"]
+        if values.shape[0] > n_rows:
+            values.resize((n_rows, values.shape[1]))
+            group["object"].resize((n_rows,))
+
+    def delete(self, project_id: int, feature_set: str) -> None:
+        shutil.rmtree(self.store_path(project_id, feature_set), ignore_errors=True)

@@ -1,0 +1,73 @@
+"""Users: creation, password hashing (argon2) and sign-in."""
+
+from __future__ import annotations
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from ecotaxa_core.db.models import User
+from ecotaxa_core.errors import EcoTaxaError, UserNotFound
+
+__all__ = ["create_user", "authenticate", "get_user_by_email", "find_or_create_annotator"]
+
+_hasher = PasswordHasher()
+
+
+def create_user(session: Session, email: str, name: str, password: str | None = None,
+                is_admin: bool = False) -> User:
+    email = email.strip().lower()
+    if not email:
+        raise EcoTaxaError("a user needs an e-mail address")
+    if session.scalar(select(User).where(User.email == email)) is not None:
+        raise EcoTaxaError(f"a user with e-mail {email!r} already exists")
+    user = User(email=email, name=name, is_admin=is_admin,
+                password_hash=_hasher.hash(password) if password else None)
+    session.add(user)
+    session.flush()
+    return user
+
+
+def get_user_by_email(session: Session, email: str) -> User:
+    user = session.scalar(select(User).where(User.email == email.strip().lower()))
+    if user is None:
+        raise UserNotFound(f"no user with e-mail {email!r}")
+    return user
+
+
+def authenticate(session: Session, email: str, password: str) -> User | None:
+    """The active user with these credentials, or None."""
+    user = session.scalar(select(User).where(User.email == email.strip().lower()))
+    if user is None or not user.active or not user.password_hash:
+        return None
+    try:
+        _hasher.verify(user.password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return None
+    return user
+
+
+def find_or_create_annotator(session: Session, name: str | None, email: str | None) -> User | None:
+    """The user an imported annotation names, matched by e-mail then by name.
+
+    Annotators of imported data are often not users of this instance; they are
+    created without a password (they cannot sign in) so who/when is never lost.
+    """
+    name = (name or "").strip()
+    email = (email or "").strip().lower()
+    if not name and not email:
+        return None
+    if email:
+        user = session.scalar(select(User).where(User.email == email))
+        if user is not None:
+            return user
+    if name:
+        user = session.scalar(select(User).where(func.lower(User.name) == name.lower()))
+        if user is not None:
+            return user
+    user = User(email=email or f"{name.lower().replace(' ', '.')}@imported.invalid",
+                name=name or email, password_hash=None)
+    session.add(user)
+    session.flush()
+    return user

@@ -1,0 +1,116 @@
+"""Shared fixtures: a fresh instance on SQLite and on PostgreSQL, real data paths."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASETS = Path(os.environ.get("ECOTAXA_SHARED_DATASETS", ROOT.parent / "shared" / "datasets"))
+IMPORT_CASES = DATASETS / "ecotaxa_import_cases"
+NDSB_ZIP = DATASETS / "ndsb_planktonset1_dev.zip"
+PG_ADMIN_URL = os.environ.get("ECOTAXA_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+
+ADMIN_EMAIL = "admin@example.org"
+ADMIN_PASSWORD = "s3cret-admin"
+
+
+def _pg_available() -> bool:
+    from sqlalchemy import create_engine, text
+
+    try:
+        eng = create_engine(PG_ADMIN_URL)
+        with eng.connect() as c:
+            c.execute(text("select 1"))
+        eng.dispose()
+        return True
+    except Exception:
+        return False
+
+
+@pytest.fixture(scope="session")
+def pg_available() -> bool:
+    return _pg_available()
+
+
+def _create_pg_database() -> tuple[str, str]:
+    from sqlalchemy import create_engine, text
+
+    name = f"ecotaxa_test_{uuid.uuid4().hex[:12]}"
+    eng = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with eng.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}"'))
+    eng.dispose()
+    return name, PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+
+
+def _drop_pg_database(name: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    eng = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with eng.connect() as c:
+        c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    eng.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path, pg_available):
+    """A new empty database: a SQLite file, then a PostgreSQL database."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'test.db'}"
+        return
+    if not pg_available:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_URL}")
+        pytest.skip(f"PostgreSQL is not reachable at {PG_ADMIN_URL}")
+    name, url = _create_pg_database()
+    yield url
+    _drop_pg_database(name)
+
+
+def _make_instance(home: Path, url: str):
+    from ecotaxa_core.instance import init_instance
+    from ecotaxa_core.settings import Settings
+
+    settings = Settings(home=home, database_url=url)
+    return init_instance(settings, ADMIN_EMAIL, ADMIN_PASSWORD)
+
+
+@pytest.fixture
+def instance(tmp_path, db_url):
+    """An initialised instance (admin user) on each database backend."""
+    inst = _make_instance(tmp_path / "home", db_url)
+    yield inst
+    inst.close()
+
+
+@pytest.fixture
+def sqlite_instance(tmp_path):
+    """An initialised instance on SQLite only, for tests whose subject is not the database."""
+    inst = _make_instance(tmp_path / "home", f"sqlite:///{tmp_path / 'test.db'}")
+    yield inst
+    inst.close()
+
+
+@pytest.fixture
+def admin(instance):
+    from ecotaxa_core.users import get_user_by_email
+
+    with instance.sessions() as s:
+        return get_user_by_email(s, ADMIN_EMAIL)
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory):
+    """One temporary Prefect API for the whole session (flows run for real)."""
+    home = tmp_path_factory.mktemp("prefect_home")
+    os.environ["PREFECT_HOME"] = str(home)
+    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
