@@ -114,3 +114,28 @@ def prefect_server(tmp_path_factory):
 
     with prefect_test_harness(server_startup_timeout=120):
         yield
+
+
+NDSB_TEST_CLASSES = ("acantharia_protist", "chaetognath_other", "copepod_cyclopoid_oithona_eggs",
+                     "detritus_other", "hydromedusae_solmaris", "protist_noctiluca",
+                     "trichodesmium_puff", "diatom_chain_string")
+
+
+def extract_ndsb_subset(dest: Path, classes=NDSB_TEST_CLASSES, per_class: int = 30) -> Path:
+    """A class-folder tree ``dest/<class>/<id>.jpg`` with the first images of each class."""
+    import zipfile
+
+    with zipfile.ZipFile(NDSB_ZIP) as z:
+        names = sorted(n for n in z.namelist() if n.endswith(".jpg"))
+        for cls in classes:
+            members = [n for n in names if n.split("/")[1] == cls][:per_class]
+            (dest / cls).mkdir(parents=True, exist_ok=True)
+            for n in members:
+                (dest / cls / n.rsplit("/", 1)[1]).write_bytes(z.read(n))
+    return dest
+
+
+@pytest.fixture(scope="session")
+def ndsb_subset(tmp_path_factory) -> Path:
+    """8 NDSB classes x 30 real images, as class sub-folders (read-only: copy before changing)."""
+    return extract_ndsb_subset(tmp_path_factory.mktemp("ndsb") / "classes")
