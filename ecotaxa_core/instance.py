@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import Engine, inspect, select
+from sqlalchemy import Engine, inspect, make_url, select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from ecotaxa_core.db.engine import make_engine, make_session_factory, upgrade_schema
@@ -38,12 +39,26 @@ class Instance:
     @classmethod
     def open(cls, settings: Settings, *, check: bool = True) -> "Instance":
         """Connect to an initialised instance (see :func:`init_instance`)."""
-        engine = make_engine(settings.database_url)
-        if check and not inspect(engine).has_table("projects"):
-            engine.dispose()
+        url = make_url(settings.database_url)
+        if check and url.get_backend_name() == "sqlite" and url.database \
+                and not Path(url.database).exists():
             raise InstanceNotInitialised(
                 f"no EcoTaxa instance at {settings.database_url} (home {settings.home}); "
                 "run `ecotaxa init` first")
+        engine = make_engine(settings.database_url)
+        if check:
+            try:
+                ready = inspect(engine).has_table("projects")
+            except OperationalError as exc:
+                engine.dispose()
+                raise InstanceNotInitialised(
+                    f"cannot reach the database {url.render_as_string(hide_password=True)}: "
+                    f"{exc.orig}") from exc
+            if not ready:
+                engine.dispose()
+                raise InstanceNotInitialised(
+                    f"no EcoTaxa instance at {settings.database_url} (home {settings.home}); "
+                    "run `ecotaxa init` first")
         return cls(settings=settings, engine=engine, sessions=make_session_factory(engine),
                    vault=Vault(settings.vault_dir), features=FeatureStore(settings.feature_store_dir))
 

@@ -10,7 +10,8 @@ from sqlalchemy.orm import Session
 from ecotaxa_core.db.models import User
 from ecotaxa_core.errors import EcoTaxaError, UserNotFound
 
-__all__ = ["create_user", "authenticate", "get_user_by_email", "find_or_create_annotator"]
+__all__ = ["create_user", "authenticate", "get_user_by_email", "find_or_create_annotator",
+           "first_admin", "user_for_cli"]
 
 _hasher = PasswordHasher()
 
@@ -71,3 +72,17 @@ def find_or_create_annotator(session: Session, name: str | None, email: str | No
     session.add(user)
     session.flush()
     return user
+
+
+def first_admin(session: Session) -> User:
+    """The oldest active administrator: who the command line acts as by default."""
+    user = session.scalar(select(User).where(User.is_admin.is_(True), User.active.is_(True))
+                          .order_by(User.id))
+    if user is None:
+        raise UserNotFound("the instance has no administrator; run `ecotaxa init`")
+    return user
+
+
+def user_for_cli(session: Session, email: str | None) -> User:
+    """The user named by e-mail, or the first administrator when none is named."""
+    return get_user_by_email(session, email) if email else first_admin(session)

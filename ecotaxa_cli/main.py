@@ -1,0 +1,323 @@
+"""The ``ecotaxa`` command line.
+
+Every stage command runs its Prefect flow (Prefect starts a temporary API
+server when none is configured). Human output goes to stdout, progress and
+logs to stderr; with ``--json`` stdout holds exactly one JSON document.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+
+from ecotaxa_core.errors import EcoTaxaError
+from ecotaxa_core.settings import Settings
+
+app = typer.Typer(help=__doc__.split("\n\n")[0] + "\n\nSettings come from ECOTAXA_* "
+                  "environment variables (ECOTAXA_HOME, ECOTAXA_DATABASE_URL, "
+                  "ECOTAXA_DASK_SCHEDULER_ADDRESS ...).",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+project_app = typer.Typer(help="Create and list projects.", no_args_is_help=True)
+app.add_typer(project_app, name="project")
+
+JsonOpt = typer.Option(False, "--json", help="Print one machine-readable JSON result on stdout.")
+
+
+def _settings() -> Settings:
+    settings = Settings()
+    # Keep Prefect's own state with the instance unless the user points elsewhere.
+    os.environ.setdefault("PREFECT_HOME", str((settings.home / "prefect").resolve()))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    return settings
+
+
+def _emit(as_json: bool, result: dict[str, Any], human: Callable[[dict[str, Any]], str]) -> None:
+    if as_json:
+        typer.echo(json.dumps(result, default=str))
+    else:
+        typer.echo(human(result))
+
+
+def _fail(exc: Exception, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps({"error": type(exc).__name__, "message": str(exc)}))
+    typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+    raise typer.Exit(code=1)
+
+
+def _run(as_json: bool, fn: Callable[[], dict[str, Any]], human: Callable[[dict[str, Any]], str]):
+    try:
+        result = fn()
+    except EcoTaxaError as exc:
+        _fail(exc, as_json)
+    else:
+        _emit(as_json, result, human)
+
+
+@app.command()
+def init(
+    admin_email: str = typer.Option("admin@localhost", help="E-mail of the administrator."),
+    admin_password: Optional[str] = typer.Option(
+        None, envvar="ECOTAXA_ADMIN_PASSWORD",
+        help="Password of the administrator (default: a random one, printed once)."),
+    admin_name: str = typer.Option("Administrator", help="Display name of the administrator."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Create the instance (data folder, database schema) and an administrator."""
+    from ecotaxa_core.instance import init_instance
+
+    settings = _settings()
+    generated = admin_password is None
+    password = admin_password or secrets.token_urlsafe(12)
+
+    def go() -> dict[str, Any]:
+        from sqlalchemy import select
+
+        from ecotaxa_core.db.models import User
+
+        inst = init_instance(settings, admin_email, password)
+        with inst.sessions() as s:
+            user = s.scalar(select(User).where(User.email == admin_email.strip().lower()))
+            # An existing administrator keeps the password it had.
+            from ecotaxa_core.users import authenticate
+            fresh = authenticate(s, admin_email, password) is not None
+        inst.close()
+        return {"home": str(settings.home.resolve()), "database_url": settings.database_url,
+                "admin_email": user.email,
+                "admin_password": password if (generated and fresh) else None}
+
+    _run(as_json, go, lambda r: (
+        f"Instance ready in {r['home']} ({r['database_url']}).\n"
+        f"Administrator: {r['admin_email']}"
+        + (f" / password: {r['admin_password']}" if r["admin_password"] else "")))
+
+
+@project_app.command("create")
+def project_create(
+    title: str = typer.Argument(..., help="Project title."),
+    instrument: Optional[str] = typer.Option(None, help="Instrument (zooscan, uvp6, isiis, ...)."),
+    pixel_size_um: Optional[float] = typer.Option(None, help="Pixel size in micrometres."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Create a project; prints its id."""
+    from ecotaxa_core.instance import Instance
+    from ecotaxa_core.projects import create_project
+    from ecotaxa_core.users import first_admin
+
+    def go() -> dict[str, Any]:
+        inst = Instance.open(_settings())
+        try:
+            with inst.sessions.begin() as s:
+                p = create_project(s, title, instrument=instrument, owner=first_admin(s),
+                                   pixel_size_um=pixel_size_um)
+                return {"id": p.id, "title": p.title, "instrument": p.instrument}
+        finally:
+            inst.close()
+
+    _run(as_json, go, lambda r: str(r["id"]))
+
+
+@project_app.command("list")
+def project_list(as_json: bool = JsonOpt) -> None:
+    """List projects with their object counts."""
+    from ecotaxa_core.instance import Instance
+    from ecotaxa_core.projects import list_projects, project_counts
+
+    def go() -> dict[str, Any]:
+        inst = Instance.open(_settings())
+        try:
+            with inst.sessions() as s:
+                return {"projects": [{"id": p.id, "title": p.title, "instrument": p.instrument,
+                                      "counts": project_counts(s, p.id)}
+                                     for p in list_projects(s)]}
+        finally:
+            inst.close()
+
+    _run(as_json, go, lambda r: "\n".join(
+        f"{p['id']:>5}  {p['title']}  ({p['counts']['total']} objects, "
+        f"{p['counts']['validated']} validated, {p['counts']['predicted']} predicted)"
+        for p in r["projects"]) or "no projects")
+
+
+def _flow(as_json: bool, call: Callable[[], dict[str, Any]], human: Callable[[dict[str, Any]], str]):
+    """Run a flow; a domain error inside it is reported like any other."""
+    _settings()
+    try:
+        result = call()
+    except EcoTaxaError as exc:
+        _fail(exc, as_json)
+    else:
+        _emit(as_json, result, human)
+
+
+@app.command("import")
+def import_(
+    project: int = typer.Argument(..., help="Project id."),
+    path: Path = typer.Argument(..., exists=True, help="EcoTaxa bundle (folder or zip) or a "
+                                "folder/zip of class sub-folders of images."),
+    create_missing_taxa: bool = typer.Option(
+        False, "--create-missing-taxa", help="Create unknown categories (under the parent "
+        "their label names: 'a<b' or 'a (b)') instead of refusing the import."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Import images and metadata into a project (runs the import flow)."""
+    from flows.import_bundle import import_flow
+
+    _flow(as_json, lambda: import_flow(project_id=project, path=str(path.resolve()),
+                                       create_missing_taxa=create_missing_taxa),
+          lambda r: (f"Imported {r['n_objects']} objects ({r['n_images']} images, "
+                     f"{r['n_samples']} samples) in {r['seconds']:.1f} s"
+                     + (f"; created categories: {', '.join(r['taxa_created'])}"
+                        if r["taxa_created"] else "")))
+
+
+@app.command()
+def features(
+    project: int = typer.Argument(..., help="Project id."),
+    feature_set: Optional[list[str]] = typer.Option(
+        None, "--set", help="Feature set to compute (repeatable): morpho, deep_effnetlite0."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Compute the feature sets objects lack (runs the features flow on Dask)."""
+    from flows.features import features_flow
+
+    kwargs: dict[str, Any] = {"project_id": project}
+    if feature_set:
+        kwargs["feature_sets"] = list(feature_set)
+    _flow(as_json, lambda: features_flow(**kwargs), _human_features)
+
+
+def _human_features(r: dict[str, Any]) -> str:
+    lines = []
+    for name, s in (r.get("sets") or {}).items():
+        lines.append(f"{name}: {s.get('n_objects', 0)} objects in {s.get('seconds', 0):.1f} s"
+                     + (f" ({s['images_per_s']:.0f} images/s)" if s.get("images_per_s") else ""))
+    return "\n".join(lines) or json.dumps(r, default=str)
+
+
+@app.command()
+def train(
+    project: int = typer.Argument(..., help="Project id."),
+    kind: Optional[list[str]] = typer.Option(
+        None, "--kind", help="Classifier to train (repeatable): classic_rf, deep_logreg."),
+    max_per_category: Optional[int] = typer.Option(None, help="Cap of objects per category."),
+    other_project: Optional[list[int]] = typer.Option(
+        None, "--other-project", help="Also learn from this project's validated objects."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Train classifiers on the validated objects (runs the training flow)."""
+    from flows.train import train_flow
+
+    kwargs: dict[str, Any] = {"project_id": project, "max_per_category": max_per_category,
+                              "other_project_ids": list(other_project or [])}
+    if kind:
+        kwargs["kinds"] = list(kind)
+    _flow(as_json, lambda: train_flow(**kwargs), _human_train)
+
+
+def _human_train(r: dict[str, Any]) -> str:
+    lines = []
+    for m in r.get("models", []):
+        met = m.get("metrics", {})
+        lines.append(f"model {m['model_id']} {m['kind']}: accuracy {met.get('accuracy', float('nan')):.3f}, "
+                     f"balanced accuracy {met.get('balanced_accuracy', float('nan')):.3f} "
+                     f"(held-out {met.get('n_test', '?')} objects)")
+    for s in r.get("skipped", []):
+        lines.append(f"skipped {s}")
+    if r.get("best") is not None:
+        lines.append(f"best model: {r['best']}")
+    return "\n".join(lines)
+
+
+@app.command()
+def predict(
+    project: int = typer.Argument(..., help="Project id."),
+    model_id: Optional[int] = typer.Option(None, help="Model to use (default: the best one)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Predict unclassified and predicted objects (runs the prediction flow on Dask)."""
+    from flows.predict import predict_flow
+
+    _flow(as_json, lambda: predict_flow(project_id=project, model_id=model_id),
+          lambda r: f"Predicted {r['n_predicted']} objects with model {r['model_id']} "
+                    f"in {r['seconds']:.1f} s")
+
+
+@app.command()
+def export(
+    project: int = typer.Argument(..., help="Project id."),
+    out: Path = typer.Argument(..., help="Folder receiving the bundle and the count table."),
+    images: bool = typer.Option(True, "--images/--no-images", help="Put the images in the bundle."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Export the project as an EcoTaxa TSV bundle plus per-sample category counts."""
+    from flows.export import export_flow
+
+    _flow(as_json, lambda: export_flow(project_id=project, out_dir=str(out.resolve()),
+                                       with_images=images),
+          lambda r: f"Exported {r['n_objects']} objects to {r['bundle']}\nCounts: {r['counts']}")
+
+
+@app.command()
+def serve(
+    port: int = typer.Option(None, help="Port (default ECOTAXA_DASHBOARD_PORT or 5006)."),
+    address: Optional[str] = typer.Option(None, help="Address to bind (default 127.0.0.1)."),
+    show: bool = typer.Option(False, help="Open a browser."),
+) -> None:
+    """Serve the validation dashboard."""
+    from dashboards.app import serve_dashboard
+
+    settings = _settings()
+    serve_dashboard(settings, port=port or settings.dashboard_port,
+                    address=address or settings.dashboard_address, show=show)
+
+
+@app.command()
+def demo(as_json: bool = JsonOpt) -> None:
+    """Run the whole loop on the bundled sample of real plankton images.
+
+    Creates the instance if needed, imports 1,200 NDSB images (70 % validated),
+    computes features, trains both classifiers, predicts the rest, exports, and
+    prints where everything is and how good the model is.
+    """
+    from flows.demo import demo_run
+
+    settings = _settings()
+    try:
+        result = demo_run(settings)
+    except EcoTaxaError as exc:
+        _fail(exc, as_json)
+        return
+    _emit(as_json, result, _human_demo)
+
+
+def _human_demo(r: dict[str, Any]) -> str:
+    lines = ["", "EcoTaxa demo finished in %.0f s" % r["seconds"],
+             f"  project {r['project_id']}: {r['n_objects']} objects imported"]
+    for m in r["models"]:
+        lines.append(f"  model {m['model_id']} ({m['kind']}): held-out accuracy "
+                     f"{m['accuracy']:.3f}, balanced accuracy {m['balanced_accuracy']:.3f}")
+    lines.append(f"  predictions on the {r['n_unvalidated']} unvalidated objects: accuracy "
+                 f"{r['prediction_accuracy']:.3f} against their true categories "
+                 f"(model {r['prediction_model_id']})")
+    lines.append(f"  export bundle: {r['export_bundle']}")
+    lines.append(f"  counts per sample and category: {r['export_counts']}")
+    lines.append("  open the dashboard: "
+                 f"ECOTAXA_HOME={r['home']} .venv/bin/ecotaxa serve  ->  {r['dashboard_url']}")
+    lines.append(f"  sign in as {r['admin_email']}"
+                 + (f" / {r['admin_password']}" if r.get("admin_password") else ""))
+    return "\n".join(lines)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())
