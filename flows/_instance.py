@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Iterator
+
+from prefect.runtime import flow_run
 
 from ecotaxa_core.instance import Instance
+from ecotaxa_core.jobs import recorded_job
 from ecotaxa_core.settings import Settings
 
 
@@ -16,3 +20,13 @@ def open_instance() -> Iterator[Instance]:
         yield inst
     finally:
         inst.close()
+
+
+@contextmanager
+def stage_job(inst: Instance, kind: str, project_id: int | None,
+              params: dict[str, Any]) -> Iterator[dict]:
+    """A job row for this flow run; set ``job["result"]`` to the flow's summary."""
+    run_id = flow_run.get_id()
+    with recorded_job(inst, kind, project_id, json.loads(json.dumps(params, default=str)),
+                      flow_run_id=str(run_id) if run_id else None) as job:
+        yield job

@@ -7,14 +7,17 @@ from typing import Any
 
 from prefect import flow
 
-from flows._instance import open_instance
+from flows._instance import open_instance, stage_job
 from tasks.importing import export_project_task
 
 
 @flow(name="export", log_prints=True)
 def export_flow(project_id: int, out_dir: str, with_images: bool = True) -> dict[str, Any]:
     with open_instance() as inst:
-        return export_project_task(inst, project_id, out_dir, with_images)
+        with stage_job(inst, "export", project_id,
+                       {"out_dir": out_dir, "with_images": with_images}) as job:
+            job["result"] = export_project_task(inst, project_id, out_dir, with_images)
+        return job["result"]
 
 
 if __name__ == "__main__":

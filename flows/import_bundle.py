@@ -8,7 +8,7 @@ from typing import Any, Optional
 from prefect import flow
 
 from ecotaxa_core.users import user_for_cli
-from flows._instance import open_instance
+from flows._instance import open_instance, stage_job
 from tasks.importing import import_path_task
 
 
@@ -19,7 +19,10 @@ def import_flow(project_id: int, path: str, create_missing_taxa: bool = False,
     with open_instance() as inst:
         with inst.sessions() as s:
             user_id = user_for_cli(s, user_email).id
-        return import_path_task(inst, project_id, path, user_id, create_missing_taxa)
+        with stage_job(inst, "import", project_id,
+                       {"path": path, "create_missing_taxa": create_missing_taxa}) as job:
+            job["result"] = import_path_task(inst, project_id, path, user_id, create_missing_taxa)
+        return job["result"]
 
 
 if __name__ == "__main__":
