@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from ecotaxa_core.db.models import Taxon
@@ -71,16 +71,26 @@ def _find(session: Session, name: str, parent_name: str | None) -> list[Taxon]:
     return found
 
 
-def get_or_create_taxon(session: Session, name: str, parent: Taxon | None = None) -> Taxon:
-    """The taxon ``name`` under ``parent`` (None: at the root), created if missing."""
+def get_or_create_taxon(session: Session, name: str, parent: Taxon | None = None,
+                        taxon_id: int | None = None) -> Taxon:
+    """The taxon ``name`` under ``parent`` (None: at the root), created if missing.
+
+    A created taxon takes ``taxon_id`` when it is given and free (an import
+    keeps EcoTaxa's own ids, so exports map back to EcoTaxa's taxonomy).
+    """
     q = select(Taxon).where(func.lower(Taxon.name) == name.lower())
     q = q.where(Taxon.parent_id.is_(None) if parent is None else Taxon.parent_id == parent.id)
     taxon = session.scalar(q)
     if taxon is None:
-        taxon = Taxon(name=name, parent_id=parent.id if parent else None,
+        use_id = taxon_id if taxon_id is not None and session.get(Taxon, taxon_id) is None else None
+        taxon = Taxon(id=use_id, name=name, parent_id=parent.id if parent else None,
                       display_name=_display_name(session, name, parent))
         session.add(taxon)
         session.flush()
+        if use_id is not None and session.get_bind().dialect.name == "postgresql":
+            # An explicit id does not move PostgreSQL's sequence: move it past the ids in use.
+            session.execute(text("SELECT setval(pg_get_serial_sequence('taxa', 'id'), "
+                                 "(SELECT max(id) FROM taxa))"))
     return taxon
 
 
@@ -121,11 +131,22 @@ class CategoryResolver:
 
     def __post_init__(self) -> None:
         self._where: dict[str, list[str]] = {}
+        self._ids: dict[str, int] = {}
 
-    def add(self, label: str, where: str) -> None:
+    def add(self, label: str, where: str, taxon_id: int | None = None) -> None:
+        """Record a label; ``taxon_id`` is the id to give its taxon if it gets created."""
         places = self._where.setdefault(label, [])
         if len(places) < 20:
             places.append(where)
+        if taxon_id is not None:
+            self._ids.setdefault(label, int(taxon_id))
+
+    def _id_for(self, label: str, name: str) -> int | None:
+        """The id given with ``label``, or with another label of the same name."""
+        if label in self._ids:
+            return self._ids[label]
+        ids = {i for lb, i in self._ids.items() if parse_category_name(lb)[0].lower() == name.lower()}
+        return ids.pop() if len(ids) == 1 else None
 
     def resolve(self, session: Session) -> dict[str, int]:
         resolved: dict[str, int] = {}
@@ -152,7 +173,7 @@ class CategoryResolver:
                 if parent_name is not None:
                     parents = _find(session, parent_name, None)
                     parent = parents[0] if len(parents) == 1 else get_or_create_taxon(session, parent_name)
-                taxon = get_or_create_taxon(session, name, parent)
+                taxon = get_or_create_taxon(session, name, parent, self._id_for(label, name))
             if taxon is None:
                 unknown[label] = self._where[label]
                 return None

@@ -31,7 +31,7 @@ def import_path_task(inst: Instance, project_id: int, path: str, user_id: int | 
                      create_missing_taxa: bool) -> dict[str, Any]:
     result = import_path(inst, project_id, Path(path), user_id=user_id,
                          create_missing_taxa=create_missing_taxa,
-                         progress=_progress_logger("imported objects"))
+                         progress=_progress_logger("import (images checked + stored)"))
     return result.to_dict()
 
 

@@ -1,0 +1,88 @@
+"""The dashboard server: sign-in, then the validation page; one page per browser session.
+
+``ecotaxa serve`` calls :func:`serve_dashboard`. Thumbnails are files of the
+image vault, served as static files under ``/vault``.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import panel as pn
+
+from dashboards.signin import SignedInUser, SignInForm, check_credentials
+from dashboards.validation import ValidationPage, ValidationState
+from ecotaxa_core.instance import Instance
+from ecotaxa_core.settings import Settings
+
+__all__ = ["create_app", "serve_dashboard", "VAULT_ROUTE"]
+
+VAULT_ROUTE = "vault"
+
+_HEADER_STYLES = {"background": "#1f3b5c", "color": "#fff", "padding": "0 12px"}
+
+
+def create_app(instance: Instance, *, vault_url: str = f"/{VAULT_ROUTE}") -> pn.viewable.Viewable:
+    """The page of one browser session: the sign-in form, then the validation page."""
+    body = pn.Column(sizing_mode="stretch_width")
+    user_box = pn.Row(align="center")
+
+    def show_sign_in(_event=None) -> None:
+        user_box.objects = []
+        form = SignInForm(partial(check_credentials, instance), show_validation)
+        body.objects = [pn.Row(pn.HSpacer(), form, pn.HSpacer(), sizing_mode="stretch_width")]
+
+    def show_validation(user: SignedInUser) -> None:
+        sign_out = pn.widgets.Button(label="Sign out", css_classes=["et-sign-out"], width=90,
+                                     align="center")
+        sign_out.on_click(show_sign_in)
+        user_box.objects = [pn.pane.HTML(f"Signed in as <b>{_escape(user.name)}</b>",
+                                         css_classes=["et-user"], styles={"color": "#fff"},
+                                         align="center"),
+                            sign_out]
+        state = ValidationState(instance, user.id, vault_url=vault_url)
+        body.objects = [ValidationPage(state)]
+
+    show_sign_in()
+    header = pn.Row(pn.pane.HTML("<h2 style='margin:8px 0'>EcoTaxa &middot; validation</h2>",
+                                 styles={"color": "#fff"}),
+                    pn.HSpacer(), user_box, styles=_HEADER_STYLES, sizing_mode="stretch_width")
+    return pn.Column(header, body, sizing_mode="stretch_width",
+                     styles={"background": "#f7f8fa", "min-height": "100vh"})
+
+
+def _escape(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def serve_dashboard(settings: Settings, *, port: int, address: str = "127.0.0.1",
+                    show: bool = False, threaded: bool = False):
+    """Serve the validation dashboard on ``http://address:port/``.
+
+    Blocks until the server stops, unless ``threaded``: then the server runs in
+    a thread, which is returned (call its ``stop()``).
+
+    Parameters
+    ----------
+    settings : the instance to open (it must be initialised).
+    port, address : where to listen; the address ``0.0.0.0`` accepts connections
+        from any host (pages then accept any origin; sign-in still applies).
+    show : open a browser tab.
+    threaded : run in a background thread and return it.
+    """
+    instance = Instance.open(settings)
+    settings.vault_dir.mkdir(parents=True, exist_ok=True)
+    if address in ("0.0.0.0", "::", ""):
+        origins = ["*"]
+    else:
+        origins = sorted({f"{address}:{port}", f"localhost:{port}", f"127.0.0.1:{port}"})
+    def session_page() -> pn.viewable.Viewable:  # a plain function: Panel calls it per session
+        return create_app(instance)
+
+    server = pn.serve({"/": session_page}, port=port, address=address,
+                      show=show, threaded=threaded, title="EcoTaxa validation",
+                      websocket_origin=origins, static_dirs={VAULT_ROUTE: str(settings.vault_dir)},
+                      verbose=not threaded)
+    if not threaded:
+        instance.close()
+    return server

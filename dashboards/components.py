@@ -1,0 +1,260 @@
+"""Browser-side widgets of the validation page: the thumbnail grid and the category picker.
+
+Both are plain-JavaScript :class:`panel.custom.JSComponent` s (no build step,
+nothing fetched from the network). They only render what their parameters
+hold and write back what the user does; the page's state model does the rest.
+Elements carry stable CSS classes (``et-thumb``, ``et-picker-input`` ...) and
+``data-*`` attributes so browser tests and user style sheets can find them.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import param
+from panel.custom import JSComponent
+
+__all__ = ["ThumbnailGrid", "TaxonPicker", "SHORTCUTS"]
+
+# Keys the grid forwards to the page (when focus is not in a text field).
+SHORTCUTS = {
+    "v": "validate",
+    "d": "dubious",
+    "a": "select_all",
+    "n": "select_none",
+    "Escape": "select_none",
+    "ArrowRight": "next_page",
+    "ArrowLeft": "previous_page",
+}
+
+
+class ThumbnailGrid(JSComponent):
+    """A grid of object thumbnails with their category and score; click to (un)select.
+
+    ``items`` is a list of dicts with ``id``, ``src``, ``orig_id``, ``category``,
+    ``score``, ``status`` and ``annotator``; ``selected`` holds the selected ids.
+    Shift-click selects the range from the last clicked tile. Shortcut keys
+    (:data:`SHORTCUTS`) are sent to ``on_shortcut``.
+    """
+
+    items = param.List(default=[], doc="Tiles to show, in order.")
+    selected = param.List(default=[], doc="Ids of the selected objects.")
+    shortcuts = param.Dict(default=SHORTCUTS, constant=True)
+
+    _esm = """
+    function fmtScore(s) { return (s === null || s === undefined) ? "" : s.toFixed(2); }
+
+    export function render({ model, el }) {
+      const grid = document.createElement("div");
+      grid.className = "et-grid";
+      let last = null;
+
+      function draw() {
+        const chosen = new Set(model.selected);
+        grid.replaceChildren();
+        if (model.items.length === 0) {
+          const empty = document.createElement("div");
+          empty.className = "et-grid-empty";
+          empty.textContent = "No objects match these filters.";
+          grid.append(empty);
+          return;
+        }
+        for (const it of model.items) {
+          const tile = document.createElement("div");
+          tile.className = "et-thumb et-status-" + it.status + (chosen.has(it.id) ? " et-selected" : "");
+          tile.dataset.objectId = it.id;
+          tile.dataset.status = it.status;
+          tile.dataset.score = it.score === null ? "" : String(it.score);
+          tile.dataset.category = it.category || "";
+          tile.title = it.orig_id + " (" + it.status + (it.annotator ? ", " + it.annotator : "") + ")";
+          const frame = document.createElement("div");
+          frame.className = "et-thumb-frame";
+          if (it.src) {
+            const img = document.createElement("img");
+            img.className = "et-thumb-img";
+            img.src = it.src;
+            img.alt = it.orig_id;
+            img.loading = "lazy";
+            frame.append(img);
+          }
+          const cat = document.createElement("div");
+          cat.className = "et-thumb-category";
+          cat.textContent = it.category || "(unclassified)";
+          const meta = document.createElement("div");
+          meta.className = "et-thumb-meta";
+          const score = document.createElement("span");
+          score.className = "et-thumb-score";
+          score.textContent = fmtScore(it.score);
+          const status = document.createElement("span");
+          status.className = "et-thumb-status";
+          status.textContent = it.status;
+          meta.append(status, score);
+          tile.append(frame, cat, meta);
+          grid.append(tile);
+        }
+      }
+
+      grid.addEventListener("click", (event) => {
+        const tile = event.target.closest(".et-thumb");
+        if (!tile) return;
+        const id = Number(tile.dataset.objectId);
+        const ids = model.items.map((it) => it.id);
+        const chosen = new Set(model.selected);
+        if (event.shiftKey && last !== null && ids.includes(last)) {
+          const [a, b] = [ids.indexOf(last), ids.indexOf(id)].sort((x, y) => x - y);
+          for (const other of ids.slice(a, b + 1)) chosen.add(other);
+        } else if (chosen.has(id)) {
+          chosen.delete(id);
+        } else {
+          chosen.add(id);
+        }
+        last = id;
+        model.selected = ids.filter((i) => chosen.has(i));
+      });
+
+      function onKey(event) {
+        const target = event.composedPath()[0];
+        if (event.ctrlKey || event.metaKey || event.altKey) return;
+        if (target && (target.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(target.tagName))) return;
+        const action = model.shortcuts[event.key];
+        if (action) {
+          event.preventDefault();
+          model.send_msg({ action: action });
+        }
+      }
+      document.addEventListener("keydown", onKey);
+      model.on("remove", () => document.removeEventListener("keydown", onKey));
+      model.on(["items", "selected"], draw);
+      draw();
+      return grid;
+    }
+    """
+
+    _stylesheets = ["""
+    .et-grid { display: flex; flex-wrap: wrap; gap: 10px; padding: 4px; }
+    .et-grid-empty { color: #666; padding: 24px; font-style: italic; }
+    .et-thumb { width: 148px; box-sizing: border-box; border: 2px solid #d0d4d9; border-radius: 6px;
+                background: #fff; padding: 4px; cursor: pointer; user-select: none;
+                font: 12px/1.3 system-ui, sans-serif; position: relative; }
+    .et-thumb:hover { border-color: #8aa4c8; }
+    .et-thumb-frame { height: 132px; display: flex; align-items: center; justify-content: center;
+                      background: #f4f5f7; border-radius: 3px; overflow: hidden; }
+    .et-thumb-img { max-width: 100%; max-height: 100%; object-fit: contain; }
+    .et-thumb-category { margin-top: 4px; font-weight: 600; white-space: nowrap; overflow: hidden;
+                         text-overflow: ellipsis; }
+    .et-thumb-meta { display: flex; justify-content: space-between; color: #555; }
+    .et-thumb-score { font-variant-numeric: tabular-nums; }
+    .et-status-predicted .et-thumb-status { color: #1f5fa8; }
+    .et-status-validated .et-thumb-status { color: #1e7a34; }
+    .et-status-dubious .et-thumb-status { color: #b25d00; }
+    .et-status-unclassified .et-thumb-status { color: #777; }
+    .et-thumb.et-selected { border-color: #e0a000; background: #fff6d6;
+                            box-shadow: 0 0 0 2px #e0a000; }
+    .et-thumb.et-selected::after { content: "\\2713"; position: absolute; top: 6px; right: 8px;
+                                   background: #e0a000; color: #fff; border-radius: 50%;
+                                   width: 20px; height: 20px; text-align: center; line-height: 20px;
+                                   font-weight: bold; }
+    """]
+
+    def __init__(self, on_shortcut: Callable[[str], None] | None = None, **params):
+        super().__init__(**params)
+        self._on_shortcut = on_shortcut
+
+    def _handle_msg(self, data) -> None:
+        action = data.get("action") if isinstance(data, dict) else None
+        if self._on_shortcut is not None and action in SHORTCUTS.values():
+            self._on_shortcut(action)
+
+
+class TaxonPicker(JSComponent):
+    """A type-ahead category picker.
+
+    Typing sets ``query``; whoever owns the picker answers by setting
+    ``options`` (a list of ``[taxon_id, display_name]``). Choosing an option
+    (click, or arrows and Enter) sets ``value`` (the taxon id) and ``label``.
+    """
+
+    query = param.String(default="", doc="What the user typed.")
+    options = param.List(default=[], doc="Suggestions: [[taxon_id, display_name], ...].")
+    value = param.Integer(default=None, allow_None=True, doc="Chosen taxon id.")
+    label = param.String(default="", doc="Display name of the chosen taxon.")
+    placeholder = param.String(default="Move to category...")
+
+    _esm = """
+    export function render({ model, el }) {
+      const box = document.createElement("div");
+      box.className = "et-picker";
+      const input = document.createElement("input");
+      input.className = "et-picker-input";
+      input.type = "text";
+      input.placeholder = model.placeholder;
+      input.value = model.label;
+      input.autocomplete = "off";
+      const list = document.createElement("ul");
+      list.className = "et-picker-options";
+      list.hidden = true;
+      let active = 0;
+      let timer = null;
+
+      function choose(id, name) {
+        model.label = name;
+        model.value = id;
+        input.value = name;
+        list.hidden = true;
+      }
+      function focused() { return input.getRootNode().activeElement === input; }
+      function drawOptions() {
+        list.replaceChildren();
+        model.options.forEach(([id, name], i) => {
+          const li = document.createElement("li");
+          li.className = "et-picker-option" + (i === active ? " et-active" : "");
+          li.dataset.taxonId = id;
+          li.textContent = name;
+          li.addEventListener("mousedown", (e) => { e.preventDefault(); choose(id, name); });
+          list.append(li);
+        });
+      }
+      input.addEventListener("input", () => {
+        active = 0;
+        if (model.value !== null) { model.value = null; model.label = ""; }
+        clearTimeout(timer);
+        timer = setTimeout(() => { model.query = input.value; }, 120);
+      });
+      input.addEventListener("focus", () => { list.hidden = model.options.length === 0; });
+      input.addEventListener("blur", () => { list.hidden = true; });
+      input.addEventListener("keydown", (e) => {
+        const n = model.options.length;
+        if (e.key === "ArrowDown" && n) { active = (active + 1) % n; drawOptions(); e.preventDefault(); }
+        else if (e.key === "ArrowUp" && n) { active = (active - 1 + n) % n; drawOptions(); e.preventDefault(); }
+        else if (e.key === "Enter" && n && !list.hidden) { const [id, name] = model.options[active]; choose(id, name); }
+        else if (e.key === "Escape") { list.hidden = true; }
+      });
+      model.on("options", () => {
+        active = 0;
+        drawOptions();
+        list.hidden = model.options.length === 0 || !focused();
+      });
+      // The owner clears the picker after a move (see TaxonPicker.clear).
+      model.on("msg:custom", (msg) => {
+        if (msg && msg.clear) { clearTimeout(timer); input.value = ""; list.hidden = true; }
+      });
+      box.append(input, list);
+      return box;
+    }
+    """
+
+    _stylesheets = ["""
+    .et-picker { position: relative; width: 100%; font: 14px system-ui, sans-serif; }
+    .et-picker-input { width: 100%; height: 31px; box-sizing: border-box; padding: 4px 8px;
+                       border: 1px solid #c4c9d0; border-radius: 4px; font: inherit; }
+    .et-picker-options { position: absolute; z-index: 100; left: 0; right: 0; margin: 2px 0 0; padding: 0;
+                         list-style: none; background: #fff; border: 1px solid #c4c9d0; border-radius: 4px;
+                         max-height: 260px; overflow-y: auto; box-shadow: 0 4px 12px rgba(0,0,0,.15); }
+    .et-picker-option { padding: 5px 8px; cursor: pointer; }
+    .et-picker-option.et-active, .et-picker-option:hover { background: #e6eefa; }
+    """]
+
+    def clear(self) -> None:
+        """Forget the chosen category and empty the text field."""
+        self.param.update(value=None, label="", query="", options=[])
+        self._send_msg({"clear": True})

@@ -1,0 +1,237 @@
+"""Turning the TSV files of an EcoTaxa bundle into an :class:`ImportPlan`.
+
+Every line of every file is checked and each problem goes to the report with
+its file, line and column; nothing is written here. Rows with the same
+``object_id`` in one file and different images (``img_rank``) are several
+images of one object. Samples, acquisitions and processes are shared by the
+objects (and files) that name them; an acquisition belongs to one sample. An
+acquisition without a sample, or a process without an acquisition, gets a
+parent of the same id, since the database always links them.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Callable, TypeVar
+
+from ecotaxa_core.db.models import ObjectStatus
+from ecotaxa_core.import_plan import ImagePlan, ImportPlan, ObjectPlan, ParentPlan
+from ecotaxa_core.import_sources import ImportSource, TsvSourceFile
+from ecotaxa_core.tsv.issues import ImportReport
+from ecotaxa_core.tsv.reader import TsvRow, TsvTable, read_tsv
+from ecotaxa_core.tsv.values import (parse_date, parse_float, parse_int, parse_latitude,
+                                     parse_longitude, parse_status, parse_time)
+
+__all__ = ["plan_bundle"]
+
+T = TypeVar("T")
+
+_CODES = {"object_lat": "bad_lat", "object_lon": "bad_lon", "sample_lat": "bad_lat",
+          "sample_lon": "bad_lon", "object_date": "bad_date", "object_time": "bad_time",
+          "object_annotation_date": "bad_date", "object_annotation_time": "bad_time",
+          "object_annotation_status": "bad_status", "img_rank": "bad_rank",
+          "object_annotation_category_id": "bad_category_id"}
+
+
+def plan_bundle(source: ImportSource, report: ImportReport) -> ImportPlan:
+    """Read and check every TSV of ``source`` (images are checked later, by the caller)."""
+    plan = ImportPlan(source=source.source, kind="ecotaxa_bundle",
+                      tsv_files=[f.rel for f in source.tsv_files])
+    object_file: dict[str, tuple[str, int]] = {}
+    for tsv in source.tsv_files:
+        table = read_tsv(tsv.path, tsv.rel, report)
+        if table is None:
+            continue
+        _merge_free_columns(plan, table, report)
+        _TableReader(plan, tsv, table, report, object_file).read()
+    return plan
+
+
+def _merge_free_columns(plan: ImportPlan, table: TsvTable, report: ImportReport) -> None:
+    for col in table.columns:
+        if not col.free:
+            continue
+        known = plan.free_columns[col.prefix].get(col.field)
+        if known is None:
+            plan.free_columns[col.prefix][col.field] = col.type
+            plan.column_files[col.name] = table.rel
+        elif known != col.type:
+            report.add(table.rel, 2, col.name, f"[{col.type}]", "column_type_conflict",
+                       f"column {col.name!r} is [{col.type}] here but [{known}] in "
+                       f"{plan.column_files[col.name]}")
+
+
+class _TableReader:
+    """Checks the rows of one table and adds them to the plan."""
+
+    def __init__(self, plan: ImportPlan, tsv: TsvSourceFile, table: TsvTable,
+                 report: ImportReport, object_file: dict[str, tuple[str, int]]):
+        self.plan, self.tsv, self.table, self.report = plan, tsv, table, report
+        self.object_file = object_file
+        self.here: dict[str, ObjectPlan] = {}
+        self.base = tsv.base.resolve()
+        self.numeric = {c.field for c in table.free_columns("object") if c.type == "f"}
+
+    def read(self) -> None:
+        for row in self.table.rows:
+            self._row(row)
+
+    # -- cells ----------------------------------------------------------------
+    def _parse(self, row: TsvRow, name: str, parser: Callable[[str], T],
+               code: str | None = None) -> T | None:
+        text = self.table.value(row, name)
+        try:
+            return parser(text)
+        except ValueError as e:
+            self.report.add(self.table.rel, row.line, name, text,
+                            code or _CODES.get(name, "bad_float"), str(e))
+            return None
+
+    def _free_values(self, row: TsvRow, prefix: str) -> dict[str, float | str]:
+        values: dict[str, float | str] = {}
+        for col in self.table.free_columns(prefix):
+            if col.type == "f":
+                value = self._parse(row, col.name, parse_float, "bad_float")
+                if value is not None:
+                    values[col.field] = value
+            else:
+                text = self.table.value(row, col.name)
+                if text:
+                    values[col.field] = text
+        return values
+
+    # -- rows -----------------------------------------------------------------
+    def _row(self, row: TsvRow) -> None:
+        rel, line, v = self.table.rel, row.line, lambda n: self.table.value(row, n)
+        orig_id = v("object_id")
+        obj = self._object_fields(row, orig_id)
+        image = self._image(row)
+        if not orig_id:
+            self.report.add(rel, line, "object_id", "", "missing_object_id", "missing object_id")
+            return
+        previous = self.here.get(orig_id)
+        if previous is not None:
+            if image is not None:
+                self._add_image(previous, image)
+            return
+        elsewhere = self.object_file.get(orig_id)
+        if elsewhere is not None:
+            self.report.add(rel, line, "object_id", orig_id, "duplicate_object",
+                            f"object {orig_id!r} is already in {elsewhere[0]} line {elsewhere[1]}")
+            return
+        self.object_file[orig_id] = (rel, line)
+        self.here[orig_id] = obj
+        if image is not None:
+            obj.images.append(image)
+        self._parents(row, obj)
+        self.plan.objects.append(obj)
+
+    def _add_image(self, obj: ObjectPlan, image: ImagePlan) -> None:
+        for other in obj.images:
+            if other.original_name == image.original_name:
+                self.report.add(self.table.rel, image.line, "img_file_name", image.original_name,
+                                "duplicate_object",
+                                f"(object {obj.orig_id!r}, image {image.original_name!r}) is "
+                                f"already in this file at line {other.line}")
+                return
+            if other.rank == image.rank:
+                self.report.add(self.table.rel, image.line, "img_rank", str(image.rank),
+                                "duplicate_object",
+                                f"object {obj.orig_id!r} already has an image of rank "
+                                f"{image.rank} at line {other.line}")
+                return
+        obj.images.append(image)
+
+    def _object_fields(self, row: TsvRow, orig_id: str) -> ObjectPlan:
+        rel, line, v = self.table.rel, row.line, lambda n: self.table.value(row, n)
+        obj = ObjectPlan(orig_id=orig_id, rel=rel, line=line)
+        obj.lat = self._parse(row, "object_lat", parse_latitude)
+        obj.lon = self._parse(row, "object_lon", parse_longitude)
+        obj.date = self._parse(row, "object_date", parse_date)
+        obj.time = self._parse(row, "object_time", parse_time)
+        obj.depth_min = self._parse(row, "object_depth_min", parse_float)
+        obj.depth_max = self._parse(row, "object_depth_max", parse_float)
+        status = self._parse(row, "object_annotation_status", parse_status)
+        label = v("object_annotation_category") or None
+        category_id = self._parse(row, "object_annotation_category_id", parse_int)
+        ann_date = self._parse(row, "object_annotation_date", parse_date)
+        ann_time = self._parse(row, "object_annotation_time", parse_time)
+        given = label if label is not None else category_id
+        if status == ObjectStatus.UNCLASSIFIED.value and given is not None:
+            self.report.add(rel, line, "object_annotation_status", "", "category_without_status",
+                            f"a category ({given}) is given without an annotation status")
+        elif status not in (None, ObjectStatus.UNCLASSIFIED.value) and given is None:
+            self.report.add(rel, line, "object_annotation_category", "", "status_without_category",
+                            f"annotation status {status!r} is given without a category")
+        if status not in (None, ObjectStatus.UNCLASSIFIED.value):
+            obj.status, obj.label, obj.category_id = status, label, category_id
+            obj.annotator_name = v("object_annotation_person_name") or None
+            obj.annotator_email = v("object_annotation_person_email") or None
+            if ann_date is not None:
+                obj.annotation_date = datetime.fromisoformat(
+                    f"{ann_date}T{ann_time or '00:00:00'}").replace(tzinfo=timezone.utc)
+        obj.extra = self._free_values(row, "object")
+        obj.features = {k: val for k, val in obj.extra.items() if k in self.numeric}
+        return obj
+
+    def _image(self, row: TsvRow) -> ImagePlan | None:
+        rel, line = self.table.rel, row.line
+        name = self.table.value(row, "img_file_name")
+        rank = self._parse(row, "img_rank", parse_int)
+        if rank is not None and rank < 0:
+            self.report.add(rel, line, "img_rank", str(rank), "bad_rank",
+                            f"invalid image rank {rank} (must be 0 or more)")
+        if not self.table.has("img_file_name"):
+            return None  # reported once for the file
+        if not name:
+            self.report.add(rel, line, "img_file_name", "", "missing_image", "no image file name")
+            return None
+        path = (self.tsv.path.parent / name.replace("\\", "/")).resolve()
+        if not path.is_relative_to(self.base):
+            self.report.add(rel, line, "img_file_name", name, "unsafe_image_path",
+                            f"image {name!r} is outside the bundle")
+            return None
+        if not path.is_file():
+            self.report.add(rel, line, "img_file_name", name, "missing_image",
+                            f"missing image {name!r}")
+            return None
+        return ImagePlan(src=path, rank=rank or 0, original_name=name, rel=rel, line=line)
+
+    def _parents(self, row: TsvRow, obj: ObjectPlan) -> None:
+        v = lambda n: self.table.value(row, n)  # noqa: E731
+        sample_id, acq_id, process_id = v("sample_id"), v("acq_id"), v("process_id")
+        acq_id = acq_id or process_id
+        sample_id = sample_id or acq_id
+        if sample_id:
+            s = self._parent(self.plan.samples, sample_id, None, obj)
+            s.lat = s.lat if s.lat is not None else self._parse(row, "sample_lat", parse_latitude)
+            s.lon = s.lon if s.lon is not None else self._parse(row, "sample_lon", parse_longitude)
+            self._merge(s, self._free_values(row, "sample"))
+        if acq_id:
+            a = self._parent(self.plan.acquisitions, acq_id, sample_id, obj, "acquisition",
+                             "sample")
+            a.instrument = a.instrument or v("acq_instrument") or None
+            self._merge(a, self._free_values(row, "acq"))
+        if process_id:
+            p = self._parent(self.plan.processes, process_id, acq_id, obj)
+            self._merge(p, self._free_values(row, "process"))
+        obj.sample, obj.acquisition = sample_id or None, acq_id or None
+        obj.process = process_id or None
+
+    def _parent(self, known: dict[str, ParentPlan], orig_id: str, parent: str | None,
+                obj: ObjectPlan, kind: str | None = None, parent_kind: str = "") -> ParentPlan:
+        """The parent named ``orig_id``; an acquisition must keep one sample."""
+        p = known.get(orig_id)
+        if p is None:
+            p = known[orig_id] = ParentPlan(orig_id=orig_id, rel=obj.rel, line=obj.line,
+                                            parent=parent)
+        elif kind is not None and p.parent != parent:
+            self.report.add(obj.rel, obj.line, f"{parent_kind}_id", parent, "hierarchy_conflict",
+                            f"{kind} {orig_id!r} already belongs to {parent_kind} {p.parent!r} "
+                            f"({p.where}); it cannot also belong to {parent_kind} {parent!r}")
+        return p
+
+    @staticmethod
+    def _merge(parent: ParentPlan, values: dict) -> None:
+        for k, val in values.items():
+            parent.extra.setdefault(k, val)

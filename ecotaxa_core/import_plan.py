@@ -1,0 +1,106 @@
+"""What an import will write, once every input has been checked.
+
+Both import kinds (EcoTaxa bundles and class folders) turn their source into an
+:class:`ImportPlan`: plain values, nothing written yet. The writer
+(:mod:`ecotaxa_core.import_writer`) then stores it in one go.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from ecotaxa_core.db.models import ObjectStatus
+
+__all__ = ["ParentPlan", "ImagePlan", "ObjectPlan", "ImportPlan", "FREE_COLUMN_PREFIXES"]
+
+FREE_COLUMN_PREFIXES = ("object", "sample", "acq", "process")
+
+
+@dataclass
+class ParentPlan:
+    """A sample, acquisition or process, shared by the objects that name it."""
+
+    orig_id: str
+    rel: str  # first file naming it, and the line there, for messages
+    line: int | None
+    parent: str | None = None  # sample of an acquisition, acquisition of a process
+    lat: float | None = None
+    lon: float | None = None
+    instrument: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def where(self) -> str:
+        return self.rel if self.line is None else f"{self.rel} line {self.line}"
+
+
+@dataclass
+class ImagePlan:
+    src: Path
+    rank: int
+    original_name: str
+    rel: str  # file that names it (TSV, or the image itself for class folders)
+    line: int | None
+    width: int = 0
+    height: int = 0
+
+
+@dataclass
+class ObjectPlan:
+    orig_id: str
+    rel: str
+    line: int | None
+    sample: str | None = None
+    acquisition: str | None = None
+    process: str | None = None
+    lat: float | None = None
+    lon: float | None = None
+    date: str | None = None
+    time: str | None = None
+    depth_min: float | None = None
+    depth_max: float | None = None
+    status: str = ObjectStatus.UNCLASSIFIED.value
+    label: str | None = None  # category as the source names it
+    category_id: int | None = None  # taxon id the source gives
+    annotator_name: str | None = None
+    annotator_email: str | None = None
+    annotator_id: int | None = None  # a known user (class folders: the importing user)
+    annotation_date: datetime | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    features: dict[str, float] = field(default_factory=dict)
+    images: list[ImagePlan] = field(default_factory=list)
+
+    @property
+    def where(self) -> str:
+        return self.rel if self.line is None else f"{self.rel} line {self.line}"
+
+
+@dataclass
+class ImportPlan:
+    source: str
+    kind: str  # "ecotaxa_bundle" | "class_folders"
+    tsv_files: list[str] = field(default_factory=list)
+    samples: dict[str, ParentPlan] = field(default_factory=dict)
+    acquisitions: dict[str, ParentPlan] = field(default_factory=dict)
+    processes: dict[str, ParentPlan] = field(default_factory=dict)
+    objects: list[ObjectPlan] = field(default_factory=list)
+    # Free columns per prefix, {"object": {"area": "f"}, ...}, in order of appearance.
+    free_columns: dict[str, dict[str, str]] = field(
+        default_factory=lambda: {p: {} for p in FREE_COLUMN_PREFIXES})
+    column_files: dict[str, str] = field(default_factory=dict)  # column -> first file with it
+
+    @property
+    def images(self) -> list[ImagePlan]:
+        return [im for o in self.objects for im in o.images]
+
+    @property
+    def n_images(self) -> int:
+        return sum(len(o.images) for o in self.objects)
+
+    @property
+    def feature_names(self) -> list[str]:
+        """Numeric object free columns: the "tsv" feature set."""
+        return [name for name, kind in self.free_columns["object"].items() if kind == "f"]

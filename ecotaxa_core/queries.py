@@ -1,0 +1,199 @@
+"""Object listings for the validation dashboard: filters, sorting, pages and counts.
+
+The dashboard never writes SQL: it asks these functions for one page of
+objects (with their category, score, first thumbnail and annotator), for the
+per-category counts of a project, and for the taxa matching what a user types
+in the category picker. Changes go through :mod:`ecotaxa_core.annotation`.
+
+>>> SORTS
+('score_desc', 'score_asc', 'id', 'orig_id')
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from sqlalchemy import and_, case, func, select
+from sqlalchemy.orm import Session, aliased
+
+from ecotaxa_core.db.models import Image, Membership, Object, ObjectStatus, Project, Role, Taxon, User
+from ecotaxa_core.errors import EcoTaxaError, UserNotFound
+
+__all__ = [
+    "SORTS",
+    "ObjectRow",
+    "CategoryCount",
+    "TaxonChoice",
+    "ProjectChoice",
+    "list_objects",
+    "category_counts",
+    "taxa_for_picker",
+    "projects_for_user",
+]
+
+SORTS = ("score_desc", "score_asc", "id", "orig_id")
+
+_ANNOTATING_ROLES = (Role.ANNOTATOR.value, Role.MANAGER.value)
+
+
+@dataclass(frozen=True)
+class ObjectRow:
+    """One object as the validation grid shows it."""
+
+    id: int
+    orig_id: str
+    status: str
+    taxon_id: int | None
+    category: str | None  # display name of the taxon
+    score: float | None
+    thumb_path: str | None  # relative to the vault root; first image (rank 0)
+    annotator: str | None  # name of the user who made the last change
+
+
+class CategoryCount(NamedTuple):
+    taxon_id: int
+    display_name: str
+    n_validated: int
+    n_predicted: int
+    n_dubious: int
+
+
+class TaxonChoice(NamedTuple):
+    taxon_id: int
+    display_name: str
+
+
+class ProjectChoice(NamedTuple):
+    project_id: int
+    title: str
+    can_annotate: bool
+
+
+def _order_by(sort: str):
+    if sort == "score_desc":
+        return (Object.score.desc().nulls_last(), Object.id)
+    if sort == "score_asc":
+        return (Object.score.asc().nulls_last(), Object.id)
+    if sort == "id":
+        return (Object.id,)
+    if sort == "orig_id":
+        return (Object.orig_id, Object.id)
+    raise EcoTaxaError(f"unknown sort {sort!r}; use one of {', '.join(SORTS)}")
+
+
+def _check_status(status: str | None) -> str | None:
+    if status is None:
+        return None
+    try:
+        return ObjectStatus(status).value
+    except ValueError:
+        raise EcoTaxaError(f"unknown status {status!r}; use one of "
+                           f"{', '.join(s.value for s in ObjectStatus)}") from None
+
+
+def list_objects(session: Session, project_id: int, *, taxon_id: int | None = None,
+                 status: str | None = None, sort: str = "score_desc", limit: int = 60,
+                 offset: int = 0) -> tuple[list[ObjectRow], int]:
+    """One page of a project's objects, and how many objects match the filters.
+
+    Parameters
+    ----------
+    session : an open session.
+    project_id : the project whose objects are listed.
+    taxon_id : only objects currently in this category (None: any category).
+    status : only objects with this status (``unclassified``, ``predicted``,
+        ``dubious``, ``validated``; None: any).
+    sort : ``score_desc`` / ``score_asc`` (objects without a score come last
+        either way), ``id`` or ``orig_id``; ties are broken by object id so
+        pages never overlap.
+    limit, offset : the page.
+
+    Returns
+    -------
+    (rows, total) : the page's rows and the number of matching objects.
+    """
+    order = _order_by(sort)
+    status = _check_status(status)
+    if limit < 1 or offset < 0:
+        raise EcoTaxaError(f"invalid page: limit={limit} (>= 1), offset={offset} (>= 0)")
+    conditions = [Object.project_id == project_id]
+    if taxon_id is not None:
+        conditions.append(Object.taxon_id == taxon_id)
+    if status is not None:
+        conditions.append(Object.status == status)
+    total = session.scalar(select(func.count()).select_from(Object).where(*conditions))
+    annotator = aliased(User)
+    q = (select(Object.id, Object.orig_id, Object.status, Object.taxon_id, Taxon.display_name,
+                Object.score, Image.thumb_path, annotator.name)
+         .outerjoin(Taxon, Taxon.id == Object.taxon_id)
+         .outerjoin(Image, and_(Image.object_id == Object.id, Image.rank == 0))
+         .outerjoin(annotator, annotator.id == Object.annotator_id)
+         .where(*conditions).order_by(*order).limit(limit).offset(offset))
+    rows = [ObjectRow(id=r[0], orig_id=r[1], status=r[2], taxon_id=r[3], category=r[4],
+                      score=r[5], thumb_path=r[6], annotator=r[7])
+            for r in session.execute(q)]
+    return rows, int(total or 0)
+
+
+def category_counts(session: Session, project_id: int) -> list[CategoryCount]:
+    """Per category present in the project: validated, predicted and dubious objects.
+
+    Sorted by display name; objects without a category are not counted.
+    """
+    def n(status: ObjectStatus):
+        return func.coalesce(func.sum(case((Object.status == status.value, 1), else_=0)), 0)
+
+    q = (select(Taxon.id, Taxon.display_name, n(ObjectStatus.VALIDATED), n(ObjectStatus.PREDICTED),
+                n(ObjectStatus.DUBIOUS))
+         .join(Object, Object.taxon_id == Taxon.id)
+         .where(Object.project_id == project_id)
+         .group_by(Taxon.id, Taxon.display_name)
+         .order_by(Taxon.display_name))
+    return [CategoryCount(int(r[0]), r[1], int(r[2]), int(r[3]), int(r[4]))
+            for r in session.execute(q)]
+
+
+def _like_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def taxa_for_picker(session: Session, query: str, limit: int = 20) -> list[TaxonChoice]:
+    """Taxa whose display name contains ``query`` (any case), for a type-ahead picker.
+
+    Names that start with the query come first, then shorter names, then
+    alphabetical order. An empty query lists the first taxa alphabetically.
+    """
+    text = query.strip().lower()
+    name = func.lower(Taxon.display_name)
+    q = select(Taxon.id, Taxon.display_name)
+    if text:
+        pattern = _like_escape(text)
+        q = q.where(name.like(f"%{pattern}%", escape="\\"))
+        starts = case((name.like(f"{pattern}%", escape="\\"), 0), else_=1)
+        q = q.order_by(starts, func.length(Taxon.display_name), name)
+    else:
+        q = q.order_by(name)
+    return [TaxonChoice(int(r[0]), r[1]) for r in session.execute(q.limit(limit))]
+
+
+def projects_for_user(session: Session, user_id: int) -> list[ProjectChoice]:
+    """The projects a user may open in the dashboard, by id.
+
+    An administrator sees every project and may annotate all of them; other
+    users see the projects they are members of, and may annotate those where
+    they are annotator or manager.
+    """
+    user = session.get(User, user_id)
+    if user is None:
+        raise UserNotFound(f"no user with id {user_id}")
+    if user.is_admin:
+        return [ProjectChoice(pid, title, True)
+                for pid, title in session.execute(select(Project.id, Project.title)
+                                                  .order_by(Project.id))]
+    q = (select(Project.id, Project.title, Membership.role)
+         .join(Membership, and_(Membership.project_id == Project.id, Membership.user_id == user_id))
+         .order_by(Project.id))
+    return [ProjectChoice(pid, title, role in _ANNOTATING_ROLES)
+            for pid, title, role in session.execute(q)]
+

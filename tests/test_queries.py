@@ -1,0 +1,174 @@
+"""Object listings for the dashboard, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+
+from ecotaxa_core.annotation import set_dubious, validate_objects
+from ecotaxa_core.db.models import Image, Object, Role
+from ecotaxa_core.errors import EcoTaxaError
+from ecotaxa_core.projects import create_project, set_member
+from ecotaxa_core.queries import (
+    CategoryCount,
+    ObjectRow,
+    category_counts,
+    list_objects,
+    projects_for_user,
+    taxa_for_picker,
+)
+from ecotaxa_core.taxonomy import get_or_create_taxon
+from ecotaxa_core.users import create_user
+
+# orig_id, status, taxon (key), score
+OBJECTS = [
+    ("o1", "predicted", "cope", 0.91),
+    ("o2", "predicted", "cope", 0.40),
+    ("o3", "predicted", "diat", 0.75),
+    ("o4", "unclassified", None, None),
+    ("o5", "predicted", "diat", 0.99),
+    ("o6", "unclassified", None, None),
+    ("o7", "predicted", "det", 0.55),
+    ("o8", "predicted", "cope", 0.10),
+]
+
+
+@pytest.fixture
+def project(instance, admin):
+    """A project with 8 objects (6 predicted, 2 unclassified) and one other project's object."""
+    with instance.sessions.begin() as s:
+        root = get_or_create_taxon(s, "Biota")
+        taxa = {"cope": get_or_create_taxon(s, "Copepoda", root),
+                "diat": get_or_create_taxon(s, "Bacillariophyta", root),
+                "det": get_or_create_taxon(s, "detritus")}
+        prj = create_project(s, "queries")
+        other = create_project(s, "other")
+        ids = {}
+        for orig, status, tx, score in OBJECTS:
+            obj = Object(project_id=prj.id, orig_id=orig, status=status,
+                         taxon_id=taxa[tx].id if tx else None, score=score)
+            obj.images = [Image(rank=1, file_path=f"images/{orig}_1.jpg", thumb_path=f"thumbs/{orig}_1.jpg",
+                                original_name=f"{orig}_b.jpg", width=10, height=10),
+                          Image(rank=0, file_path=f"images/{orig}_0.jpg", thumb_path=f"thumbs/{orig}_0.jpg",
+                                original_name=f"{orig}.jpg", width=10, height=10)]
+            s.add(obj)
+            s.flush()
+            ids[orig] = obj.id
+        s.add(Object(project_id=other.id, orig_id="x1", status="predicted", taxon_id=taxa["cope"].id,
+                     score=0.95))
+        return {"id": prj.id, "other": other.id, "ids": ids,
+                "taxa": {k: t.id for k, t in taxa.items()}, "root": root.id}
+
+
+def _origs(rows: list[ObjectRow]) -> list[str]:
+    return [r.orig_id for r in rows]
+
+
+def test_sorted_by_score_both_ways_with_unscored_last(instance, project):
+    with instance.sessions() as s:
+        desc, total = list_objects(s, project["id"], sort="score_desc")
+        asc, _ = list_objects(s, project["id"], sort="score_asc")
+        by_orig, _ = list_objects(s, project["id"], sort="orig_id")
+        by_id, _ = list_objects(s, project["id"], sort="id")
+    assert total == 8
+    assert _origs(desc) == ["o5", "o1", "o3", "o7", "o2", "o8", "o4", "o6"]
+    assert _origs(asc) == ["o8", "o2", "o7", "o3", "o1", "o5", "o4", "o6"]
+    assert _origs(by_orig) == [f"o{i}" for i in range(1, 9)]
+    assert [r.id for r in by_id] == sorted(project["ids"].values())
+
+
+def test_rows_carry_category_score_first_thumbnail_and_annotator(instance, project, admin):
+    with instance.sessions.begin() as s:
+        validate_objects(s, project["id"], [project["ids"]["o1"]], admin.id)
+    with instance.sessions() as s:
+        rows, _ = list_objects(s, project["id"], sort="orig_id", limit=4)
+    o1, o2, _, o4 = rows
+    assert o1 == ObjectRow(id=project["ids"]["o1"], orig_id="o1", status="validated",
+                           taxon_id=project["taxa"]["cope"], category="Copepoda", score=None,
+                           thumb_path="thumbs/o1_0.jpg", annotator="Administrator")
+    assert (o2.status, o2.category, o2.score, o2.annotator) == ("predicted", "Copepoda", 0.40, None)
+    assert (o4.taxon_id, o4.category, o4.score) == (None, None, None)
+
+
+def test_filters_by_category_and_status(instance, project, admin):
+    cope = project["taxa"]["cope"]
+    with instance.sessions.begin() as s:
+        set_dubious(s, project["id"], [project["ids"]["o2"]], admin.id)
+    with instance.sessions() as s:
+        in_cope, n_cope = list_objects(s, project["id"], taxon_id=cope)
+        predicted_cope, n_pc = list_objects(s, project["id"], taxon_id=cope, status="predicted")
+        unclassified, n_u = list_objects(s, project["id"], status="unclassified", sort="id")
+        dubious, _ = list_objects(s, project["id"], status="dubious")
+    assert (_origs(in_cope), n_cope) == (["o1", "o8", "o2"], 3)  # o2 lost its score when set dubious
+    assert (_origs(predicted_cope), n_pc) == (["o1", "o8"], 2)
+    assert (_origs(unclassified), n_u) == (["o4", "o6"], 2)
+    assert _origs(dubious) == ["o2"]
+
+
+def test_pages_cover_every_object_once(instance, project):
+    seen = []
+    with instance.sessions() as s:
+        for offset in range(0, 8, 3):
+            rows, total = list_objects(s, project["id"], sort="score_desc", limit=3, offset=offset)
+            assert total == 8
+            seen += _origs(rows)
+        beyond, total = list_objects(s, project["id"], limit=3, offset=30)
+    assert seen == ["o5", "o1", "o3", "o7", "o2", "o8", "o4", "o6"]
+    assert (beyond, total) == ([], 8)
+
+
+def test_bad_arguments_are_typed_errors(instance, project):
+    with instance.sessions() as s:
+        with pytest.raises(EcoTaxaError, match="unknown sort 'score'"):
+            list_objects(s, project["id"], sort="score")
+        with pytest.raises(EcoTaxaError, match="unknown status 'done'"):
+            list_objects(s, project["id"], status="done")
+        with pytest.raises(EcoTaxaError, match="invalid page"):
+            list_objects(s, project["id"], limit=0)
+
+
+def test_category_counts(instance, project, admin):
+    with instance.sessions.begin() as s:
+        validate_objects(s, project["id"], [project["ids"]["o1"], project["ids"]["o3"]], admin.id)
+        set_dubious(s, project["id"], [project["ids"]["o8"]], admin.id)
+    with instance.sessions() as s:
+        counts = category_counts(s, project["id"])
+    t = project["taxa"]
+    assert counts == [CategoryCount(t["diat"], "Bacillariophyta", 1, 1, 0),
+                      CategoryCount(t["cope"], "Copepoda", 1, 1, 1),
+                      CategoryCount(t["det"], "detritus", 0, 1, 0)]
+
+
+def test_taxa_for_picker(instance, project):
+    with instance.sessions.begin() as s:
+        get_or_create_taxon(s, "Calanoida")
+        get_or_create_taxon(s, "Oncaea_50%")
+    with instance.sessions() as s:
+        assert [c.display_name for c in taxa_for_picker(s, "cop")] == ["Copepoda"]
+        # Names starting with the query first, then shorter ones.
+        assert [c.display_name for c in taxa_for_picker(s, "  A ")] == [
+            "Biota", "Copepoda", "Calanoida", "Oncaea_50%", "Bacillariophyta"]
+        starts = taxa_for_picker(s, "b")
+        assert [c.display_name for c in starts] == ["Biota", "Bacillariophyta"]
+        assert taxa_for_picker(s, "%") == [(taxa_for_picker(s, "oncaea")[0].taxon_id, "Oncaea_50%")]
+        assert [c.display_name for c in taxa_for_picker(s, "_")] == ["Oncaea_50%"]
+        assert taxa_for_picker(s, "zzz") == []
+        assert len(taxa_for_picker(s, "", limit=2)) == 2
+        assert taxa_for_picker(s, "COPEPODA")[0].taxon_id == project["taxa"]["cope"]
+
+
+def test_projects_for_user(instance, project, admin):
+    with instance.sessions.begin() as s:
+        viewer = create_user(s, "v@example.org", "Viewer", "pw")
+        annotator = create_user(s, "a@example.org", "Annotator", "pw")
+        outsider = create_user(s, "o@example.org", "Outsider", "pw")
+        set_member(s, project["id"], viewer.id, Role.VISITOR)
+        set_member(s, project["id"], annotator.id, Role.ANNOTATOR)
+        set_member(s, project["other"], annotator.id, Role.MANAGER)
+        ids = viewer.id, annotator.id, outsider.id
+    with instance.sessions() as s:
+        assert projects_for_user(s, admin.id) == [(project["id"], "queries", True),
+                                                  (project["other"], "other", True)]
+        assert projects_for_user(s, ids[0]) == [(project["id"], "queries", False)]
+        assert projects_for_user(s, ids[1]) == [(project["id"], "queries", True),
+                                                (project["other"], "other", True)]
+        assert projects_for_user(s, ids[2]) == []

@@ -1,0 +1,186 @@
+"""The EcoTaxa TSV format: typed values, reading files, problem reports."""
+
+from __future__ import annotations
+
+import pytest
+
+from ecotaxa_core.tsv import (ImportReport, TsvFormatError, format_float, parse_date, parse_float,
+                              parse_int, parse_latitude, parse_longitude, parse_status, parse_time,
+                              read_tsv)
+
+
+# -- values -------------------------------------------------------------------
+@pytest.mark.parametrize("text, expected", [
+    ("12.5", 12.5), (" -3 ", -3.0), ("1e3", 1000.0), ("", None), ("NaN", None), ("na", None),
+    ("-inf", None), ("inf", None)])
+def test_float_values(text, expected):
+    assert parse_float(text) == expected
+
+
+@pytest.mark.parametrize("text", ["a", "1,5", "12..3", "--1"])
+def test_bad_floats_are_refused(text):
+    with pytest.raises(ValueError, match="invalid number"):
+        parse_float(text)
+
+
+def test_integers():
+    assert parse_int("3") == 3 and parse_int("3.0") == 3 and parse_int("") is None
+    with pytest.raises(ValueError, match="invalid integer"):
+        parse_int("3.5")
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("18.0", 18.0), ("-44.72543333333333", -44.72543333333333),
+    ("43°00 0", 43.0),  # UVP6 "DD°MM SS"
+    ("43°30 36", 43.51),
+    ("43°30.5", 43 + 30.5 / 60),  # "DD°MM.mm"
+    ("-7°15 00", -7.25), ("7°15'00\"S", -7.25), ("12°30N", 12.5)])
+def test_latitudes(text, expected):
+    assert parse_latitude(text) == pytest.approx(expected)
+    assert parse_latitude("") is None
+
+
+def test_longitudes_accept_up_to_180():
+    assert parse_longitude("145.5351") == 145.5351
+    assert parse_longitude("-179°59 59") == pytest.approx(-(179 + 59 / 60 + 59 / 3600))
+    assert parse_longitude("10°W") == -10.0
+
+
+@pytest.mark.parametrize("parser, text, match", [
+    (parse_latitude, "100", r"latitude '100' \(must be within -90/\+90°\)"),
+    (parse_latitude, "-90.5", "must be within"),
+    (parse_longitude, "200", r"longitude '200' \(must be within -180/\+180°\)"),
+    (parse_latitude, "abc", "invalid latitude 'abc'"),
+    (parse_latitude, "43°75 00", "invalid latitude"),  # minutes >= 60
+    (parse_longitude, "12°30 61", "invalid longitude"),  # seconds >= 60
+    (parse_latitude, "12°x", "invalid latitude"),
+])
+def test_bad_coordinates(parser, text, match):
+    with pytest.raises(ValueError, match=match):
+        parser(text)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("20140420", "2014-04-20"), ("2014-04-20", "2014-04-20"), ("", None), ("20000229", "2000-02-29")])
+def test_dates(text, expected):
+    assert parse_date(text) == expected
+
+
+@pytest.mark.parametrize("text", ["20140433", "2015-11-31", "2014-0420", "14-04-20", "2014/04/20",
+                                  "20190229", "April 1st"])
+def test_bad_dates(text):
+    with pytest.raises(ValueError, match="invalid date"):
+        parse_date(text)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("420", "04:20:00"), ("0420", "04:20:00"), ("153100", "15:31:00"), ("080729", "08:07:29"),
+    ("15:31:00", "15:31:00"), ("15:31", "15:31:00"), ("5", "00:05:00"), ("", None)])
+def test_times(text, expected):
+    assert parse_time(text) == expected
+
+
+@pytest.mark.parametrize("text", ["9920", "5:31", "2460", "12:61:00", "1531000", "noon"])
+def test_bad_times(text):
+    with pytest.raises(ValueError, match="invalid time"):
+        parse_time(text)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("predicted", "predicted"), ("P", "predicted"), ("Validated", "validated"), ("v", "validated"),
+    ("dubious", "dubious"), ("D", "dubious"), ("", "unclassified")])
+def test_statuses(text, expected):
+    assert parse_status(text) == expected
+
+
+def test_bad_status():
+    with pytest.raises(ValueError, match="invalid annotation status 'predit'"):
+        parse_status("predit")
+
+
+def test_floats_format_back_to_the_same_value():
+    for v in (241.039993286133, 13.1000003814697, 2.0, -0.1, 1e-12):
+        assert float(format_float(v)) == v
+    assert format_float(None) == "" and format_float(float("nan")) == ""
+
+
+# -- reading files --------------------------------------------------------------
+def _write(path, text: str, encoding="utf-8"):
+    path.write_bytes(text.encode(encoding))
+    return path
+
+
+def test_reader_decodes_utf8_bom_and_latin1(tmp_path):
+    body = "object_id\tobject_lat\tobject_site\timg_file_name\n[t]\t[t]\t[t]\t[t]\n" \
+           "o1\t43°00 0\tBaie de Villefranche é\ta.png\n"
+    for enc, name in (("utf-8-sig", "bom"), ("latin-1", "latin"), ("utf-8", "plain")):
+        report = ImportReport()
+        table = read_tsv(_write(tmp_path / f"ecotaxa_{name}.tsv", body, enc), name, report)
+        row = table.rows[0]
+        assert table.value(row, "object_lat") == "43°00 0"
+        assert table.value(row, "object_site").endswith("é")
+        assert [c.name for c in table.columns][0] == "object_id"
+        assert report.n_issues == 0
+
+
+def test_reader_handles_quotes_lines_and_types(tmp_path):
+    path = _write(tmp_path / "ecotaxa_q.txt",
+                  '"object_id"\t"Object_Area"\t"img_file_name"\n"[t]"\t"[F]"\t"[t]"\n'
+                  '"o1"\t"12"\t"a.png"\n\n"o2"\t"13"\t"b.png"\n')
+    report = ImportReport()
+    table = read_tsv(path, "ecotaxa_q.txt", report)
+    assert report.n_issues == 0
+    assert [(c.name, c.type, c.free) for c in table.columns] == [
+        ("object_id", "t", False), ("object_area", "f", True), ("img_file_name", "t", False)]
+    assert [r.line for r in table.rows] == [3, 5]  # the blank line 4 is skipped
+
+
+def test_reader_reports_structure_problems_with_line_and_column(tmp_path):
+    path = _write(tmp_path / "ecotaxa_bad.tsv",
+                  "nounderscore\tfoo_bar\tobject_x\tobject_x\timg_thumb\tobject_id\tsample_ship\n"
+                  "[t]\t[t]\t[H]\t[t]\t[t]\t[t]\t[t]\n"
+                  "a\tb\tc\td\te\to1\tmeteor\tstray\n")
+    report = ImportReport("src")
+    table = read_tsv(path, "ecotaxa_bad.tsv", report)
+    found = {(i.line, i.column, i.code) for i in report.issues}
+    assert found == {
+        (1, "nounderscore", "bad_header"), (1, "foo_bar", "unknown_prefix"),
+        (2, "object_x", "bad_type"), (1, "object_x", "duplicate_column"),
+        (1, "img_thumb", "unknown_column"), (1, "img_file_name", "missing_column"),
+        (1, "sample_id", "missing_column"), (3, None, "extra_values")}
+    assert [c.name for c in table.columns] == ["object_id", "sample_ship"]
+    text = str(TsvFormatError(report))
+    assert text.startswith("8 problems in src:")
+    assert "ecotaxa_bad.tsv line 2, column object_x: invalid type '[H]'" in text
+    assert "ecotaxa_bad.tsv line 3: value(s) ['stray'] in column(s) without a header" in text
+
+
+def test_reader_reports_empty_files_and_missing_data(tmp_path):
+    report = ImportReport()
+    assert read_tsv(_write(tmp_path / "ecotaxa_0.tsv", ""), "ecotaxa_0.tsv", report) is None
+    read_tsv(_write(tmp_path / "ecotaxa_1.tsv", "object_id\timg_file_name\n[t]\t[t]\n"),
+             "ecotaxa_1.tsv", report)
+    read_tsv(_write(tmp_path / "ecotaxa_2.tsv", "object_id\timg_file_name\n"), "ecotaxa_2.tsv",
+             report)
+    assert [(i.path, i.line, i.code) for i in report.issues] == [
+        ("ecotaxa_0.tsv", 1, "empty_file"), ("ecotaxa_1.tsv", 3, "no_data"),
+        ("ecotaxa_2.tsv", 2, "missing_type_line")]
+
+
+def test_a_missing_type_line_is_one_problem_not_one_per_column(tmp_path):
+    path = _write(tmp_path / "ecotaxa_nt.tsv",
+                  "object_id\tobject_a\tobject_b\timg_file_name\no1\t1\t2\ta.png\n")
+    report = ImportReport()
+    read_tsv(path, "ecotaxa_nt.tsv", report)
+    assert [(i.line, i.code) for i in report.issues] == [(2, "bad_type_line"), (3, "no_data")]
+
+
+def test_report_caps_issues_per_file_but_counts_all():
+    report = ImportReport("x", max_per_file=3)
+    for line in range(3, 13):
+        report.add("a.tsv", line, "object_lat", "100", "bad_lat", "invalid latitude")
+    report.add("b.tsv", 3, None, None, "no_data", "no data")
+    assert report.n_issues == 11 and len(report.issues) == 4
+    text = str(report)
+    assert "11 problems in x:" in text and "... and 7 more in a.tsv" in text
+    assert "b.tsv line 3: no data" in text
