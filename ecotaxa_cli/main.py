@@ -225,8 +225,12 @@ def _human_train(r: dict[str, Any]) -> str:
     lines = []
     for m in r.get("models", []):
         met = m.get("metrics", {})
-        lines.append(f"model {m['model_id']} {m['kind']}: accuracy {met.get('accuracy', float('nan')):.3f}, "
-                     f"balanced accuracy {met.get('balanced_accuracy', float('nan')):.3f} "
+        if met.get("accuracy") is None:
+            lines.append(f"model {m['model_id']} {m['kind']}: no held-out evaluation "
+                         "(too few categories with 5 or more objects)")
+            continue
+        lines.append(f"model {m['model_id']} {m['kind']}: accuracy {met['accuracy']:.3f}, "
+                     f"balanced accuracy {met['balanced_accuracy']:.3f} "
                      f"(held-out {met.get('n_test', '?')} objects)")
     for s in r.get("skipped", []):
         lines.append(f"skipped {s}")

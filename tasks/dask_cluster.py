@@ -25,6 +25,6 @@ def dask_client(settings: Settings) -> Iterator[Client]:
         return
     with LocalCluster(n_workers=settings.dask_n_workers,
                       threads_per_worker=settings.dask_threads_per_worker,
-                      processes=True, dashboard_address=None,
+                      processes=True, dashboard_address=":0",
                       host="127.0.0.1") as cluster, Client(cluster) as client:
         yield client

@@ -1,0 +1,167 @@
+"""Prediction: registered model + feature store -> top-3 predictions per object.
+
+:func:`predict_chunk` takes only plain values (paths, ids) so it can run on a
+Dask worker: it loads the model once per process, reads the chunk's features
+from the Zarr store and returns :class:`~ecotaxa_core.annotation.Prediction`
+records. Writing them is the caller's job (the single database writer):
+:func:`write_predictions` writes one chunk in one transaction, so a run that
+dies half way leaves each object with either its old or its new prediction.
+
+Only unclassified and predicted objects are predicted; validated and dubious
+ones are human decisions that :func:`~ecotaxa_core.annotation.apply_predictions`
+never touches.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from functools import lru_cache
+from typing import Any, Sequence
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from ecotaxa_core.annotation import PREDICTABLE, Prediction, apply_predictions
+from ecotaxa_core.db.models import Object
+from ecotaxa_core.errors import ModelNotFound
+from ecotaxa_core.learn.learning_set import FeatureSetUnavailable, read_feature_sets
+from ecotaxa_core.learn.registry import LoadedModel, best_model, get_model, load_model_files
+from ecotaxa_core.store.feature_store import FeatureStore
+
+__all__ = [
+    "TOP_K",
+    "predictable_object_ids",
+    "model_features",
+    "predict_with_model",
+    "predict_chunk",
+    "write_predictions",
+    "predict_project",
+    "prediction_summary",
+]
+
+TOP_K = 3
+
+
+def predictable_object_ids(session: Session, project_id: int) -> np.ndarray:
+    """Ids of the project's unclassified and predicted objects, sorted."""
+    ids = session.scalars(select(Object.id).where(Object.project_id == int(project_id),
+                                                  Object.status.in_(PREDICTABLE))
+                          .order_by(Object.id)).all()
+    return np.asarray(ids, dtype=np.int64)
+
+
+def model_features(model: LoadedModel, store: FeatureStore, project_id: int,
+                   object_ids: Sequence[int]) -> np.ndarray:
+    """The model's input matrix for ``object_ids``: its features, in its column order."""
+    X, names = read_feature_sets(store, project_id, model.feature_sets, object_ids)
+    column = {n: i for i, n in enumerate(names)}
+    absent = [n for n in model.feature_names if n not in column]
+    if absent:
+        raise FeatureSetUnavailable(
+            f"project {project_id} lacks {len(absent)} features model {model.model_id} was "
+            f"trained on (e.g. {absent[:3]}); its feature sets were computed differently")
+    return X[:, [column[n] for n in model.feature_names]]
+
+
+def predict_with_model(model: LoadedModel, X: np.ndarray,
+                       object_ids: Sequence[int]) -> list[Prediction]:
+    """Top-3 predictions of the rows of ``X``; rows without any feature value are skipped."""
+    ids = np.asarray(object_ids, dtype=np.int64)
+    has_features = ~np.isnan(X).all(axis=1)
+    if not has_features.any():
+        return []
+    ids, X = ids[has_features], X[has_features]
+    proba = model.pipeline.predict_proba(X)
+    k = min(TOP_K, proba.shape[1])
+    top = np.argsort(-proba, axis=1, kind="stable")[:, :k]
+    classes = model.classes
+    out = []
+    for oid, p, t in zip(ids.tolist(), proba, top):
+        best = [(int(classes[j]), float(p[j])) for j in t]
+        out.append(Prediction(object_id=oid, taxon_id=best[0][0], score=best[0][1], top=best))
+    return out
+
+
+@lru_cache(maxsize=4)
+def _cached_model(models_dir: str, model_id: int, model_path: str,
+                  modified_ns: int) -> LoadedModel:
+    # Per-process cache: a worker that predicts many chunks loads the model once.
+    # The file's modification time is part of the key, so a model id reused for
+    # another file (SQLite reuses the id of a deleted last row) is reloaded.
+    return load_model_files(models_dir, model_id, model_path)
+
+
+def predict_chunk(models_dir: str, model_id: int, model_path: str, feature_store_root: str,
+                  project_id: int, object_ids: Sequence[int]) -> list[Prediction]:
+    """Predict one chunk of objects (safe to run on a Dask worker).
+
+    Parameters
+    ----------
+    models_dir : str
+        The registry folder (``inst.models_dir``).
+    model_id : int
+    model_path : str
+        The model file, relative to ``models_dir`` (``TrainedModel.path``).
+    feature_store_root : str
+        The feature store folder (``inst.features.root``).
+    project_id : int
+        The project whose feature rows are read.
+    object_ids : sequence of int
+
+    Returns
+    -------
+    list of Prediction
+        One per object that has at least one feature value, in ``object_ids`` order.
+    """
+    path = os.path.join(os.fspath(models_dir), str(model_path))
+    try:
+        modified_ns = os.stat(path).st_mtime_ns
+    except FileNotFoundError:
+        raise ModelNotFound(f"model {model_id}: {path} is missing") from None
+    model = _cached_model(os.fspath(models_dir), int(model_id), str(model_path), modified_ns)
+    X = model_features(model, FeatureStore(feature_store_root), project_id, object_ids)
+    return predict_with_model(model, X, object_ids)
+
+
+def write_predictions(inst, project_id: int, predictions: Sequence[Prediction],
+                      model_id: int) -> int:
+    """Write one chunk of predictions in one transaction; returns how many objects changed."""
+    with inst.sessions.begin() as session:
+        return apply_predictions(session, project_id, predictions, model_id)
+
+
+def predict_project(inst, project_id: int, model_id: int | None = None, *,
+                    chunk_size: int = 2048) -> dict[str, Any]:
+    """Predict every predictable object of a project, chunk by chunk, in this process.
+
+    The flow ``predict_flow`` does the same with the chunks on Dask. Default
+    model: the project's best (:func:`~ecotaxa_core.learn.registry.best_model`).
+    Returns a JSON-able summary.
+    """
+    t0 = time.perf_counter()
+    with inst.sessions() as session:
+        row = (get_model(session, model_id) if model_id is not None
+               else best_model(session, project_id))
+        model_id, path = row.id, row.path
+        ids = predictable_object_ids(session, project_id)
+    n_predicted = n_written = 0
+    for start in range(0, len(ids), chunk_size):
+        preds = predict_chunk(str(inst.models_dir), model_id, path, str(inst.features.root),
+                              project_id, ids[start:start + chunk_size])
+        n_predicted += len(preds)
+        n_written += write_predictions(inst, project_id, preds, model_id)
+    seconds = time.perf_counter() - t0
+    return prediction_summary(project_id, model_id, len(ids), n_predicted, n_written, seconds)
+
+
+def prediction_summary(project_id: int, model_id: int, n_predictable: int, n_predicted: int,
+                       n_written: int, seconds: float) -> dict[str, Any]:
+    """The JSON-able summary of a prediction run."""
+    return {"project_id": int(project_id), "model_id": int(model_id),
+            "n_predictable": int(n_predictable), "n_predicted": int(n_written),
+            "n_without_features": int(n_predictable - n_predicted),
+            "n_no_longer_predictable": int(n_predicted - n_written),
+            "seconds": round(seconds, 3),
+            "objects_per_second": round(n_written / seconds, 1) if seconds > 0 else None}

@@ -1,0 +1,92 @@
+"""The classifier pipelines: scikit-learn's contract, imputation, and learning separable data."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from ecotaxa_core.learn import (UnknownClassifierKind, classifier_parameters, default_feature_sets,
+                                make_classifier)
+
+# A Pipeline fits its steps in place (they are its `steps` parameter) and the
+# median imputer accepts NaN by design: these three checks cannot hold for it.
+PIPELINE_BY_DESIGN = {
+    "check_estimators_overwrite_params": "a Pipeline fits the estimators in its `steps`",
+    "check_dont_overwrite_parameters": "a Pipeline fits the estimators in its `steps`",
+    "check_estimators_nan_inf": "NaN are imputed with the learning-set medians",
+}
+
+
+def _small(kind: str):
+    est = make_classifier(kind, n_jobs=1)
+    if kind == "classic_rf":
+        est.set_params(classify__n_estimators=10)  # same contract, a faster check
+    return est
+
+
+@parametrize_with_checks([_small("classic_rf"), _small("deep_logreg")],
+                         expected_failed_checks=lambda est: PIPELINE_BY_DESIGN)
+def test_sklearn_estimator_contract(estimator, check):
+    check(estimator)
+
+
+def _clusters(n_per_class=40, n_features=12, taxa=(101, 205, 3007), seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 5, (len(taxa), n_features))
+    y = np.repeat(np.array(taxa), n_per_class)
+    X = centres[np.repeat(np.arange(len(taxa)), n_per_class)] + rng.normal(0, 1, (len(y), n_features))
+    return X.astype(np.float32), y
+
+
+@pytest.mark.parametrize("kind", ["classic_rf", "deep_logreg"])
+def test_learns_separable_clusters_with_taxon_ids_as_classes(kind):
+    X, y = _clusters(seed=1)
+    X_new, y_new = _clusters(n_per_class=20, seed=1)
+    X_new = X_new + np.random.default_rng(2).normal(0, 0.5, X_new.shape).astype(np.float32)
+    model = make_classifier(kind, n_jobs=1).fit(X, y)
+    assert model.classes_.tolist() == [101, 205, 3007]
+    assert (model.predict(X_new) == y_new).mean() > 0.95
+    proba = model.predict_proba(X_new)
+    assert proba.shape == (60, 3)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, rtol=1e-6)
+    assert (proba.max(axis=1) > 0.5).mean() > 0.9
+
+
+@pytest.mark.parametrize("kind", ["classic_rf", "deep_logreg"])
+def test_missing_values_take_the_learning_set_medians(kind):
+    X, y = _clusters(seed=3)
+    X[::7, 2] = np.nan
+    model = make_classifier(kind, n_jobs=1).fit(X, y)
+    medians = model.named_steps["impute"].statistics_
+    np.testing.assert_allclose(medians, np.nanmedian(X, axis=0), rtol=1e-6)
+    row = X[1:2].copy()
+    row[0, [0, 5]] = np.nan
+    filled = row.copy()
+    filled[0, [0, 5]] = medians[[0, 5]]
+    np.testing.assert_allclose(model.predict_proba(row), model.predict_proba(filled))
+
+
+def test_classic_rf_is_ecotaxas_forest():
+    rf = make_classifier("classic_rf").named_steps["classify"]
+    assert (rf.n_estimators, rf.min_samples_leaf, rf.class_weight) == (300, 5, "balanced")
+    params = classifier_parameters(make_classifier("classic_rf"))
+    assert json.loads(json.dumps(params))["classify"]["n_estimators"] == 300
+    assert params["impute"] == {"class": "SimpleImputer", **params["impute"], "strategy": "median"}
+    logreg = classifier_parameters(make_classifier("deep_logreg"))
+    assert [*logreg] == ["impute", "scale", "classify"]
+    assert logreg["classify"]["class"] == "LogisticRegression"
+
+
+def test_default_feature_sets_and_unknown_kinds():
+    assert default_feature_sets("classic_rf", ["morpho", "deep_effnetlite0"]) == ["morpho"]
+    assert default_feature_sets("classic_rf", ["morpho", "tsv"]) == ["tsv", "morpho"]
+    assert default_feature_sets("deep_logreg", ["deep_effnetlite0", "deep_effnetlite0_pca50"]) == [
+        "deep_effnetlite0"]
+    with pytest.raises(UnknownClassifierKind, match="unknown classifier kind 'svm'; known kinds: "
+                                                    "classic_rf, deep_logreg"):
+        make_classifier("svm")
+    with pytest.raises(UnknownClassifierKind):
+        default_feature_sets("svm", ["morpho"])

@@ -1,0 +1,80 @@
+"""The training and prediction flows, end to end: real Prefect API, real Dask LocalCluster."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from sqlalchemy import select
+
+from ecotaxa_core.db.models import Job, Object
+from ecotaxa_core.learn import get_model
+
+
+@pytest.fixture
+def flow_env(sqlite_instance, prefect_server, monkeypatch):
+    inst = sqlite_instance
+    monkeypatch.setenv("ECOTAXA_HOME", str(inst.settings.home))
+    monkeypatch.setenv("ECOTAXA_DATABASE_URL", inst.settings.database_url)
+    monkeypatch.setenv("ECOTAXA_DASK_N_WORKERS", "1")
+    monkeypatch.setenv("ECOTAXA_DASK_THREADS_PER_WORKER", "2")
+    monkeypatch.setenv("ECOTAXA_CHUNK_SIZE", "7")
+    monkeypatch.delenv("ECOTAXA_DASK_SCHEDULER_ADDRESS", raising=False)
+    return inst
+
+
+def test_train_then_predict_flows(flow_env):
+    from flows.predict import predict_flow
+    from flows.train import train_flow
+    from learn_data import make_project, write_feature_set
+
+    inst = flow_env
+    sp = make_project(inst, n_validated=(25, 25, 25), n_unclassified=20, n_dubious=2,
+                      n_predicted=3)
+    write_feature_set(inst, sp, "morpho", 5)
+    write_feature_set(inst, sp, "deep_effnetlite0", 24, seed=9)
+
+    trained = train_flow(project_id=sp.project_id)
+    json.dumps(trained)
+    assert [m["kind"] for m in trained["models"]] == ["classic_rf", "deep_logreg"]
+    assert [m["feature_sets"] for m in trained["models"]] == [["morpho"], ["deep_effnetlite0"]]
+    assert trained["skipped"] == []
+    for m in trained["models"]:
+        assert m["metrics"]["accuracy"] > 0.9 and m["metrics"]["n_test"] == 15
+    best = max(trained["models"], key=lambda m: (m["metrics"]["accuracy"], m["model_id"]))
+    assert trained["best"] == best["model_id"]
+
+    predicted = predict_flow(project_id=sp.project_id)
+    json.dumps(predicted)
+    assert predicted["model_id"] == trained["best"]
+    assert (predicted["n_predictable"], predicted["n_predicted"], predicted["n_chunks"]) == (23, 23, 4)
+    assert predicted["objects_per_second"] > 0
+    with inst.sessions() as s:
+        objs = {o.id: o for o in s.scalars(select(Object).where(Object.project_id == sp.project_id))}
+        for i in sp.ids_with("unclassified") + sp.ids_with("predicted"):
+            assert (objs[i].status, objs[i].taxon_id, objs[i].model_id) == (
+                "predicted", sp.truth[i], trained["best"])
+            assert len(objs[i].top_predictions) == 3
+        for i in sp.ids_with("dubious"):
+            assert objs[i].status == "dubious" and objs[i].model_id is None
+        jobs = s.scalars(select(Job).where(Job.project_id == sp.project_id).order_by(Job.id)).all()
+        assert [(j.kind, j.state) for j in jobs] == [("train", "done"), ("predict", "done")]
+        assert get_model(s, trained["best"]).project_id == sp.project_id
+
+
+def test_train_flow_skips_kinds_without_features_and_predict_flow_takes_a_model(flow_env):
+    from flows.predict import predict_flow
+    from flows.train import train_flow
+    from learn_data import make_project, write_feature_set
+
+    inst = flow_env
+    sp = make_project(inst, n_validated=(15, 15, 0), n_unclassified=5)
+    write_feature_set(inst, sp, "tsv", 3)
+    trained = train_flow(project_id=sp.project_id)
+    assert [m["kind"] for m in trained["models"]] == ["classic_rf"]
+    assert trained["skipped"] == [f"deep_logreg: needs feature set deep_effnetlite0, "
+                                  f"project {sp.project_id} has tsv"]
+    model_id = trained["models"][0]["model_id"]
+    assert trained["best"] == model_id
+    predicted = predict_flow(project_id=sp.project_id, model_id=model_id)
+    assert (predicted["model_id"], predicted["n_predicted"], predicted["n_chunks"]) == (model_id, 5, 1)
