@@ -32,7 +32,10 @@ JsonOpt = typer.Option(False, "--json", help="Print one machine-readable JSON re
 def _settings() -> Settings:
     settings = Settings()
     # Keep Prefect's own state with the instance unless the user points elsewhere.
-    os.environ.setdefault("PREFECT_HOME", str((settings.home / "prefect").resolve()))
+    if "PREFECT_HOME" not in os.environ:
+        prefect_home = (settings.home / "prefect").resolve()
+        prefect_home.mkdir(parents=True, exist_ok=True)
+        os.environ["PREFECT_HOME"] = str(prefect_home)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     return settings
 

@@ -26,6 +26,7 @@ def demo_run(settings: Settings) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     password = None
+    settings.ensure_dirs()
     probe = Instance.open(settings, check=False)
     fresh = not inspect(probe.engine).has_table("projects")
     probe.close()
