@@ -151,12 +151,7 @@ def project_list(as_json: bool = JsonOpt) -> None:
 def _flow(as_json: bool, call: Callable[[], dict[str, Any]], human: Callable[[dict[str, Any]], str]):
     """Run a flow; a domain error inside it is reported like any other."""
     _settings()
-    try:
-        result = call()
-    except EcoTaxaError as exc:
-        _fail(exc, as_json)
-    else:
-        _emit(as_json, result, human)
+    _run(as_json, call, human)
 
 
 @app.command("import")
@@ -198,10 +193,10 @@ def features(
 
 def _human_features(r: dict[str, Any]) -> str:
     lines = []
-    for name, s in (r.get("sets") or {}).items():
-        lines.append(f"{name}: {s.get('n_objects', 0)} objects in {s.get('seconds', 0):.1f} s"
+    for name, s in (r.get("feature_sets") or {}).items():
+        lines.append(f"{name}: {s.get('objects', 0)} objects in {s.get('seconds', 0):.1f} s"
                      + (f" ({s['images_per_s']:.0f} images/s)" if s.get("images_per_s") else ""))
-    return "\n".join(lines) or json.dumps(r, default=str)
+    return "\n".join(lines) or "nothing to compute: every object has its features"
 
 
 @app.command()

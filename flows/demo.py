@@ -41,7 +41,7 @@ def demo_run(settings: Settings) -> dict[str, Any]:
             project = create_project(s, "NDSB demo (ISIIS, Straits of Florida 2014)",
                                      instrument="isiis", owner=admin)
             project_id, admin_email = project.id, admin.email
-        out_dir = settings.exports_dir / f"project_{project_id}"
+        out_dir = (settings.exports_dir / f"project_{project_id}").resolve()
         loop = loop_flow(project_id=project_id, path=str(DEMO_BUNDLE), out_dir=str(out_dir),
                          create_missing_taxa=True)
         with inst.sessions() as s:

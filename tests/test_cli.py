@@ -78,3 +78,46 @@ def test_import_through_cli_then_bad_bundle_is_refused_with_location(tmp_path):
     assert "ecotaxa_m106_mn01_n3_sml.tsv" in proc.stderr and "line 3" in proc.stderr
     counts = json.loads(run_cli(["project", "list", "--json"], home).stdout)
     assert counts["projects"][0]["counts"]["total"] == 11
+
+
+@pytest.mark.slow
+def test_stage_commands_run_their_flows_and_print_json(tmp_path):
+    home = tmp_path / "home"
+    run_cli(["init"], home)
+    run_cli(["project", "create", "P", "--instrument", "zooscan"], home)
+    run_cli(["import", "1", str(IMPORT_CASES / "import_test"), "--create-missing-taxa"], home)
+    feats = json.loads(run_cli(["features", "1", "--json"], home,
+                               ECOTAXA_DEEP_INPUT_SIZE="128").stdout)
+    assert feats["feature_sets"]["morpho"]["objects"] == 11
+    assert feats["feature_sets"]["deep_effnetlite0"]["objects"] == 11
+    again = run_cli(["features", "1"], home, ECOTAXA_DEEP_INPUT_SIZE="128").stdout
+    assert "morpho: 0 objects" in again
+    refused = run_cli(["train", "1"], home, check=False)
+    assert refused.returncode == 1 and "no validated object in project 1" in refused.stderr
+    _validate_objects(home, ["m106_mn01_n1_sml_409", "m106_mn01_n1_sml_821", "m106_mn01_n2_sml_1",
+                             "m106_mn01_n2_sml_1081"])
+    trained = json.loads(run_cli(["train", "1", "--kind", "classic_rf", "--json"], home).stdout)
+    (model,) = trained["models"]
+    assert model["kind"] == "classic_rf" and trained["best"] == model["model_id"]
+    predicted = json.loads(run_cli(["predict", "1", "--json"], home).stdout)
+    # The 7 objects left "predicted" are predicted again; the 4 validated ones are not.
+    assert predicted["n_predicted"] == 7 and predicted["model_id"] == model["model_id"]
+    exported = json.loads(run_cli(["export", "1", str(tmp_path / "out"), "--json"], home).stdout)
+    assert Path(exported["bundle"]).exists() and exported["n_objects"] == 11
+
+
+def _validate_objects(home: Path, orig_ids: list[str]) -> None:
+    """What a validator does in the dashboard, done through the core library."""
+    from sqlalchemy import select
+
+    from ecotaxa_core.annotation import validate_objects
+    from ecotaxa_core.db.models import Object
+    from ecotaxa_core.instance import Instance
+    from ecotaxa_core.settings import Settings
+    from ecotaxa_core.users import first_admin
+
+    inst = Instance.open(Settings(home=home, database_url=""))
+    with inst.sessions.begin() as s:
+        ids = s.scalars(select(Object.id).where(Object.orig_id.in_(orig_ids))).all()
+        validate_objects(s, 1, ids, first_admin(s).id)
+    inst.close()
