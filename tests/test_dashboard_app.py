@@ -9,14 +9,14 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 from sqlalchemy import select
 
 from ecotaxa_core.db.models import Image
 from validation_project import make_validation_project
 
-SERVE = ("from dashboards.app import serve_dashboard; from ecotaxa_core.settings import Settings; "
-         "serve_dashboard(Settings(), port={port})")
+ECOTAXA = str(Path(sys.executable).with_name("ecotaxa"))
 
 
 def _free_port() -> int:
@@ -41,7 +41,7 @@ def test_serves_the_page_and_the_vault_but_nothing_else(sqlite_instance, ndsb_su
     port = _free_port()
     env = dict(os.environ, ECOTAXA_HOME=str(inst.settings.home),
                ECOTAXA_DATABASE_URL=inst.settings.database_url)
-    proc = subprocess.Popen([sys.executable, "-c", SERVE.format(port=port)], env=env,
+    proc = subprocess.Popen([ECOTAXA, "serve", "--port", str(port)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 60
