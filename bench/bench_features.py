@@ -11,7 +11,7 @@ Measures, at each input size:
 
 and the morphological extractor on its own. Prints a table of images/s.
 
-    python bench/bench_features.py --n 2000 --sizes 224 128 --batch-size 64
+    python bench/bench_features.py 2000 --sizes 224 128 --batch-size 64
 """
 
 from __future__ import annotations
@@ -128,7 +128,7 @@ def bench_flow(paths: list[Path], sizes: list[int], home: Path, batch_size: int,
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("n", nargs="?", type=int, default=2000, help="number of images")
     parser.add_argument("--sizes", type=int, nargs="+", default=[224, 128])
     parser.add_argument("--batch-size", type=int, default=64)
