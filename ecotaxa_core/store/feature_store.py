@@ -71,8 +71,10 @@ class FeatureStore:
     def _open(self, project_id: int, feature_set: str):
         import xarray as xr
 
+        # chunks=None: lazily indexed numpy-backed arrays, no dask graph (reads
+        # happen inside Dask tasks, where a nested graph only adds overhead).
         return xr.open_zarr(self.store_path(project_id, feature_set), consolidated=False,
-                            zarr_format=3)
+                            zarr_format=3, chunks=None)
 
     def n_rows(self, project_id: int, feature_set: str) -> int:
         if not self.exists(project_id, feature_set):
