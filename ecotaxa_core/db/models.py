@@ -40,6 +40,8 @@ __all__ = [
     "Image",
     "AnnotationHistory",
     "TrainedModel",
+    "ImportRun",
+    "ImportedFile",
     "Job",
     "utcnow",
 ]
@@ -104,6 +106,8 @@ class Project(Base):
     # Free columns seen at import, per prefix: {"object": {"area": "f"}, "sample": {...}}
     # so an export writes every column back with its type.
     free_columns: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # Per-project settings: summary formulas, last training choices ...
+    settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
     members: Mapped[list["Membership"]] = relationship(back_populates="project",
@@ -134,9 +138,17 @@ class Taxon(Base):
     name: Mapped[str] = mapped_column(String(255), index=True)
     # Unique label shown to users: the name, or "name<parent" when the name alone is ambiguous.
     display_name: Mapped[str] = mapped_column(String(512), unique=True)
+    rank: Mapped[Optional[str]] = mapped_column(String(32))
+    # WoRMS AphiaID, when known.
+    aphia_id: Mapped[Optional[int]] = mapped_column(Integer)
+    # A deprecated taxon is no longer offered; objects keep it until moved.
+    deprecated: Mapped[bool] = mapped_column(default=False)
+    # Set when the taxon was merged into another one (its objects moved there).
+    merged_into_id: Mapped[Optional[TaxonIDT]] = mapped_column(ForeignKey("taxa.id"))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
-    parent: Mapped[Optional["Taxon"]] = relationship(remote_side="Taxon.id")
+    parent: Mapped[Optional["Taxon"]] = relationship(remote_side="Taxon.id",
+                                                     foreign_keys=[parent_id])
 
 
 class Sample(Base):
@@ -269,6 +281,39 @@ class TrainedModel(Base):
     metrics: Mapped[dict[str, Any]] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     created_by_id: Mapped[Optional[UserIDT]] = mapped_column(ForeignKey("users.id"))
+
+
+class ImportRun(Base):
+    """One import into a project; its row is committed with the imported data.
+
+    An import journal on disk names the run; a run whose row is missing after a
+    crash never committed, and its vault files and feature rows are undone.
+    """
+
+    __tablename__ = "import_runs"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    project_id: Mapped[ProjectIDT] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"),
+                                                   index=True)
+    source: Mapped[str] = mapped_column(String(1024))
+    user_id: Mapped[Optional[UserIDT]] = mapped_column(ForeignKey("users.id"))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    committed_at: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
+    summary: Mapped[dict[str, Any]] = mapped_column(default=dict)
+
+
+class ImportedFile(Base):
+    """A TSV file already loaded into a project (re-imports skip it)."""
+
+    __tablename__ = "imported_files"
+    __table_args__ = (Index("ix_imported_files_project_sha", "project_id", "sha256"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    project_id: Mapped[ProjectIDT] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    run_id: Mapped[str] = mapped_column(ForeignKey("import_runs.id", ondelete="CASCADE"))
+    path: Mapped[str] = mapped_column(String(1024))
+    sha256: Mapped[str] = mapped_column(String(64))
+    n_rows: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class Job(Base):
