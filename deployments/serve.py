@@ -1,16 +1,21 @@
-"""Every stage as a Prefect deployment, served by one process.
+"""Every stage as a Prefect deployment, served by one process, with the ingest schedules.
 
-    PREFECT_API_URL=http://127.0.0.1:4200/api .venv/bin/python -m deployments.serve
+    PREFECT_API_URL=http://127.0.0.1:4200/api .venv/bin/python -m deployments.serve \\
+        [--ingest-config ingest.toml]
 
 Then trigger a stage through the Prefect API, for example::
 
     prefect deployment run 'features/features' -p project_id=1
 
 or from Python with ``prefect.deployments.run_deployment("features/features",
-parameters={"project_id": 1})``.
+parameters={"project_id": 1})``. With ``--ingest-config`` (see
+:mod:`deployments.ingest`), each configured drop folder also gets an
+``ingest/<name>`` deployment that runs on its schedule.
 """
 
 from __future__ import annotations
+
+import argparse
 
 from prefect import serve
 
@@ -29,5 +34,21 @@ def stage_deployments():
     return [f.to_deployment(name=f.name, tags=["ecotaxa"]) for f in STAGE_FLOWS]
 
 
+def all_deployments(ingest_config: str | None = None):
+    """The stage deployments, plus one ingest deployment per folder of ``ingest_config``."""
+    from deployments.ingest import ingest_deployments
+
+    return stage_deployments() + (ingest_deployments(ingest_config) if ingest_config else [])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m deployments.serve",
+                                     description="Serve the ecotaxa-flow deployments.")
+    parser.add_argument("--ingest-config", metavar="FILE",
+                        help="TOML (or .json) file of drop folders to watch (deployments.ingest)")
+    args = parser.parse_args(argv)
+    serve(*all_deployments(args.ingest_config))
+
+
 if __name__ == "__main__":
-    serve(*stage_deployments())
+    main()

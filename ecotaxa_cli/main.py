@@ -25,6 +25,11 @@ app = typer.Typer(help=__doc__.split("\n\n")[0] + "\n\nSettings come from ECOTAX
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 project_app = typer.Typer(help="Create and list projects.", no_args_is_help=True)
 app.add_typer(project_app, name="project")
+taxonomy_app = typer.Typer(help="The category tree: portable file, rename, merge, deprecate.",
+                           no_args_is_help=True)
+app.add_typer(taxonomy_app, name="taxonomy")
+UserOpt = typer.Option(None, "--user", help="Act as this user (e-mail; default: the first "
+                       "administrator).")
 
 JsonOpt = typer.Option(False, "--json", help="Print one machine-readable JSON result on stdout.")
 
@@ -315,6 +320,83 @@ def _human_demo(r: dict[str, Any]) -> str:
     lines.append(f"  sign in as {r['admin_email']}"
                  + (f" / {r['admin_password']}" if r.get("admin_password") else ""))
     return "\n".join(lines)
+
+
+@taxonomy_app.command("export")
+def taxonomy_export(path: Path = typer.Argument(..., help="TSV file to write."),
+                    as_json: bool = JsonOpt) -> None:
+    """Write the whole tree (ids, parents, names, ranks, AphiaIDs) to a portable file."""
+    from flows.taxonomy import export_taxonomy_flow
+
+    _flow(as_json, lambda: export_taxonomy_flow(path=str(path.resolve())),
+          lambda r: f"{r['n_taxa']} taxa written to {r['path']}")
+
+
+@taxonomy_app.command("import")
+def taxonomy_import(path: Path = typer.Argument(..., exists=True, help="Portable taxonomy file."),
+                    dry_run: bool = typer.Option(False, "--dry-run", help="Check only."),
+                    user: Optional[str] = UserOpt, as_json: bool = JsonOpt) -> None:
+    """Load a portable taxonomy file, keeping its ids (administrators only)."""
+    from flows.taxonomy import import_taxonomy_flow
+
+    _flow(as_json, lambda: import_taxonomy_flow(path=str(path.resolve()), user_email=user,
+                                                dry_run=dry_run),
+          lambda r: ("checked: " if r["dry_run"] else "")
+          + f"{r['created']} created, {r['updated']} updated, {r['unchanged']} unchanged")
+
+
+def _taxon_edit(as_json: bool, user: Optional[str], edit: Callable[..., Any]) -> None:
+    from ecotaxa_core.instance import Instance
+    from ecotaxa_core.users import user_for_cli
+
+    def go() -> dict[str, Any]:
+        inst = Instance.open(_settings())
+        try:
+            with inst.sessions.begin() as s:
+                return edit(s, user_for_cli(s, user).id).to_dict()
+        finally:
+            inst.close()
+
+    _run(as_json, go, lambda r: f"taxon {r['taxon_id']}: {r['display_name']}"
+         + (f" ({r['objects_moved']} objects moved)" if r.get("objects_moved") else ""))
+
+
+@taxonomy_app.command("rename")
+def taxonomy_rename(taxon_id: int, new_name: str, user: Optional[str] = UserOpt,
+                    as_json: bool = JsonOpt) -> None:
+    """Rename a taxon; its objects and history keep pointing at it."""
+    from ecotaxa_core.taxonomy_edit import rename_taxon
+
+    _taxon_edit(as_json, user, lambda s, uid: rename_taxon(s, taxon_id, new_name, uid))
+
+
+@taxonomy_app.command("merge")
+def taxonomy_merge(source_id: int, target_id: int, user: Optional[str] = UserOpt,
+                   as_json: bool = JsonOpt) -> None:
+    """Move every object of SOURCE to TARGET (history kept) and deprecate SOURCE."""
+    from flows.taxonomy import merge_taxa_flow
+
+    _flow(as_json, lambda: merge_taxa_flow(source_id=source_id, target_id=target_id,
+                                           user_email=user),
+          lambda r: f"taxon {r['taxon_id']} merged: {r['objects_moved']} objects moved")
+
+
+@taxonomy_app.command("deprecate")
+def taxonomy_deprecate(taxon_id: int, user: Optional[str] = UserOpt,
+                       as_json: bool = JsonOpt) -> None:
+    """Stop offering a taxon; objects keep it."""
+    from ecotaxa_core.taxonomy_edit import deprecate_taxon
+
+    _taxon_edit(as_json, user, lambda s, uid: deprecate_taxon(s, taxon_id, uid))
+
+
+@taxonomy_app.command("restore")
+def taxonomy_restore(taxon_id: int, user: Optional[str] = UserOpt,
+                     as_json: bool = JsonOpt) -> None:
+    """Offer a deprecated taxon again."""
+    from ecotaxa_core.taxonomy_edit import restore_taxon
+
+    _taxon_edit(as_json, user, lambda s, uid: restore_taxon(s, taxon_id, uid))
 
 
 def main() -> None:  # pragma: no cover - console entry point

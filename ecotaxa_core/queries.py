@@ -163,10 +163,12 @@ def taxa_for_picker(session: Session, query: str, limit: int = 20) -> list[Taxon
 
     Names that start with the query come first, then shorter names, then
     alphabetical order. An empty query lists the first taxa alphabetically.
+    Deprecated and merged taxa are not offered (objects may still be in them).
     """
     text = query.strip().lower()
     name = func.lower(Taxon.display_name)
-    q = select(Taxon.id, Taxon.display_name)
+    q = select(Taxon.id, Taxon.display_name).where(Taxon.deprecated.is_(False),
+                                                   Taxon.merged_into_id.is_(None))
     if text:
         pattern = _like_escape(text)
         q = q.where(name.like(f"%{pattern}%", escape="\\"))

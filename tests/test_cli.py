@@ -121,3 +121,26 @@ def _validate_objects(home: Path, orig_ids: list[str]) -> None:
         ids = s.scalars(select(Object.id).where(Object.orig_id.in_(orig_ids))).all()
         validate_objects(s, 1, ids, first_admin(s).id)
     inst.close()
+
+
+@pytest.mark.slow
+def test_taxonomy_travels_between_instances_and_is_edited_from_the_cli(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    run_cli(["init"], a)
+    run_cli(["project", "create", "P"], a)
+    run_cli(["import", "1", str(IMPORT_CASES / "import_test"), "--create-missing-taxa"], a)
+    tree = tmp_path / "taxa.tsv"
+    exported = json.loads(run_cli(["taxonomy", "export", str(tree), "--json"], a).stdout)
+    assert exported["n_taxa"] >= 9 and tree.exists()
+    run_cli(["init"], b)
+    imported = json.loads(run_cli(["taxonomy", "import", str(tree), "--json"], b).stdout)
+    assert imported["created"] == exported["n_taxa"]
+    again = tmp_path / "again.tsv"
+    run_cli(["taxonomy", "export", str(again)], b)
+    assert again.read_bytes() == tree.read_bytes()
+    ozzeur = next(line.split("\t")[0] for line in tree.read_text().splitlines()
+                  if "\tozzeur\t" in line)
+    renamed = json.loads(run_cli(["taxonomy", "rename", ozzeur, "Ozzeur sp.", "--json"], b).stdout)
+    assert renamed["display_name"] == "Ozzeur sp."
+    refused = run_cli(["taxonomy", "deprecate", "999999"], b, check=False)
+    assert refused.returncode == 1 and "999999" in refused.stderr
