@@ -48,6 +48,7 @@ class _Options(BaseModel):
     interval_seconds: Optional[float] = Field(None, gt=0)
     cron: Optional[str] = None
     create_missing_taxa: Optional[bool] = None
+    create_missing_users: Optional[bool] = None
     settle_seconds: Optional[float] = Field(None, ge=0)
     require_ready_marker: Optional[bool] = None
     user_email: Optional[str] = None
@@ -82,6 +83,7 @@ class DropFolderConfig:
     interval_seconds: float | None
     cron: str | None
     create_missing_taxa: bool = False
+    create_missing_users: bool = False
     settle_seconds: float = 10.0
     require_ready_marker: bool = False
     user_email: str | None = None
@@ -90,6 +92,7 @@ class DropFolderConfig:
         """The ``ingest_flow`` parameters of this folder's deployment."""
         return {"drop_folder": self.drop_folder, "project_id": self.project_id,
                 "create_missing_taxa": self.create_missing_taxa,
+                "create_missing_users": self.create_missing_users,
                 "settle_seconds": self.settle_seconds,
                 "require_ready_marker": self.require_ready_marker, "user_email": self.user_email}
 

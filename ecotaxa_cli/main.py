@@ -11,6 +11,7 @@ import json
 import os
 import secrets
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -159,6 +160,12 @@ def _flow(as_json: bool, call: Callable[[], dict[str, Any]], human: Callable[[di
     _run(as_json, call, human)
 
 
+class ImportMode(str, Enum):
+    add = "add"
+    update_metadata = "update_metadata"
+    update_all = "update_all"
+
+
 @app.command("import")
 def import_(
     project: int = typer.Argument(..., help="Project id."),
@@ -167,17 +174,85 @@ def import_(
     create_missing_taxa: bool = typer.Option(
         False, "--create-missing-taxa", help="Create unknown categories (under the parent "
         "their label names: 'a<b' or 'a (b)') instead of refusing the import."),
+    taxa_map: Optional[Path] = typer.Option(
+        None, exists=True, help="Two-column file (name, existing category or id) answering "
+        "unknown categories."),
+    users_map: Optional[Path] = typer.Option(
+        None, exists=True, help="Two-column file (annotator name or e-mail, existing user "
+        "e-mail) answering unknown annotators."),
+    create_missing_users: bool = typer.Option(
+        False, "--create-missing-users", help="Create unknown annotators as users who cannot "
+        "sign in, instead of refusing the import."),
+    mode: ImportMode = typer.Option(
+        ImportMode.add, help="add: new files, objects and images only (files and objects "
+        "already loaded are skipped); update_metadata: update metadata of existing objects; "
+        "update_all: metadata and classification (old state to history)."),
+    user: Optional[str] = UserOpt,
     as_json: bool = JsonOpt,
 ) -> None:
-    """Import images and metadata into a project (runs the import flow)."""
+    """Import images and metadata into a project (runs the import flow); all or nothing."""
     from flows.import_bundle import import_flow
 
-    _flow(as_json, lambda: import_flow(project_id=project, path=str(path.resolve()),
-                                       create_missing_taxa=create_missing_taxa),
-          lambda r: (f"Imported {r['n_objects']} objects ({r['n_images']} images, "
-                     f"{r['n_samples']} samples) in {r['seconds']:.1f} s"
-                     + (f"; created categories: {', '.join(r['taxa_created'])}"
-                        if r["taxa_created"] else "")))
+    _flow(as_json, lambda: import_flow(
+        project_id=project, path=str(path.resolve()), create_missing_taxa=create_missing_taxa,
+        user_email=user, taxa_map=str(taxa_map.resolve()) if taxa_map else None,
+        users_map=str(users_map.resolve()) if users_map else None,
+        create_missing_users=create_missing_users, mode=mode.value), _human_import)
+
+
+def _human_import(r: dict[str, Any]) -> str:
+    parts = [f"Imported {r['n_objects']} objects ({r['n_images']} images, "
+             f"{r['n_samples']} samples) in {r['seconds']:.1f} s"]
+    for key, label in (("n_objects_skipped", "objects already present skipped"),
+                       ("files_skipped", "files already loaded skipped"),
+                       ("n_objects_updated", "objects updated"),
+                       ("n_objects_not_found", "objects not found"),
+                       ("taxa_created", "categories created"),
+                       ("users_created", "annotators created")):
+        value = r.get(key)
+        if value:
+            parts.append(f"{label}: {', '.join(map(str, value)) if isinstance(value, list) else value}")
+    return "; ".join(parts)
+
+
+@app.command("import-recover")
+def import_recover(project: Optional[int] = typer.Option(None, help="Only this project."),
+                   as_json: bool = JsonOpt) -> None:
+    """Undo (or finish) imports that a killed process left half way."""
+    from flows.import_bundle import import_recover_flow
+
+    _flow(as_json, lambda: import_recover_flow(project_id=project),
+          lambda r: f"{r['undone']} import(s) undone, {r['finished']} finished, "
+                    f"{r['vault_files_removed']} vault files removed")
+
+
+@app.command()
+def ingest(
+    drop_folder: Path = typer.Argument(..., exists=True, file_okay=False,
+                                       help="Watched folder receiving bundles."),
+    project: int = typer.Argument(..., help="Project the bundles go to."),
+    create_missing_taxa: bool = typer.Option(False, "--create-missing-taxa"),
+    create_missing_users: bool = typer.Option(False, "--create-missing-users"),
+    settle_seconds: float = typer.Option(10.0, help="A bundle must stay unchanged this long."),
+    require_ready_marker: bool = typer.Option(
+        False, help="Only take bundles with a NAME.ready marker file."),
+    user: Optional[str] = UserOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """One ingest pass over a drop folder: import new bundles, move them to done/ or quarantine/.
+
+    For a schedule, serve the ingest deployments: python -m deployments.serve --ingest-config FILE
+    """
+    from flows.ingest import ingest_flow
+
+    _flow(as_json, lambda: ingest_flow(
+        drop_folder=str(drop_folder.resolve()), project_id=project,
+        create_missing_taxa=create_missing_taxa, create_missing_users=create_missing_users,
+        settle_seconds=settle_seconds, require_ready_marker=require_ready_marker,
+        user_email=user),
+          lambda r: f"{r['imported']} imported, {r['quarantined']} quarantined, "
+                    f"{r['not_ready']} not ready" + (" (another pass holds the folder)"
+                                                     if r.get("busy") else ""))
 
 
 @app.command()

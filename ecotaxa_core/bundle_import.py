@@ -12,7 +12,7 @@ parent of the same id, since the database always links them.
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Callable, TypeVar
+from typing import Callable, Sequence, TypeVar
 
 from ecotaxa_core.db.models import ObjectStatus
 from ecotaxa_core.import_plan import ImagePlan, ImportPlan, ObjectPlan, ParentPlan
@@ -22,7 +22,7 @@ from ecotaxa_core.tsv.reader import TsvRow, TsvTable, read_tsv
 from ecotaxa_core.tsv.values import (parse_date, parse_float, parse_int, parse_latitude,
                                      parse_longitude, parse_status, parse_time)
 
-__all__ = ["plan_bundle"]
+__all__ = ["plan_bundle", "report_missing_image"]
 
 T = TypeVar("T")
 
@@ -33,18 +33,32 @@ _CODES = {"object_lat": "bad_lat", "object_lon": "bad_lon", "sample_lat": "bad_l
           "object_annotation_category_id": "bad_category_id"}
 
 
-def plan_bundle(source: ImportSource, report: ImportReport) -> ImportPlan:
-    """Read and check every TSV of ``source`` (images are checked later, by the caller)."""
+def plan_bundle(source: ImportSource, report: ImportReport,
+                tsv_files: Sequence[TsvSourceFile] | None = None) -> ImportPlan:
+    """Read and check the TSVs of ``source`` (images are checked later, by the caller).
+
+    ``tsv_files`` restricts the reading to some of them (a re-import skips the
+    files already loaded).
+    """
+    files = list(source.tsv_files if tsv_files is None else tsv_files)
     plan = ImportPlan(source=source.source, kind="ecotaxa_bundle",
-                      tsv_files=[f.rel for f in source.tsv_files])
+                      tsv_files=[f.rel for f in files])
     object_file: dict[str, tuple[str, int]] = {}
-    for tsv in source.tsv_files:
-        table = read_tsv(tsv.path, tsv.rel, report)
+    for tsv in files:
+        table = read_tsv(tsv.path, tsv.rel, report,
+                         max_line_chars=source.limits.max_tsv_line_chars,
+                         max_field_chars=source.limits.max_tsv_field_chars)
         if table is None:
             continue
+        plan.tsv_rows[tsv.rel] = len(table.rows)
         _merge_free_columns(plan, table, report)
         _TableReader(plan, tsv, table, report, object_file).read()
     return plan
+
+
+def report_missing_image(report: ImportReport, image: ImagePlan) -> None:
+    report.add(image.rel, image.line, "img_file_name", image.original_name, "missing_image",
+               f"missing image {image.original_name!r}")
 
 
 def _merge_free_columns(plan: ImportPlan, table: TsvTable, report: ImportReport) -> None:
@@ -71,6 +85,11 @@ class _TableReader:
         self.here: dict[str, ObjectPlan] = {}
         self.base = tsv.base.resolve()
         self.numeric = {c.field for c in table.free_columns("object") if c.type == "f"}
+        self.present = frozenset(c.name for c in table.columns)
+        # Fields of each parent kind this file has columns for ("lat", a free field ...).
+        self.parent_fields = {
+            prefix: {c.field for c in table.columns if c.prefix == prefix and c.field != "id"}
+            for prefix in ("sample", "acq", "process")}
 
     def read(self) -> None:
         for row in self.table.rows:
@@ -108,6 +127,8 @@ class _TableReader:
         image = self._image(row)
         if not orig_id:
             self.report.add(rel, line, "object_id", "", "missing_object_id", "missing object_id")
+            if image is not None and image.missing:
+                report_missing_image(self.report, image)
             return
         previous = self.here.get(orig_id)
         if previous is not None:
@@ -144,7 +165,7 @@ class _TableReader:
 
     def _object_fields(self, row: TsvRow, orig_id: str) -> ObjectPlan:
         rel, line, v = self.table.rel, row.line, lambda n: self.table.value(row, n)
-        obj = ObjectPlan(orig_id=orig_id, rel=rel, line=line)
+        obj = ObjectPlan(orig_id=orig_id, rel=rel, line=line, present=self.present)
         obj.lat = self._parse(row, "object_lat", parse_latitude)
         obj.lon = self._parse(row, "object_lon", parse_longitude)
         obj.date = self._parse(row, "object_date", parse_date)
@@ -191,11 +212,10 @@ class _TableReader:
             self.report.add(rel, line, "img_file_name", name, "unsafe_image_path",
                             f"image {name!r} is outside the bundle")
             return None
-        if not path.is_file():
-            self.report.add(rel, line, "img_file_name", name, "missing_image",
-                            f"missing image {name!r}")
-            return None
-        return ImagePlan(src=path, rank=rank or 0, original_name=name, rel=rel, line=line)
+        # A missing file is a problem only if the image is to be stored: a re-import
+        # skips the rows of images already in the project, and their files may be gone.
+        return ImagePlan(src=path, rank=rank or 0, original_name=name, rel=rel, line=line,
+                         missing=not path.is_file())
 
     def _parents(self, row: TsvRow, obj: ObjectPlan) -> None:
         v = lambda n: self.table.value(row, n)  # noqa: E731
@@ -204,16 +224,19 @@ class _TableReader:
         sample_id = sample_id or acq_id
         if sample_id:
             s = self._parent(self.plan.samples, sample_id, None, obj)
+            s.present |= self.parent_fields["sample"]
             s.lat = s.lat if s.lat is not None else self._parse(row, "sample_lat", parse_latitude)
             s.lon = s.lon if s.lon is not None else self._parse(row, "sample_lon", parse_longitude)
             self._merge(s, self._free_values(row, "sample"))
         if acq_id:
             a = self._parent(self.plan.acquisitions, acq_id, sample_id, obj, "acquisition",
                              "sample")
+            a.present |= self.parent_fields["acq"]
             a.instrument = a.instrument or v("acq_instrument") or None
             self._merge(a, self._free_values(row, "acq"))
         if process_id:
             p = self._parent(self.plan.processes, process_id, acq_id, obj)
+            p.present |= self.parent_fields["process"]
             self._merge(p, self._free_values(row, "process"))
         obj.sample, obj.acquisition = sample_id or None, acq_id or None
         obj.process = process_id or None

@@ -1,9 +1,9 @@
-"""Checks of an :class:`ImportPlan` against what the project already holds.
+"""Checks of an import against what the project already holds.
 
-Run before anything is written, in a read-only session: objects already in
-the project, an acquisition moved to another sample, a free column whose type
-changed, numeric columns that differ from the project's "tsv" feature set,
-category ids that name no taxon here.
+Run before anything is written, in a read-only session: an acquisition moved
+to another sample, a free column whose type changed, category ids (given
+without a name) that name no taxon here. Objects already present are not a
+problem: :mod:`~ecotaxa_core.reimport` skips or updates them.
 """
 
 from __future__ import annotations
@@ -14,13 +14,12 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ecotaxa_core.db.models import Acquisition, Object, Project, Sample, Taxon
-from ecotaxa_core.import_plan import ImportPlan
-from ecotaxa_core.store.feature_store import FeatureStore
+from ecotaxa_core.import_features import TSV_FEATURE_SET
+from ecotaxa_core.import_plan import ImportPlan, ObjectPlan
 from ecotaxa_core.tsv.issues import ImportReport
 
 __all__ = ["check_against_project", "existing_orig_ids", "TSV_FEATURE_SET"]
 
-TSV_FEATURE_SET = "tsv"
 _CHUNK = 500
 
 
@@ -40,22 +39,15 @@ def existing_orig_ids(session: Session, project_id: int, orig_ids: Iterable[str]
 
 
 def check_against_project(session: Session, project_id: int, plan: ImportPlan,
-                          report: ImportReport, features: FeatureStore) -> None:
+                          classified: list[ObjectPlan], report: ImportReport) -> None:
+    """Problems of ``plan`` against project ``project_id``, into ``report``.
+
+    ``classified`` are the objects whose classification the import writes.
+    """
     project = session.get(Project, project_id)
-    _objects_already_there(session, project_id, plan, report)
     _acquisitions_elsewhere(session, project_id, plan, report)
     _free_column_types(project, plan, report)
-    _feature_set(project_id, plan, report, features)
-    _category_ids(session, plan, report)
-
-
-def _objects_already_there(session: Session, project_id: int, plan: ImportPlan,
-                           report: ImportReport) -> None:
-    there = existing_orig_ids(session, project_id, (o.orig_id for o in plan.objects))
-    for obj in plan.objects:
-        if obj.orig_id in there:
-            report.add(obj.rel, obj.line, "object_id", obj.orig_id, "object_exists",
-                       f"object {obj.orig_id!r} is already in project {project_id}")
+    _category_ids(session, classified, report)
 
 
 def _acquisitions_elsewhere(session: Session, project_id: int, plan: ImportPlan,
@@ -87,29 +79,13 @@ def _free_column_types(project: Project, plan: ImportPlan, report: ImportReport)
                            f"project {project.id}")
 
 
-def _feature_set(project_id: int, plan: ImportPlan, report: ImportReport,
-                 features: FeatureStore) -> None:
-    names = plan.feature_names
-    if not names or not features.exists(project_id, TSV_FEATURE_SET):
-        return
-    stored = features.feature_names(project_id, TSV_FEATURE_SET)
-    if set(stored) != set(names):
-        missing = [n for n in stored if n not in names]
-        new = [n for n in names if n not in stored]
-        report.add(plan.tsv_files[0] if plan.tsv_files else plan.source, 1, None, None,
-                   "feature_set_mismatch",
-                   f"the numeric object columns differ from those of project {project_id}'s "
-                   f"'{TSV_FEATURE_SET}' feature set (missing: {missing}, new: {new}); "
-                   "import files with the same numeric object_* columns")
-
-
-def _category_ids(session: Session, plan: ImportPlan, report: ImportReport) -> None:
+def _category_ids(session: Session, objects: list[ObjectPlan], report: ImportReport) -> None:
     """A category id given without a name must be a taxon of this instance."""
-    alone = {o.category_id for o in plan.objects if o.label is None and o.category_id is not None}
+    alone = {o.category_id for o in objects if o.label is None and o.category_id is not None}
     known: set[int] = set()
     for chunk in _chunks(alone):
         known.update(session.scalars(select(Taxon.id).where(Taxon.id.in_(chunk))))
-    for obj in plan.objects:
+    for obj in objects:
         if obj.label is None and obj.category_id is not None and obj.category_id not in known:
             report.add(obj.rel, obj.line, "object_annotation_category_id", str(obj.category_id),
                        "unknown_category_id",

@@ -31,6 +31,9 @@ class ParentPlan:
     lon: float | None = None
     instrument: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # Fields the files naming it have columns for ("lat", "instrument", free fields ...):
+    # an update changes those and only those.
+    present: set[str] = field(default_factory=set)
 
     @property
     def where(self) -> str:
@@ -46,6 +49,8 @@ class ImagePlan:
     line: int | None
     width: int = 0
     height: int = 0
+    missing: bool = False  # the file named is not there (a problem if it is to be stored)
+    image_format: str | None = None  # as decoded (a PNG named .jpg is stored as .png)
 
 
 @dataclass
@@ -72,6 +77,9 @@ class ObjectPlan:
     extra: dict[str, Any] = field(default_factory=dict)
     features: dict[str, float] = field(default_factory=dict)
     images: list[ImagePlan] = field(default_factory=list)
+    # Column names of the file it comes from (shared by its rows): an update
+    # changes the fields those columns give, and only those.
+    present: frozenset[str] = frozenset()
 
     @property
     def where(self) -> str:
@@ -91,6 +99,7 @@ class ImportPlan:
     free_columns: dict[str, dict[str, str]] = field(
         default_factory=lambda: {p: {} for p in FREE_COLUMN_PREFIXES})
     column_files: dict[str, str] = field(default_factory=dict)  # column -> first file with it
+    tsv_rows: dict[str, int] = field(default_factory=dict)  # data lines per TSV file read
 
     @property
     def images(self) -> list[ImagePlan]:

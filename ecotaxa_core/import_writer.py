@@ -1,119 +1,216 @@
-"""Writing a checked :class:`ImportPlan`: vault files, database rows, feature rows.
+"""Writing a checked import: vault files, database rows, feature rows, all or nothing.
 
-All database rows are written in one transaction: taxa (when allowed),
-annotators, samples, acquisitions, processes, objects and images, with bulk
-inserts. Images are copied into the vault (with their thumbnails) by a thread
-pool once their rows have ids. On any failure the vault files written are
-removed, the transaction is rolled back and the "tsv" feature set is cut back
-to its former length, then the error is raised again.
+The slow part, copying each image and making its thumbnail, happens first in a
+staging folder under the work dir, outside any database transaction (SQLite
+has one writer at a time; a long transaction would block every other writer).
+Then one short transaction: taxa and annotators (when allowed), samples,
+acquisitions, processes, objects and images with bulk inserts, updates of
+existing objects (update modes); the journal gets the vault paths the new
+image ids give; staged files are moved into the vault (a rename); the feature
+rows are written; the ``import_runs`` row (the commit marker) and the
+``imported_files`` rows are inserted; commit. See
+:mod:`~ecotaxa_core.import_journal` for what happens on failure or on a kill.
 """
 
 from __future__ import annotations
 
-import math
+import errno
+import os
+import shutil
 from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Callable, Iterable
 
-import numpy as np
-from sqlalchemy import event, insert, select, update
+from sqlalchemy import event, insert, select, text, update
 from sqlalchemy.orm import Session
 
-from ecotaxa_core.db.models import Acquisition, Image, Object, Process, Project, Sample, Taxon
+from ecotaxa_core.db.models import (Acquisition, Image, ImportedFile, ImportRun, Object, Process,
+                                    Project, Sample, Taxon, User, utcnow)
 from ecotaxa_core.errors import ProjectNotFound
 from ecotaxa_core.image_checks import default_workers
-from ecotaxa_core.import_checks import TSV_FEATURE_SET
-from ecotaxa_core.import_plan import ImportPlan, ParentPlan
+from ecotaxa_core.image_files import MAX_IMAGE_PIXELS, vault_extension
+from ecotaxa_core.import_features import FeaturePlan, write_features
+from ecotaxa_core.import_journal import ImportJournal, vault_lock
+from ecotaxa_core.import_names import (AnnotatorResolver, NameAnswers, annotator_resolver,
+                                       category_resolver)
+from ecotaxa_core.import_plan import ImagePlan, ImportPlan, ParentPlan
 from ecotaxa_core.instance import Instance
-from ecotaxa_core.taxonomy import CategoryResolver
-from ecotaxa_core.tsv.issues import ImportReport
-from ecotaxa_core.users import find_or_create_annotator
+from ecotaxa_core.reimport import ImportDelta, UpdateCounts, apply_updates
 from ecotaxa_core.vault import Vault
 
-__all__ = ["write_plan"]
+__all__ = ["WriteRequest", "WriteOutcome", "stage_images", "write_delta"]
 
 _BATCH = 2000
 
 
-def write_plan(inst: Instance, project_id: int, plan: ImportPlan, *, create_missing_taxa: bool,
-               progress: Callable[[int], None] | None = None) -> list[str]:
-    """Write ``plan`` atomically; returns the display names of the taxa it created."""
-    n_rows_before = inst.features.n_rows(project_id, TSV_FEATURE_SET)
-    written: list[str] = []
+@dataclass
+class WriteRequest:
+    """Everything the writer needs, once every check has passed."""
+
+    project_id: int
+    plan: ImportPlan
+    delta: ImportDelta
+    answers: NameAnswers
+    features: FeaturePlan
+    user_id: int | None
+    run_id: str
+    journal: ImportJournal
+    staging: Path
+    started_at: datetime = field(default_factory=utcnow)
+    imported_files: list[tuple[str, str, int]] = field(default_factory=list)  # path, sha, rows
+    # The run's summary (kept in its ``import_runs`` row), from what was written.
+    summarize: Callable[["WriteOutcome"], dict] = lambda outcome: {}
+
+
+@dataclass
+class WriteOutcome:
+    taxa_created: list[str] = field(default_factory=list)
+    users_created: list[str] = field(default_factory=list)
+    updates: UpdateCounts = field(default_factory=UpdateCounts)
+
+
+# -- staging (outside the transaction) -------------------------------------------------
+def _extension(image: ImagePlan) -> str:
+    """The vault keeps a file under the extension of its real format."""
+    return vault_extension(image.src.suffix, image.image_format)
+
+
+def _staged(staging: Path, index: int, image: ImagePlan) -> tuple[Path, Path]:
+    return (staging / f"{index}{_extension(image)}", staging / f"{index}.thumb.jpg")
+
+
+def _stage_one(staging: Path, index: int, image: ImagePlan, max_pixels: int,
+               ours: bool) -> None:
+    original, thumb = _staged(staging, index, image)
+    if ours:
+        try:  # a file we extracted, removed after the import: a link is a free copy
+            os.link(image.src, original)
+        except OSError:
+            shutil.copyfile(image.src, original)
+    else:  # a user's file: a copy, so that changing it later cannot change the vault
+        shutil.copyfile(image.src, original)
+    Vault.write_thumbnail(original, thumb, max_pixels=max_pixels)
+
+
+def stage_images(staging: Path, images: list[ImagePlan],
+                 progress: Callable[[int], None] | None = None, *,
+                 max_pixels: int = MAX_IMAGE_PIXELS) -> None:
+    """Copy every image and its thumbnail into ``staging`` (named by position).
+
+    Files under ``staging``'s parent (the work dir, where zips are extracted)
+    are linked rather than copied.
+    """
+    staging.mkdir(parents=True, exist_ok=True)
+    work_dir = staging.parent.resolve()
+    with ThreadPoolExecutor(max_workers=default_workers()) as pool:
+        futures = [pool.submit(_stage_one, staging, i, im, max_pixels,
+                               im.src.resolve().is_relative_to(work_dir))
+                   for i, im in enumerate(images)]
+        try:
+            for done, future in enumerate(as_completed(futures), 1):
+                future.result()
+                if progress is not None and (done % 256 == 0 or done == len(futures)):
+                    progress(done)
+        except BaseException:
+            for future in futures:
+                future.cancel()
+            raise
+
+
+def _move(src: Path, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with inst.sessions.begin() as s:
-            project = s.get(Project, project_id, with_for_update=True)
-            if project is None:
-                raise ProjectNotFound(project_id)
-            taxa, created = _resolve_categories(s, plan, create_missing_taxa)
-            annotators = _annotators(s, plan)
-            sample_ids, acq_ids, process_ids = _parents(s, project_id, plan)
-            object_ids = _insert_objects(s, project_id, plan, taxa, annotators, sample_ids,
-                                         acq_ids, process_ids)
-            _insert_images(s, inst.vault, plan, object_ids, written, progress)
-            _merge_free_columns(project, plan)
-            _append_features(inst, project_id, plan, object_ids)
-    except BaseException:
-        inst.vault.remove(*written)
-        inst.features.truncate(project_id, TSV_FEATURE_SET, n_rows_before)
-        raise
-    return created
+        os.replace(src, dest)
+    except OSError as e:
+        if e.errno != errno.EXDEV:
+            raise
+        part = dest.with_name(dest.name + ".part")  # another file system: copy, then rename
+        shutil.copyfile(src, part)
+        os.replace(part, dest)
 
 
-def _resolve_categories(s: Session, plan: ImportPlan,
-                        create_missing: bool) -> tuple[dict[str, int], list[str]]:
-    """Taxon id of each label; raises UnknownCategories, or TsvFormatError for bad ids."""
-    resolver = CategoryResolver(create_missing=create_missing)
-    for obj in plan.objects:
-        if obj.label is not None:
-            where = f"folder {Path(obj.rel).parent.as_posix()}" if plan.kind == "class_folders" \
-                else obj.where
-            resolver.add(obj.label, where, obj.category_id)
-    new_taxa: list[Taxon] = []
+# -- the transaction ---------------------------------------------------------------------
+def write_delta(inst: Instance, req: WriteRequest) -> WriteOutcome:
+    """Write ``req`` in one transaction (images already staged); raises on any failure.
+
+    The caller undoes a failure with the journal (the transaction itself is
+    rolled back here).
+    """
+    outcome = WriteOutcome()
+    plan, delta = req.plan, req.delta
+    with inst.sessions.begin() as s:
+        _serialise_writers(s, req.answers)
+        project = s.get(Project, req.project_id, with_for_update=True)
+        if project is None:
+            raise ProjectNotFound(req.project_id)
+        taxa, annotators = _resolve_names(s, req, outcome)
+        parent_ids = _parents(s, req.project_id, delta.named_parents(plan))
+        object_ids = _insert_objects(s, req, taxa, annotators, parent_ids)
+        images = [(oid, im) for oid, o in zip(object_ids, delta.new_objects) for im in o.images]
+        images += [(oid, im) for oid, _, im in delta.added_images]
+        _insert_images(s, inst, req, images)
+        outcome.updates = apply_updates(s, plan, delta, parent_ids, taxa, annotators,
+                                        req.user_id)
+        _merge_free_columns(project, plan)
+        write_features(inst.features, req.project_id, req.features, object_ids, req.run_id)
+        s.add(ImportRun(id=req.run_id, project_id=req.project_id, source=plan.source,
+                        user_id=req.user_id, started_at=req.started_at, committed_at=utcnow(),
+                        summary=req.summarize(outcome)))
+        s.flush()
+        if req.imported_files:
+            s.execute(insert(ImportedFile), [
+                dict(project_id=req.project_id, run_id=req.run_id, path=path, sha256=sha,
+                     n_rows=n) for path, sha, n in req.imported_files])
+    return outcome
+
+
+# Any constant: the key of the PostgreSQL advisory lock imports take to create names.
+_NAMES_LOCK_KEY = 0x45636F54617861  # "EcoTaxa"
+
+
+def _serialise_writers(s: Session, answers: NameAnswers) -> None:
+    """Make concurrent imports that may create the same taxa or users take turns.
+
+    Taxa and users are shared by all projects: two imports creating "detritus" at
+    once would both find it missing. On SQLite the transaction takes the write
+    lock at once (``BEGIN IMMEDIATE``; SQLite has one writer anyway), so what it
+    reads is what it writes over. On PostgreSQL an import that may create names
+    holds an advisory lock until it commits.
+    """
+    dialect = s.get_bind().dialect.name
+    if dialect == "sqlite":
+        s.connection().exec_driver_sql("BEGIN IMMEDIATE")
+    elif dialect == "postgresql" and (answers.create_missing_taxa or answers.create_missing_users):
+        s.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _NAMES_LOCK_KEY})
+
+
+def _created_during(s: Session, model, resolve: Callable[[], object]) -> tuple[object, list]:
+    """Run ``resolve`` and return its result with the ``model`` rows it added."""
+    new: list = []
 
     def collect(session, _context, _instances) -> None:
-        new_taxa.extend(o for o in session.new if isinstance(o, Taxon))
+        new.extend(o for o in session.new if isinstance(o, model))
 
     event.listen(s, "before_flush", collect)
     try:
-        taxa = resolver.resolve(s)
+        result = resolve()
     finally:
         event.remove(s, "before_flush", collect)
-    _check_category_ids(s, plan, taxa)
-    return taxa, [t.display_name for t in new_taxa]
+    return result, new
 
 
-def _check_category_ids(s: Session, plan: ImportPlan, taxa: dict[str, int]) -> None:
-    """A category id given with a name must not contradict it.
-
-    Ids in EcoTaxa files are EcoTaxa's own; a taxon created from such a file
-    keeps that id when it is free. The name decides, except that an id naming
-    no taxon here, given with the name of a taxon we had already, is refused
-    as EcoTaxa refuses unknown ids. (An id that is another local taxon is
-    ignored: local ids and EcoTaxa ids share one range and may collide.)
-    """
-    mismatched = [o for o in plan.objects if o.label is not None
-                  and o.category_id is not None and taxa[o.label] != o.category_id]
-    ids = {o.category_id for o in mismatched}
-    local = set(s.scalars(select(Taxon.id).where(Taxon.id.in_(ids)))) if ids else set()
-    report = ImportReport(plan.source)
-    for obj in mismatched:
-        if obj.category_id not in local:
-            report.add(obj.rel, obj.line, "object_annotation_category_id", str(obj.category_id),
-                       "unknown_category_id",
-                       f"category id {obj.category_id} is not a taxon of this instance, while "
-                       f"{obj.label!r} is taxon {taxa[obj.label]}: correct or remove the id")
-    report.raise_if_any()
-
-
-def _annotators(s: Session, plan: ImportPlan) -> dict[tuple[str | None, str | None], int | None]:
-    people = {(o.annotator_name, o.annotator_email) for o in plan.objects
-              if o.annotator_name or o.annotator_email}
-    found = {}
-    for name, email in sorted(people, key=lambda p: (p[0] or "", p[1] or "")):
-        user = find_or_create_annotator(s, name, email)
-        found[(name, email)] = user.id if user is not None else None
-    return found
+def _resolve_names(s: Session, req: WriteRequest, outcome: WriteOutcome):
+    objects = req.delta.classified
+    categories = category_resolver(req.plan, objects, req.answers,
+                                   create=req.answers.create_missing_taxa)
+    taxa, new_taxa = _created_during(s, Taxon, lambda: categories.resolve(s))
+    outcome.taxa_created = [t.display_name for t in new_taxa]
+    people = annotator_resolver(objects, req.answers, create=req.answers.create_missing_users)
+    annotators, new_users = _created_during(s, User, lambda: people.resolve(s))
+    outcome.users_created = [u.email for u in new_users]
+    return taxa, annotators
 
 
 def _existing(s: Session, model, project_id: int, orig_ids: Iterable[str]) -> dict[str, int]:
@@ -139,28 +236,29 @@ def _create(s: Session, model, project_id: int, plans: dict[str, ParentPlan],
     return ids
 
 
-def _parents(s: Session, project_id: int, plan: ImportPlan):
-    samples = _create(s, Sample, project_id, plan.samples, lambda p: Sample(
+def _parents(s: Session, project_id: int, named) -> dict[str, dict[str, int]]:
+    samples_plan, acqs_plan, processes_plan = named
+    samples = _create(s, Sample, project_id, samples_plan, lambda p: Sample(
         orig_id=p.orig_id, lat=p.lat, lon=p.lon, extra=p.extra))
-    acqs = _create(s, Acquisition, project_id, plan.acquisitions, lambda p: Acquisition(
+    acqs = _create(s, Acquisition, project_id, acqs_plan, lambda p: Acquisition(
         orig_id=p.orig_id, sample_id=samples[p.parent], instrument=p.instrument, extra=p.extra))
-    processes = _create(s, Process, project_id, plan.processes, lambda p: Process(
+    processes = _create(s, Process, project_id, processes_plan, lambda p: Process(
         orig_id=p.orig_id, acquisition_id=acqs[p.parent], extra=p.extra))
-    return samples, acqs, processes
+    return {"sample": samples, "acq": acqs, "process": processes}
 
 
-def _insert_objects(s: Session, project_id: int, plan: ImportPlan, taxa: dict[str, int],
-                    annotators: dict, sample_ids: dict, acq_ids: dict,
-                    process_ids: dict) -> list[int]:
+def _insert_objects(s: Session, req: WriteRequest, taxa: dict[str, int], annotators: dict,
+                    parent_ids: dict) -> list[int]:
     rows = []
-    for o in plan.objects:
+    for o in req.delta.new_objects:
         taxon_id = taxa[o.label] if o.label is not None else o.category_id
         annotator = o.annotator_id if o.annotator_id is not None else annotators.get(
-            (o.annotator_name, o.annotator_email))
+            AnnotatorResolver.person(o))
         rows.append(dict(
-            project_id=project_id, orig_id=o.orig_id,
-            sample_id=sample_ids.get(o.sample), acquisition_id=acq_ids.get(o.acquisition),
-            process_id=process_ids.get(o.process), lat=o.lat, lon=o.lon, date=o.date,
+            project_id=req.project_id, orig_id=o.orig_id,
+            sample_id=parent_ids["sample"].get(o.sample),
+            acquisition_id=parent_ids["acq"].get(o.acquisition),
+            process_id=parent_ids["process"].get(o.process), lat=o.lat, lon=o.lon, date=o.date,
             time=o.time, depth_min=o.depth_min, depth_max=o.depth_max, status=o.status,
             taxon_id=taxon_id, annotator_id=annotator, annotation_date=o.annotation_date,
             extra=o.extra))
@@ -171,50 +269,30 @@ def _insert_objects(s: Session, project_id: int, plan: ImportPlan, taxa: dict[st
     return ids
 
 
-def _insert_images(s: Session, vault: Vault, plan: ImportPlan, object_ids: list[int],
-                   written: list[str], progress: Callable[[int], None] | None) -> None:
-    images = [(oid, im) for oid, o in zip(object_ids, plan.objects) for im in o.images]
+def _insert_images(s: Session, inst: Instance, req: WriteRequest,
+                   images: list[tuple[int, ImagePlan]]) -> None:
+    """Image rows, then their files moved from staging into the vault."""
+    if not images:
+        return
     rows = [dict(object_id=oid, rank=im.rank, file_path="", original_name=im.original_name,
                  width=im.width, height=im.height) for oid, im in images]
     image_ids: list[int] = []
     for start in range(0, len(rows), _BATCH):
         image_ids += s.scalars(insert(Image).returning(Image.id, sort_by_parameter_order=True),
                                rows[start:start + _BATCH]).all()
-    jobs = [(image_id, im.src, im.rank) for image_id, (_, im) in zip(image_ids, images)]
-    paths = _store_files(vault, jobs, written, progress)
+    paths = [inst.vault.rel_paths(image_id, im.rank, _extension(im))
+             for image_id, (_, im) in zip(image_ids, images)]
+    with vault_lock(inst.settings.work_dir):
+        req.journal.update(vault_files=[[image_id, rel, thumb] for image_id, (rel, thumb)
+                                        in zip(image_ids, paths)])
+    for index, ((_, im), (rel, thumb)) in enumerate(zip(images, paths)):
+        original, staged_thumb = _staged(req.staging, index, im)
+        _move(original, inst.vault.path(rel))
+        _move(staged_thumb, inst.vault.path(thumb))
     updates = [dict(id=image_id, file_path=rel, thumb_path=thumb)
-               for (image_id, _, _), (rel, thumb) in zip(jobs, paths)]
+               for image_id, (rel, thumb) in zip(image_ids, paths)]
     for start in range(0, len(updates), _BATCH):
         s.execute(update(Image), updates[start:start + _BATCH])
-
-
-def _store_one(vault: Vault, image_id: int, src: Path, rank: int) -> tuple[str, str]:
-    try:
-        return vault.store(src, image_id, rank)
-    except BaseException:
-        # Remove what a half-done store left (vault layout: <kind>/<id // 10000>/<id>_<rank>.*).
-        for kind in ("images", "thumbs"):
-            for p in (vault.root / kind / f"{image_id // 10000:04d}").glob(f"{image_id}_{rank}.*"):
-                p.unlink(missing_ok=True)
-        raise
-
-
-def _store_files(vault: Vault, jobs: list[tuple[int, Path, int]], written: list[str],
-                 progress: Callable[[int], None] | None) -> list[tuple[str, str]]:
-    """Store every image; on failure, ``written`` still lists every file stored."""
-    pool = ThreadPoolExecutor(max_workers=default_workers())
-    futures = [pool.submit(_store_one, vault, *job) for job in jobs]
-    try:
-        for done, future in enumerate(as_completed(futures), 1):
-            future.result()
-            if progress is not None and (done % 256 == 0 or done == len(futures)):
-                progress(done)
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-        for future in futures:
-            if future.done() and not future.cancelled() and future.exception() is None:
-                written.extend(future.result())
-    return [f.result() for f in futures]
 
 
 def _merge_free_columns(project: Project, plan: ImportPlan) -> None:
@@ -225,16 +303,3 @@ def _merge_free_columns(project: Project, plan: ImportPlan) -> None:
             target.setdefault(name, kind)
     if merged != (project.free_columns or {}):
         project.free_columns = merged
-
-
-def _append_features(inst: Instance, project_id: int, plan: ImportPlan,
-                     object_ids: list[int]) -> None:
-    names = plan.feature_names
-    if not names or not object_ids:
-        return
-    if inst.features.exists(project_id, TSV_FEATURE_SET):
-        names = inst.features.feature_names(project_id, TSV_FEATURE_SET)
-    values = np.array([[o.features.get(n, math.nan) for n in names] for o in plan.objects],
-                      dtype=np.float32).reshape(len(plan.objects), len(names))
-    inst.features.append(project_id, TSV_FEATURE_SET, object_ids, values, names,
-                         producer={"kind": "tsv"})

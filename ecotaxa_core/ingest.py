@@ -442,6 +442,7 @@ def _leftovers(drop: DropFolder) -> list[Path]:
 
 def ingest_drop_folder(inst: Instance, drop_folder: str | Path, project_id: int, *,
                        user_id: int | None, create_missing_taxa: bool = False,
+                       create_missing_users: bool = False,
                        settle_seconds: float = 10.0, require_ready_marker: bool = False,
                        abandon_after_seconds: float = ABANDON_AFTER_SECONDS,
                        run_import: RunImport | None = None, look_again: bool = True,
@@ -455,7 +456,8 @@ def ingest_drop_folder(inst: Instance, drop_folder: str | Path, project_id: int,
     drop_folder : the watched folder (created with its sub-folders if missing).
     project_id : the destination project; checked before anything is taken.
     user_id : the importing user.
-    create_missing_taxa : passed to :func:`~ecotaxa_core.importer.import_path`.
+    create_missing_taxa, create_missing_users : passed to
+        :func:`~ecotaxa_core.importer.import_path`.
     settle_seconds : how long a bundle without marker must stay unchanged.
     require_ready_marker : take only bundles with a ``<name>.ready`` marker.
     abandon_after_seconds : when an unreadable zip goes to quarantine.
@@ -482,7 +484,8 @@ def ingest_drop_folder(inst: Instance, drop_folder: str | Path, project_id: int,
     if run_import is None:
         def run_import(path: Path) -> dict[str, Any]:
             return import_path(inst, project_id, path, user_id=user_id,
-                               create_missing_taxa=create_missing_taxa).to_dict()
+                               create_missing_taxa=create_missing_taxa,
+                               create_missing_users=create_missing_users).to_dict()
     drop.ensure()
     summary = IngestSummary(str(drop.root), project_id)
     options = dict(settle_seconds=settle_seconds, require_ready_marker=require_ready_marker,

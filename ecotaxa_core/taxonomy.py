@@ -14,7 +14,7 @@ name ``name<parent`` or by ``name (parent)``. Matching ignores case.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
@@ -124,10 +124,13 @@ class CategoryResolver:
     :class:`UnknownCategories` listing every label that matches nothing, so a
     user sees all of them at once. With ``create_missing``, unmatched labels are
     created under the parent their label gives (``a<b``, ``a (b)``), the parent
-    itself created at the root when it is unknown too.
+    itself created at the root when it is unknown too. ``mapping`` sends labels
+    (lower case) straight to a taxon id, before any matching (a user's answer,
+    see :mod:`~ecotaxa_core.import_maps`).
     """
 
     create_missing: bool = False
+    mapping: dict[str, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self._where: dict[str, list[str]] = {}
@@ -136,7 +139,7 @@ class CategoryResolver:
     def add(self, label: str, where: str, taxon_id: int | None = None) -> None:
         """Record a label; ``taxon_id`` is the id to give its taxon if it gets created."""
         places = self._where.setdefault(label, [])
-        if len(places) < 20:
+        if len(places) < 20 and where not in places:
             places.append(where)
         if taxon_id is not None:
             self._ids.setdefault(label, int(taxon_id))
@@ -148,7 +151,19 @@ class CategoryResolver:
         ids = {i for lb, i in self._ids.items() if parse_category_name(lb)[0].lower() == name.lower()}
         return ids.pop() if len(ids) == 1 else None
 
+    def labels(self) -> list[str]:
+        """The labels added so far, in order."""
+        return list(self._where)
+
     def resolve(self, session: Session) -> dict[str, int]:
+        """``{label: taxon_id}``; raises :class:`UnknownCategories` if a label matches nothing."""
+        resolved, unknown = self.resolve_known(session)
+        if unknown:
+            raise UnknownCategories(unknown)
+        return resolved
+
+    def resolve_known(self, session: Session) -> tuple[dict[str, int], dict[str, list[str]]]:
+        """``({label: taxon_id}, {unknown label: places})``, creating taxa if allowed."""
         resolved: dict[str, int] = {}
         unknown: dict[str, list[str]] = {}
         # A parent named by another label of the same import ("egg<other" and
@@ -159,6 +174,10 @@ class CategoryResolver:
         def one(label: str, seen: frozenset[str]) -> int | None:
             if label in resolved:
                 return resolved[label]
+            mapped = self.mapping.get(label.strip().lower())
+            if mapped is not None:
+                resolved[label] = mapped
+                return mapped
             name, parent_name = parse_category_name(label)
             if parent_name is not None:
                 parent_label = qualified.get(parent_name.lower())
@@ -182,9 +201,7 @@ class CategoryResolver:
 
         for label in self._where:
             one(label, frozenset())
-        if unknown:
-            raise UnknownCategories(unknown)
-        return resolved
+        return resolved, unknown
 
     @staticmethod
     def _match(session: Session, label: str) -> Taxon | None:

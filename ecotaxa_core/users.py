@@ -10,8 +10,8 @@ from sqlalchemy.orm import Session
 from ecotaxa_core.db.models import User
 from ecotaxa_core.errors import EcoTaxaError, UserNotFound
 
-__all__ = ["create_user", "authenticate", "get_user_by_email", "find_or_create_annotator",
-           "first_admin", "user_for_cli"]
+__all__ = ["create_user", "authenticate", "get_user_by_email", "find_annotator",
+           "create_annotator", "first_admin", "user_for_cli"]
 
 _hasher = PasswordHasher()
 
@@ -49,28 +49,41 @@ def authenticate(session: Session, email: str, password: str) -> User | None:
     return user
 
 
-def find_or_create_annotator(session: Session, name: str | None, email: str | None) -> User | None:
-    """The user an imported annotation names, matched by e-mail then by name.
+def find_annotator(session: Session, name: str | None, email: str | None) -> User | None:
+    """The user an imported annotation names: by e-mail, then by name (ignoring case).
 
-    Annotators of imported data are often not users of this instance; they are
-    created without a password (they cannot sign in) so who/when is never lost.
+    None when nothing matches, or when the name alone matches several users.
+    """
+    name = (name or "").strip()
+    email = (email or "").strip().lower()
+    if email:
+        user = session.scalar(select(User).where(func.lower(User.email) == email))
+        if user is not None:
+            return user
+    if name:
+        users = session.scalars(select(User).where(func.lower(User.name) == name.lower())
+                                .limit(2)).all()
+        if len(users) == 1:
+            return users[0]
+    return None
+
+
+def create_annotator(session: Session, name: str | None, email: str | None) -> User:
+    """A user for an annotator of imported data, without a password: they cannot sign in.
+
+    Without an e-mail they get ``<name>@imported.invalid`` (an address that cannot
+    exist), so who classified an object is never lost.
     """
     name = (name or "").strip()
     email = (email or "").strip().lower()
     if not name and not email:
-        return None
-    if email:
-        user = session.scalar(select(User).where(User.email == email))
-        if user is not None:
-            return user
-    if name:
-        user = session.scalar(select(User).where(func.lower(User.name) == name.lower()))
-        if user is not None:
-            return user
-    user = User(email=email or f"{name.lower().replace(' ', '.')}@imported.invalid",
-                name=name or email, password_hash=None)
-    session.add(user)
-    session.flush()
+        raise EcoTaxaError("an annotator needs a name or an e-mail address")
+    email = email or f"{name.lower().replace(' ', '.')}@imported.invalid"
+    user = session.scalar(select(User).where(func.lower(User.email) == email))
+    if user is None:
+        user = User(email=email, name=name or email, password_hash=None)
+        session.add(user)
+        session.flush()
     return user
 
 

@@ -4,6 +4,13 @@ Paths are derived from the image id (``images/0012/123456_0.jpg``) so the vault
 needs no index of its own and a folder never holds more than 10,000 files.
 Files are written to a temporary name and renamed, so a reader never sees half
 an image; :meth:`Vault.remove` undoes a failed import.
+
+An image is stored under the extension of its real format (a PNG named
+``.jpg`` is stored as ``.png``; its original name stays in the database), and
+its thumbnail is an 8-bit JPEG whatever its mode (16-bit grey, floating point,
+palette, CMYK, with alpha ...; see :func:`~ecotaxa_core.image_files.to_display`).
+Images are opened with :func:`~ecotaxa_core.image_files.open_image`: known
+formats only, at most ``max_pixels`` pixels.
 """
 
 from __future__ import annotations
@@ -13,6 +20,8 @@ import shutil
 from pathlib import Path
 
 from PIL import Image as PILImage
+
+from ecotaxa_core.image_files import MAX_IMAGE_PIXELS, open_image, to_display, vault_extension
 
 __all__ = ["Vault", "THUMB_SIZE"]
 
@@ -29,32 +38,38 @@ class Vault:
     def path(self, rel: str) -> Path:
         return self.root / rel
 
-    def store(self, src: str | os.PathLike, image_id: int, rank: int) -> tuple[str, str]:
+    def rel_paths(self, image_id: int, rank: int, suffix: str) -> tuple[str, str]:
+        """The relative paths (original, thumbnail) :meth:`store` gives an image."""
+        return (self._rel("images", image_id, rank, suffix.lower()),
+                self._rel("thumbs", image_id, rank, ".jpg"))
+
+    def store(self, src: str | os.PathLike, image_id: int, rank: int, *,
+              max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[str, str]:
         """Copy ``src`` into the vault and write its thumbnail.
 
-        Returns the relative paths (original, thumbnail).
+        Returns the relative paths (original, thumbnail). Raises
+        :class:`~ecotaxa_core.image_files.ImageRefused` for a file that is not
+        an image of a known format or has more than ``max_pixels`` pixels.
         """
         src = Path(src)
-        rel = self._rel("images", image_id, rank, src.suffix.lower())
+        with open_image(src, max_pixels=max_pixels) as im:
+            ext = vault_extension(src.suffix, im.format)
+            thumb = _thumbnail(im)
+        rel, thumb_rel = self.rel_paths(image_id, rank, ext)
         dest = self.path(rel)
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(dest.name + ".part")
         shutil.copyfile(src, tmp)
         os.replace(tmp, dest)
-        thumb_rel = self._rel("thumbs", image_id, rank, ".jpg")
-        self.write_thumbnail(dest, self.path(thumb_rel))
+        _save_jpeg(thumb, self.path(thumb_rel))
         return rel, thumb_rel
 
     @staticmethod
-    def write_thumbnail(src: Path, dest: Path) -> None:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        with PILImage.open(src) as im:
-            im.thumbnail((THUMB_SIZE, THUMB_SIZE))
-            if im.mode not in ("L", "RGB"):
-                im = im.convert("RGB") if "A" not in im.mode else _flatten_on_white(im)
-            tmp = dest.with_name(dest.name + ".part")
-            im.save(tmp, format="JPEG", quality=90)
-        os.replace(tmp, dest)
+    def write_thumbnail(src: Path, dest: Path, *, max_pixels: int = MAX_IMAGE_PIXELS) -> None:
+        """An 8-bit JPEG of the first page or frame of ``src``, longest side THUMB_SIZE."""
+        with open_image(src, max_pixels=max_pixels) as im:
+            thumb = _thumbnail(im)
+        _save_jpeg(thumb, dest)
 
     def remove(self, *rels: str | None) -> None:
         for rel in rels:
@@ -62,8 +77,22 @@ class Vault:
                 self.path(rel).unlink(missing_ok=True)
 
 
-def _flatten_on_white(im: PILImage.Image) -> PILImage.Image:
-    im = im.convert("RGBA")
-    bg = PILImage.new("RGB", im.size, (255, 255, 255))
-    bg.paste(im, mask=im.getchannel("A"))
-    return bg
+def _thumbnail(im: PILImage.Image) -> PILImage.Image:
+    """``im`` (first page or frame) shrunk to THUMB_SIZE, as 8-bit L or RGB, in memory."""
+    opened = im
+    if im.mode in ("1", "P", "PA"):
+        # Palette and bilevel images only resize by nearest neighbour: expand them first.
+        im = im.convert("L") if im.mode == "1" else im.convert(
+            "RGBA" if im.mode == "PA" or "transparency" in im.info else "RGB")
+    elif im.mode.startswith("I;16"):
+        im = to_display(im)  # Pillow resizes big-endian 16-bit images wrongly
+    im.thumbnail((THUMB_SIZE, THUMB_SIZE))
+    thumb = to_display(im)
+    return thumb.copy() if thumb is opened else thumb  # the opened image dies with its file
+
+
+def _save_jpeg(im: PILImage.Image, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + ".part")
+    im.save(tmp, format="JPEG", quality=90)
+    os.replace(tmp, dest)

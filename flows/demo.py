@@ -43,7 +43,7 @@ def demo_run(settings: Settings) -> dict[str, Any]:
             project_id, admin_email = project.id, admin.email
         out_dir = (settings.exports_dir / f"project_{project_id}").resolve()
         loop = loop_flow(project_id=project_id, path=str(DEMO_BUNDLE), out_dir=str(out_dir),
-                         create_missing_taxa=True)
+                         create_missing_taxa=True, create_missing_users=True)
         with inst.sessions() as s:
             scored = score_against_truth(s, project_id, DEMO_TRUTH)
     finally:

@@ -20,7 +20,8 @@ from tasks.ingest import ingest_drop_folder_task
 @flow(name="ingest", log_prints=True)
 def ingest_flow(drop_folder: str, project_id: int, create_missing_taxa: bool = False,
                 settle_seconds: float = 10.0, require_ready_marker: bool = False,
-                user_email: Optional[str] = None) -> dict[str, Any]:
+                user_email: Optional[str] = None,
+                create_missing_users: bool = False) -> dict[str, Any]:
     """Import the complete new bundles dropped in ``drop_folder`` into ``project_id``.
 
     Imported bundles move to ``done/``, refused ones to ``quarantine/`` with an
@@ -30,7 +31,8 @@ def ingest_flow(drop_folder: str, project_id: int, create_missing_taxa: bool = F
         with inst.sessions() as s:
             user_id = user_for_cli(s, user_email).id
         return ingest_drop_folder_task(inst, drop_folder, project_id, user_id,
-                                       create_missing_taxa, settle_seconds, require_ready_marker)
+                                       create_missing_taxa, settle_seconds, require_ready_marker,
+                                       create_missing_users)
 
 
 if __name__ == "__main__":
@@ -38,8 +40,10 @@ if __name__ == "__main__":
     parser.add_argument("drop_folder")
     parser.add_argument("project_id", type=int)
     parser.add_argument("--create-missing-taxa", action="store_true")
+    parser.add_argument("--create-missing-users", action="store_true")
     parser.add_argument("--settle-seconds", type=float, default=10.0)
     parser.add_argument("--require-ready-marker", action="store_true")
     args = parser.parse_args()
     print(json.dumps(ingest_flow(args.drop_folder, args.project_id, args.create_missing_taxa,
-                                 args.settle_seconds, args.require_ready_marker), indent=1))
+                                 args.settle_seconds, args.require_ready_marker,
+                                 create_missing_users=args.create_missing_users), indent=1))

@@ -16,10 +16,12 @@ from flows.train import train_flow
 
 @flow(name="loop", log_prints=True)
 def loop_flow(project_id: int, path: str, out_dir: str, create_missing_taxa: bool = False,
-              user_email: Optional[str] = None) -> dict[str, Any]:
+              user_email: Optional[str] = None,
+              create_missing_users: bool = False) -> dict[str, Any]:
     """Run every stage on one project; each stage is a sub-flow with its own run."""
     imported = import_flow(project_id=project_id, path=path,
-                           create_missing_taxa=create_missing_taxa, user_email=user_email)
+                           create_missing_taxa=create_missing_taxa, user_email=user_email,
+                           create_missing_users=create_missing_users)
     features = features_flow(project_id=project_id)
     trained = train_flow(project_id=project_id)
     predicted = predict_flow(project_id=project_id)
@@ -29,4 +31,5 @@ def loop_flow(project_id: int, path: str, out_dir: str, create_missing_taxa: boo
 
 
 if __name__ == "__main__":
-    print(loop_flow(int(sys.argv[1]), sys.argv[2], sys.argv[3], "--create-missing-taxa" in sys.argv))
+    print(loop_flow(int(sys.argv[1]), sys.argv[2], sys.argv[3], "--create-missing-taxa" in sys.argv,
+                    create_missing_users="--create-missing-users" in sys.argv))

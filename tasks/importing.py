@@ -1,4 +1,4 @@
-"""Prefect tasks for import and export: each wraps one core function."""
+"""Prefect tasks for imports: each wraps one core function (exports: tasks/exporting.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from ecotaxa_core.export import export_project
 from ecotaxa_core.importer import import_path
 from ecotaxa_core.instance import Instance
 
@@ -28,14 +27,13 @@ def _progress_logger(label: str, every: float = 0.1):
 
 @task(name="import_path", cache_policy=NO_CACHE)
 def import_path_task(inst: Instance, project_id: int, path: str, user_id: int | None,
-                     create_missing_taxa: bool) -> dict[str, Any]:
+                     create_missing_taxa: bool, taxa_map: str | None = None,
+                     users_map: str | None = None, create_missing_users: bool = False,
+                     mode: str = "add") -> dict[str, Any]:
     result = import_path(inst, project_id, Path(path), user_id=user_id,
                          create_missing_taxa=create_missing_taxa,
+                         taxa_map=Path(taxa_map) if taxa_map else None,
+                         users_map=Path(users_map) if users_map else None,
+                         create_missing_users=create_missing_users, mode=mode,
                          progress=_progress_logger("import (images checked + stored)"))
     return result.to_dict()
-
-
-@task(name="export_project", cache_policy=NO_CACHE)
-def export_project_task(inst: Instance, project_id: int, out_dir: str,
-                        with_images: bool) -> dict[str, Any]:
-    return export_project(inst, project_id, Path(out_dir), with_images=with_images).to_dict()

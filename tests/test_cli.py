@@ -67,10 +67,16 @@ def test_import_through_cli_then_bad_bundle_is_refused_with_location(tmp_path):
     refused = run_cli(["import", "1", str(IMPORT_CASES / "import_test"), "--json"], home,
                       check=False)
     assert refused.returncode == 1
-    assert "ozzeur" in refused.stderr and json.loads(refused.stdout)["error"] == "UnknownCategories"
+    # Unknown categories and annotators are listed together, with where they appear.
+    assert json.loads(refused.stdout)["error"] == "UnmatchedNames"
+    assert "ozzeur" in refused.stderr and "Elizandro Rodriguez" in refused.stderr
+    users_map = tmp_path / "users.tsv"
+    users_map.write_text("name\ttarget\nAdmin4test\tadmin@localhost\n")
     done = json.loads(run_cli(["import", "1", str(IMPORT_CASES / "import_test"),
-                               "--create-missing-taxa", "--json"], home).stdout)
+                               "--create-missing-taxa", "--users-map", str(users_map),
+                               "--create-missing-users", "--json"], home).stdout)
     assert done["n_objects"] == 11 and done["n_samples"] == 2
+    assert done["users_created"] == ["elizandro.rodrigues05@gmail.com"]
     bad = tmp_path / "tsv_issues"
     shutil.copytree(IMPORT_CASES / "import_issues" / "tsv_issues", bad)
     proc = run_cli(["import", "1", str(bad)], home, check=False)
@@ -85,7 +91,8 @@ def test_stage_commands_run_their_flows_and_print_json(tmp_path):
     home = tmp_path / "home"
     run_cli(["init"], home)
     run_cli(["project", "create", "P", "--instrument", "zooscan"], home)
-    run_cli(["import", "1", str(IMPORT_CASES / "import_test"), "--create-missing-taxa"], home)
+    run_cli(["import", "1", str(IMPORT_CASES / "import_test"), "--create-missing-taxa",
+             "--create-missing-users"], home)
     feats = json.loads(run_cli(["features", "1", "--json"], home,
                                ECOTAXA_DEEP_INPUT_SIZE="128").stdout)
     assert feats["feature_sets"]["morpho"]["objects"] == 11
@@ -128,10 +135,12 @@ def test_taxonomy_travels_between_instances_and_is_edited_from_the_cli(tmp_path)
     a, b = tmp_path / "a", tmp_path / "b"
     run_cli(["init"], a)
     run_cli(["project", "create", "P"], a)
-    run_cli(["import", "1", str(IMPORT_CASES / "import_test"), "--create-missing-taxa"], a)
+    run_cli(["import", "1", str(IMPORT_CASES / "import_test"), "--create-missing-taxa",
+             "--create-missing-users"], a)
     tree = tmp_path / "taxa.tsv"
     exported = json.loads(run_cli(["taxonomy", "export", str(tree), "--json"], a).stdout)
-    assert exported["n_taxa"] >= 9 and tree.exists()
+    # t001, Oncaeidae, Cyclopoida, Biota, other, egg, ozzeur, detritus
+    assert exported["n_taxa"] == 8 and len(tree.read_text().splitlines()) == 9
     run_cli(["init"], b)
     imported = json.loads(run_cli(["taxonomy", "import", str(tree), "--json"], b).stdout)
     assert imported["created"] == exported["n_taxa"]

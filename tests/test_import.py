@@ -15,7 +15,8 @@ from sqlalchemy import func, select
 from conftest import IMPORT_CASES, NDSB_TEST_CLASSES, extract_ndsb_subset
 from ecotaxa_core.db.models import (Acquisition, Image, Object, Process, Project, Sample, Taxon,
                                     User)
-from ecotaxa_core.errors import UnknownCategories
+from ecotaxa_core.errors import UnknownAnnotators, UnknownCategories, UnmatchedNames
+from ecotaxa_core.import_journal import JOURNAL_DIR, LOCK_DIR
 from ecotaxa_core.importer import import_path
 from ecotaxa_core.projects import create_project
 from ecotaxa_core.taxonomy import get_or_create_taxon
@@ -75,15 +76,25 @@ def taxon_path(inst, taxon_id: int) -> list[str]:
     return names
 
 
+def leftovers(inst) -> list[str]:
+    """What imports left in the work dir, but for the lock files and the (empty) journal dir."""
+    work = inst.settings.work_dir
+    found = [p.name for p in work.iterdir() if p.name not in (LOCK_DIR, JOURNAL_DIR)]
+    if (work / JOURNAL_DIR).exists():
+        found += [f"{JOURNAL_DIR}/{p.name}" for p in (work / JOURNAL_DIR).iterdir()]
+    return found
+
+
 def assert_nothing_written(inst, before_counts, before_files, project_id):
     assert row_counts(inst) == before_counts
     assert vault_files(inst) == before_files
     assert not inst.features.exists(project_id, "tsv")
-    assert not any(inst.settings.work_dir.iterdir()), "temporary files left behind"
+    assert leftovers(inst) == [], "temporary files left behind"
 
 
 def import_test_into(inst, project_id, admin_id, source=IMPORT_TEST):
-    return import_path(inst, project_id, source, user_id=admin_id, create_missing_taxa=True)
+    return import_path(inst, project_id, source, user_id=admin_id, create_missing_taxa=True,
+                       create_missing_users=True)
 
 
 # -- import_test ----------------------------------------------------------------------
@@ -92,18 +103,29 @@ FOLDER_LABELS = {"t001", "Oncaeidae", "Cyclopoida", "other<Biota", "Other (Biota
 ZIP_LABELS = {"t001", "Oncaeidae", "Cyclopoida", "other<living", "detritus", "egg<other"}
 
 
-@pytest.mark.parametrize("source, labels", [(IMPORT_TEST, FOLDER_LABELS),
-                                            (IMPORT_CASES / "import_test.zip", ZIP_LABELS)],
-                         ids=["folder", "zip"])
-def test_unknown_categories_are_all_listed_and_nothing_is_written(instance, admin, source, labels):
+@pytest.mark.parametrize("source, labels, people", [
+    (IMPORT_TEST, FOLDER_LABELS, {"Admin4test", "Elizandro Rodriguez"}),
+    (IMPORT_CASES / "import_test.zip", ZIP_LABELS, {"Elizandro Rodriguez"})], ids=["folder", "zip"])
+def test_unknown_categories_and_annotators_are_all_listed_and_nothing_is_written(
+        instance, admin, source, labels, people):
     pid = new_project(instance)
     before, files = row_counts(instance), vault_files(instance)
-    with pytest.raises(UnknownCategories) as err:
+    with pytest.raises(UnmatchedNames) as err:
         import_path(instance, pid, source, user_id=admin.id)
-    assert set(err.value.where) == labels
+    assert isinstance(err.value, UnknownCategories)
+    assert set(err.value.categories) == labels and err.value.where == err.value.categories
     assert err.value.where["t001"] == [f"{N1} line 3"]
     assert err.value.where["detritus"] == [f"{N2} line 3", f"{N2} line 4"]
     assert "'egg<other': " + f"{N2} line 5" in str(err.value)
+    # Annotators too, in the same error, by name (what a users map file answers).
+    assert set(err.value.annotators) == people
+    assert f"{N2} line 3" in err.value.annotators["Elizandro Rodriguez"]
+    assert f"{len(people)} unknown annotator" in str(err.value) and "--users-map" in str(err.value)
+    assert_nothing_written(instance, before, files, pid)
+    # Creating the categories is not enough: the annotators stop it still.
+    with pytest.raises(UnknownAnnotators) as err:
+        import_path(instance, pid, source, user_id=admin.id, create_missing_taxa=True)
+    assert not isinstance(err.value, UnknownCategories)
     assert_nothing_written(instance, before, files, pid)
 
 
@@ -115,6 +137,8 @@ def test_import_test_folder_with_created_taxa(instance, admin):
     assert result.tsv_files == [N1, N2]
     assert set(result.taxa_created) == {"t001", "Oncaeidae", "Cyclopoida", "Biota", "other",
                                         "ozzeur", "detritus", "egg"}
+    assert sorted(result.users_created) == ["elizandro.rodrigues05@gmail.com", "me@home.fr"]
+    assert result.mode == "add" and result.files_skipped == [] and result.n_objects_skipped == 0
     assert row_counts(instance, pid)["objects"] == 11 and row_counts(instance, pid)["samples"] == 2
 
     objs = objects_by_orig_id(instance, pid)
@@ -187,14 +211,15 @@ def test_import_test_zip_with_created_taxa(instance, admin):
     pid = new_project(instance)
     progress = []
     result = import_path(instance, pid, IMPORT_CASES / "import_test.zip", user_id=admin.id,
-                         create_missing_taxa=True, progress=lambda d, t: progress.append((d, t)))
+                         create_missing_taxa=True, create_missing_users=True,
+                         progress=lambda d, t: progress.append((d, t)))
     assert (result.n_objects, result.n_images, result.n_samples) == (8, 8, 2)
     assert progress[-1] == (16, 16) and all(d <= t for d, t in progress)
     objs = objects_by_orig_id(instance, pid)
     assert taxon_path(instance, objs["m106_mn01_n2_sml_1111"].taxon_id) == ["egg", "other", "living"]
     assert objs["m106_mn01_n1_sml_409"].taxon_id == 85012  # t001's EcoTaxa id
     assert {o.images[0].rank for o in objs.values()} == {0}
-    assert not any(instance.settings.work_dir.iterdir())
+    assert leftovers(instance) == []
 
 
 # -- refusals ----------------------------------------------------------------------------
@@ -246,7 +271,7 @@ def test_every_bad_bundle_is_refused_with_its_location_and_leaves_nothing(instan
         assert instance.features.n_rows(base, "tsv") == 11
         if pid != base:
             assert not instance.features.exists(pid, "tsv")
-    assert not any(instance.settings.work_dir.iterdir())
+    assert leftovers(instance) == []
 
 
 def test_bad_bundle_messages_name_file_line_and_column(sqlite_instance):
@@ -269,45 +294,26 @@ def test_bad_bundle_messages_name_file_line_and_column(sqlite_instance):
                     user_id=None)
 
 
-def test_too_many_columns_for_ecotaxa_are_fine_here(sqlite_instance):
+def test_too_many_columns_for_ecotaxa_are_fine_here(sqlite_instance, tmp_path):
     inst = sqlite_instance
     with inst.sessions.begin() as s:
         get_or_create_taxon(s, "detritus", taxon_id=84963)
     pid = new_project(inst)
+    users_map = tmp_path / "users.tsv"
+    users_map.write_text("name\ttarget\nElizandro Rodriguez\tadmin@example.org\n")
     result = import_path(inst, pid, IMPORT_CASES / "import_issues" / "tsv_too_many_cols",
-                         user_id=None)
-    assert result.n_objects == 1
+                         user_id=None, users_map=users_map)
+    assert result.n_objects == 1 and result.users_created == []
     with inst.sessions() as s:
         free = s.get(Project, pid).free_columns
         sample = s.scalar(select(Sample).where(Sample.project_id == pid))
+        obj = s.scalar(select(Object).where(Object.project_id == pid))
+    assert obj.annotator_id == 1  # the administrator, as the map says
     # EcoTaxa stops at 30 (acquisition), 10 (process) ... free columns; we keep them all.
     assert sum(name.startswith("cus") for name in free["sample"]) == 57
     assert sum(name.startswith("cus") for name in free["acq"]) == 31
     assert sum(name.startswith("cus") for name in free["process"]) == 12
     assert sample.extra["cus61"] == "1"
-
-
-def test_objects_already_in_the_project_are_refused(sqlite_instance):
-    inst = sqlite_instance
-    pid = new_project(inst)
-    import_test_into(inst, pid, None)
-    before = row_counts(inst)
-    with pytest.raises(TsvFormatError) as err:
-        import_path(inst, pid, IMPORT_TEST, user_id=None)
-    assert [i.code for i in err.value.issues] == ["object_exists"] * 11
-    assert f"{N1} line 3, column object_id: object 'm106_mn01_n1_sml_409' is already in project" \
-        in str(err.value)
-    assert row_counts(inst) == before
-
-
-def test_a_different_numeric_column_set_is_refused(sqlite_instance):
-    inst = sqlite_instance
-    pid = new_project(inst)
-    import_test_into(inst, pid, None)
-    with pytest.raises(TsvFormatError, match=r"differ from those of project \d+'s 'tsv' feature "
-                                             r"set \(missing: \['new_field'\]"):
-        import_path(inst, pid, IMPORT_CASES / "import_issues" / "tsv_too_many_cols", user_id=None)
-    assert inst.features.n_rows(pid, "tsv") == 11
 
 
 def _tiny_bundle(folder: Path, rows: list[list[str]], header: list[str], types: list[str]) -> Path:
@@ -360,7 +366,7 @@ def test_uvp6_bundles_inside_zips(sqlite_instance):
         assert (o.images[0].rank, o.images[0].original_name) == (1, "sub1/20200205-111823_3.png")
         with inst.sessions() as s:
             assert s.get(Acquisition, o.acquisition_id).instrument == "uvp6"
-    assert not any(inst.settings.work_dir.iterdir())
+    assert leftovers(inst) == []
 
 
 def test_zip_entries_outside_the_extraction_folder_are_refused(sqlite_instance, tmp_path):
@@ -373,7 +379,7 @@ def test_zip_entries_outside_the_extraction_folder_are_refused(sqlite_instance, 
         import_path(inst, new_project(inst), bad, user_id=None)
     assert [(i.code, i.value) for i in err.value.issues] == [("unsafe_zip_entry", "../escaped.txt")]
     assert not (inst.settings.work_dir.parent / "escaped.txt").exists()
-    assert not any(inst.settings.work_dir.iterdir())
+    assert leftovers(inst) == []
 
 
 # -- atomicity -------------------------------------------------------------------------------
@@ -382,12 +388,12 @@ def test_a_failure_while_writing_leaves_nothing_behind(instance, admin):
     before, files = row_counts(instance), vault_files(instance)
 
     def fail_once_stored(done, total):
-        if done == total:  # every image is in the vault by now
+        if done == total:  # every image is copied and thumbnailed (staged) by now
             raise RuntimeError("injected failure")
 
     with pytest.raises(RuntimeError, match="injected failure"):
         import_path(instance, pid, IMPORT_TEST, user_id=admin.id, create_missing_taxa=True,
-                    progress=fail_once_stored)
+                    create_missing_users=True, progress=fail_once_stored)
     assert_nothing_written(instance, before, files, pid)
 
 
@@ -403,7 +409,7 @@ def test_an_image_gone_before_it_is_stored_leaves_nothing_behind(instance, admin
 
     with pytest.raises(FileNotFoundError):
         import_path(instance, pid, source, user_id=admin.id, create_missing_taxa=True,
-                    progress=remove_after_checks)
+                    create_missing_users=True, progress=remove_after_checks)
     assert_nothing_written(instance, before, files, pid)
 
 
@@ -461,7 +467,7 @@ def test_class_folders_in_an_ndsb_like_zip(sqlite_instance, tmp_path):
     with inst.sessions() as s:
         assert s.scalar(select(Sample.orig_id).where(Sample.project_id == pid)) == "mini_ndsb"
     assert {o.images[0].original_name.split("/")[0] for o in objs.values()} == {"images"}
-    assert not any(inst.settings.work_dir.iterdir())
+    assert leftovers(inst) == []
 
 
 def test_nothing_importable_is_refused_clearly(sqlite_instance, tmp_path):

@@ -184,3 +184,171 @@ def test_report_caps_issues_per_file_but_counts_all():
     text = str(report)
     assert "11 problems in x:" in text and "... and 7 more in a.tsv" in text
     assert "b.tsv line 3: no data" in text
+
+
+# -- values from the field: EcoTaxa's forms, and what it does not accept -----------------------
+@pytest.mark.parametrize("text, expected", [
+    ("43º30 36", 43.51), ("43˚30.6", 43.51), ("43°30'36\"N", 43.51), ("43° 30' 36'' S", -43.51),
+    ("12.5S", -12.5), ("12.5 n", 12.5), ("+3", 3.0), ("-0°30", -0.5), ("0°30 S", -0.5),
+    ("NaN", None), ("na", None)])
+def test_coordinates_in_field_notations(text, expected):
+    assert parse_latitude(text) == (pytest.approx(expected) if expected is not None else None)
+
+
+@pytest.mark.parametrize("parser, text, match", [
+    (parse_latitude, "12°30E", r"latitude '12°30E' \(hemisphere 'E': expected N or S\)"),
+    (parse_longitude, "12.5N", r"hemisphere 'N': expected E or W"),
+    (parse_latitude, "-12°30S", "give a sign or a hemisphere letter, not both"),
+    (parse_latitude, "43,5", r"latitude '43,5' \(use a dot as decimal separator\)"),
+    (parse_latitude, "inf", "invalid latitude 'inf'"),
+    (parse_longitude, "1e5", r"must be within -180/\+180°"),
+])
+def test_ambiguous_coordinates_are_refused(parser, text, match):
+    with pytest.raises(ValueError, match=match):
+        parser(text)
+
+
+@pytest.mark.parametrize("text", ["1_000", "１２", "0x10", "1.5.2", "12 kg", "- 3"])
+def test_only_plain_ascii_numbers_are_numbers(text):
+    with pytest.raises(ValueError, match="invalid number"):
+        parse_float(text)
+
+
+def test_a_decimal_comma_gets_a_hint():
+    with pytest.raises(ValueError, match=r"invalid number '1,5' \(use a dot as decimal "
+                                         r"separator\)"):
+        parse_float("1,5")
+    assert parse_float("1e999") is None and parse_float("+infinity") is None
+
+
+def test_integers_must_fit_the_database():
+    assert parse_int("2147483647") == 2**31 - 1 and parse_int("-2147483648") == -2**31
+    for text in ("2147483648", "1e12", "-3e9"):
+        with pytest.raises(ValueError, match="out of range"):
+            parse_int(text)
+
+
+def test_long_values_are_cut_in_messages():
+    with pytest.raises(ValueError) as err:
+        parse_float("z" * 100_000)
+    assert len(str(err.value)) < 120 and "(100,000 characters)" in str(err.value)
+    with pytest.raises(ValueError, match=r"invalid time '9{60}\.\.\.' \(100 characters\) "
+                                         r"\(expected HHMM"):
+        parse_time("9" * 100)
+
+
+# -- hostile and odd files --------------------------------------------------------------------
+def _read(path, data: bytes, **limits):
+    path.write_bytes(data)
+    report = ImportReport()
+    table = read_tsv(path, path.name, report, **limits)
+    return table, report
+
+
+def _issues(report):
+    return [(i.line, i.column, i.code) for i in report.issues]
+
+
+BODY = "object_id\timg_file_name\tobject_site\n[t]\t[t]\t[t]\n"
+
+
+def test_nul_bytes_make_a_file_binary_with_their_place(tmp_path):
+    table, report = _read(tmp_path / "ecotaxa_b.tsv", (BODY + "o1\ta.png\tsea\x00\n").encode())
+    assert table is None
+    assert _issues(report) == [(3, "object_site", "not_text")]
+    assert "NUL character (binary data) at line 3, character 13" in report.issues[0].message
+    _, report = _read(tmp_path / "ecotaxa_c.tsv", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")
+    assert _issues(report) == [(3, None, "not_text")]  # CR, CRLF: the NUL is on line 3
+
+
+def test_utf16_and_mixed_encodings_decode(tmp_path):
+    text = BODY + "o1\ta.png\tVillefranche é °\n"
+    table, report = _read(tmp_path / "ecotaxa_16.tsv", text.encode("utf-16"))
+    assert report.n_issues == 0 and table.value(table.rows[0], "object_site").endswith("é °")
+    # A UTF-8 file with a BOM and one Latin-1 line: each line decodes on its own.
+    data = b"\xef\xbb\xbf" + BODY.encode() + "o1\ta.png\tcafé\n".encode() \
+        + "o2\ta.png\t43°\n".encode("latin-1")
+    table, report = _read(tmp_path / "ecotaxa_mix.tsv", data)
+    assert report.n_issues == 0 and table.columns[0].name == "object_id"
+    assert [table.value(r, "object_site") for r in table.rows] == ["café", "43°"]
+    _, report = _read(tmp_path / "ecotaxa_bad16.tsv", b"\xff\xfe" + "o\t".encode("utf-16-le")
+                      + b"\x00\xd8")  # a lone surrogate
+    assert [i.code for i in report.issues] == ["not_text"]
+
+
+def test_line_ends_blank_lines_and_trailing_columns(tmp_path):
+    data = b"object_id\timg_file_name\t\t\r[t]\t[t]\t\t\r\no1\ta.png\t\t\n\r\no2\ta.png\r"
+    table, report = _read(tmp_path / "ecotaxa_le.tsv", data)
+    assert report.n_issues == 0
+    assert [(r.line, table.value(r, "object_id")) for r in table.rows] == [(3, "o1"), (5, "o2")]
+
+
+def test_header_shorter_or_longer_than_data_lines(tmp_path):
+    table, report = _read(tmp_path / "ecotaxa_w.tsv",
+                          (BODY + "o1\ta.png\n" + "o2\ta.png\tx\t\t\n"
+                           + "o3\ta.png\tx\ty\tz\n").encode())
+    assert [table.value(r, "object_site") for r in table.rows] == ["", "x", "x"]
+    assert _issues(report) == [(5, None, "extra_values")]
+    assert "value(s) ['y', 'z'] in column(s) without a header" in report.issues[0].message
+
+
+def test_duplicate_columns_differing_by_case_or_spaces(tmp_path):
+    _, report = _read(tmp_path / "ecotaxa_d.tsv",
+                      b"object_id\timg_file_name\tObject_Area\t object_area \n[t]\t[t]\t[f]\t[f]\n"
+                      b"o1\ta.png\t1\t2\n")
+    assert _issues(report) == [(1, "object_area", "duplicate_column")]
+
+
+def test_quotes_follow_the_csv_rules_ecotaxa_reads_with(tmp_path):
+    table, report = _read(tmp_path / "ecotaxa_q.tsv", (
+        BODY + 'o1\ta.png\t"say ""hi"""\n' + 'o2\ta.png\t5" long\n'
+        + 'o3\ta.png\t"two\nlines"\n' + "o4\ta.png\tit's\n").encode())
+    assert report.n_issues == 0
+    assert [(r.line, table.value(r, "object_site")) for r in table.rows] == [
+        (3, 'say "hi"'), (4, '5" long'), (5, "two\nlines"), (7, "it's")]
+
+
+def test_an_unclosed_quote_does_not_swallow_the_file(tmp_path):
+    _, report = _read(tmp_path / "ecotaxa_u.tsv",
+                      (BODY + 'o1\ta.png\t"oops\no2\ta.png\tx\n').encode())
+    assert _issues(report) == [(3, None, "unclosed_quote")]
+    # Closed further down, the quote makes one value of several lines, tabs included
+    # (exports quote values holding tabs and line breaks this way).
+    table, report = _read(tmp_path / "ecotaxa_r.tsv",
+                          (BODY + 'o1\ta.png\t"tab\there\nnew line"\no3\ta.png\tx\n').encode())
+    assert report.n_issues == 0
+    assert [table.value(r, "object_site") for r in table.rows] == ["tab\there\nnew line", "x"]
+
+
+def test_limits_on_lines_and_values(tmp_path):
+    data = (BODY + "o1\ta.png\t" + "v" * 500 + "\n").encode()
+    _, report = _read(tmp_path / "ecotaxa_l.tsv", data, max_line_chars=400)
+    assert _issues(report) == [(3, None, "line_too_long")]
+    _, report = _read(tmp_path / "ecotaxa_f.tsv", data, max_field_chars=300)
+    assert _issues(report) == [(3, "object_site", "field_too_long")]
+    assert report.issues[0].value == "v" * 60 + "..."
+    _, report = _read(tmp_path / "ecotaxa_h.tsv", data, max_file_bytes=100)
+    assert _issues(report) == [(None, None, "file_too_large")]
+    # Past the csv module's own limit (131,072), with the column named all the same.
+    _, report = _read(tmp_path / "ecotaxa_g.tsv",
+                      (BODY + "o1\ta.png\t" + "w" * 140_000 + "\n").encode())
+    assert _issues(report) == [(3, "object_site", "field_too_long")]
+
+
+def test_predefined_text_must_fit_the_database(tmp_path):
+    _, report = _read(tmp_path / "ecotaxa_t.tsv", (
+        "object_id\timg_file_name\tobject_annotation_person_email\n[t]\t[t]\t[t]\n"
+        f"{'i' * 256}\t{'n' * 513}\t{'e' * 255}\n").encode())
+    assert _issues(report) == [(3, "object_id", "text_too_long"),
+                               (3, "img_file_name", "text_too_long")]
+    assert "longer than the 512 characters it may hold" in str(report)
+
+
+@pytest.mark.parametrize("name, reason", [
+    ("object_", "no field name after the prefix"), ("object_a\x07b", "control characters"),
+    ("object_" + "c" * 260, "longer than 255 characters")])
+def test_column_names_that_cannot_be_columns(tmp_path, name, reason):
+    _, report = _read(tmp_path / "ecotaxa_n.tsv",
+                      f"object_id\timg_file_name\t{name}\n[t]\t[t]\t[t]\no1\ta.png\tx\n".encode())
+    assert [(i.line, i.code) for i in report.issues] == [(1, "bad_header")]
+    assert reason in report.issues[0].message and len(report.issues[0].message) < 200

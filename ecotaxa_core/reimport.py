@@ -1,0 +1,301 @@
+"""Importing into a project that already holds some of the source: EcoTaxa's rules.
+
+Three modes:
+
+- ``add`` (the default): TSV files already loaded into the project (same
+  SHA-256, recorded in ``imported_files``) are skipped unread; objects already
+  present (same ``object_id``) are skipped, except that an image row whose file
+  the object does not have yet is added to it (EcoTaxa's "one more image");
+  everything else is added.
+- ``update_metadata``: objects already present get the metadata and free
+  columns the file gives (only the columns it has), and so do the samples,
+  acquisitions and processes they name; their classification is left alone.
+- ``update_all``: the same, plus the classification (status, category,
+  annotator, date); the previous state goes to ``annotation_history`` first.
+
+In both update modes nothing is created but the parents an updated object is
+moved to: objects of the file that the project does not hold are reported as
+not found (as EcoTaxa does), and no image is added.
+
+:func:`plan_delta` splits a checked plan into what to add, skip and update,
+read-only; :func:`apply_updates` writes the updates inside the import's
+transaction and counts what really changed, so running an update twice changes
+nothing the second time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+from sqlalchemy import insert, select, update
+from sqlalchemy.orm import Session
+
+from ecotaxa_core.db.models import (Acquisition, AnnotationHistory, Image, ImportedFile, Object,
+                                    Process, Sample, utcnow)
+from ecotaxa_core.errors import EcoTaxaError
+from ecotaxa_core.import_plan import ImagePlan, ImportPlan, ObjectPlan, ParentPlan
+from ecotaxa_core.tsv.issues import ImportReport
+
+__all__ = ["MODES", "ImportDelta", "check_mode", "file_sha256", "loaded_files", "plan_delta",
+           "apply_updates", "UpdateCounts"]
+
+MODES = ("add", "update_metadata", "update_all")
+_CHUNK = 500
+
+# Predefined object columns and the Object attribute each one sets.
+_OBJECT_FIELDS = {"object_lat": "lat", "object_lon": "lon", "object_date": "date",
+                  "object_time": "time", "object_depth_min": "depth_min",
+                  "object_depth_max": "depth_max"}
+_LINK_COLUMNS = ("sample_id", "acq_id", "process_id")
+
+
+def check_mode(mode: str) -> str:
+    """``mode`` if it is one of :data:`MODES`.
+
+    >>> check_mode("update_all")
+    'update_all'
+    >>> check_mode("replace")
+    Traceback (most recent call last):
+    ...
+    ecotaxa_core.errors.EcoTaxaError: unknown import mode 'replace' (expected one of add, update_metadata, update_all)
+    """
+    if mode not in MODES:
+        raise EcoTaxaError(f"unknown import mode {mode!r} (expected one of {', '.join(MODES)})")
+    return mode
+
+
+def _chunks(values: Sequence, size: int = _CHUNK) -> Iterator[Sequence]:
+    for start in range(0, len(values), size):
+        yield values[start:start + size]
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def loaded_files(session: Session, project_id: int, digests: Iterable[str]) -> set[str]:
+    """Those of ``digests`` that committed imports of the project recorded."""
+    digests = sorted(set(digests))
+    found: set[str] = set()
+    for chunk in _chunks(digests):
+        found.update(session.scalars(select(ImportedFile.sha256).where(
+            ImportedFile.project_id == project_id, ImportedFile.sha256.in_(chunk))))
+    return found
+
+
+@dataclass
+class ImportDelta:
+    """What an import writes, once compared with what the project holds."""
+
+    mode: str
+    new_objects: list[ObjectPlan] = field(default_factory=list)
+    # Images for objects already present: (object id, object plan, image).
+    added_images: list[tuple[int, ObjectPlan, ImagePlan]] = field(default_factory=list)
+    # Objects already present to update (update modes): (object id, object plan).
+    updates: list[tuple[int, ObjectPlan]] = field(default_factory=list)
+    n_skipped: int = 0
+    not_found: list[str] = field(default_factory=list)
+
+    @property
+    def images_to_store(self) -> list[ImagePlan]:
+        return [im for o in self.new_objects for im in o.images] + \
+            [im for _, _, im in self.added_images]
+
+    @property
+    def classified(self) -> list[ObjectPlan]:
+        """Objects whose classification this import writes."""
+        if self.mode == "update_all":
+            return [o for _, o in self.updates if "object_annotation_status" in o.present]
+        return self.new_objects
+
+    def named_parents(self, plan: ImportPlan) -> tuple[dict[str, ParentPlan], ...]:
+        """The samples, acquisitions and processes of the objects this import writes."""
+        objects = self.new_objects + [o for _, o in self.updates]
+        samples = {o.sample for o in objects if o.sample}
+        acqs = {o.acquisition for o in objects if o.acquisition}
+        processes = {o.process for o in objects if o.process}
+        return ({k: v for k, v in plan.samples.items() if k in samples},
+                {k: v for k, v in plan.acquisitions.items() if k in acqs},
+                {k: v for k, v in plan.processes.items() if k in processes})
+
+
+def existing_objects(session: Session, project_id: int, orig_ids: Iterable[str]) -> dict[str, int]:
+    """``{orig_id: object id}`` of the given ids the project holds."""
+    found: dict[str, int] = {}
+    for chunk in _chunks(sorted(set(orig_ids))):
+        found.update(session.execute(select(Object.orig_id, Object.id).where(
+            Object.project_id == project_id, Object.orig_id.in_(chunk))).all())
+    return found
+
+
+def plan_delta(session: Session, project_id: int, plan: ImportPlan, mode: str,
+               report: ImportReport) -> ImportDelta:
+    """Split ``plan`` by what the project holds; image rank clashes go to ``report``."""
+    delta = ImportDelta(mode=mode)
+    there = existing_objects(session, project_id, (o.orig_id for o in plan.objects))
+    if mode != "add":
+        for obj in plan.objects:
+            if obj.orig_id in there:
+                delta.updates.append((there[obj.orig_id], obj))
+            else:
+                delta.not_found.append(obj.orig_id)
+        return delta
+    images = _images_of(session, sorted(there.values()))
+    for obj in plan.objects:
+        object_id = there.get(obj.orig_id)
+        if object_id is None:
+            delta.new_objects.append(obj)
+            continue
+        delta.n_skipped += 1
+        names, ranks = images.get(object_id, ({}, {}))
+        for im in obj.images:
+            if im.original_name in names:
+                continue  # this image is there already
+            if im.rank in ranks:
+                report.add(im.rel, im.line, "img_rank", str(im.rank), "image_rank_taken",
+                           f"object {obj.orig_id!r} is already in the project with image "
+                           f"{ranks[im.rank]!r} of rank {im.rank}; give {im.original_name!r} "
+                           "another img_rank")
+                continue
+            delta.added_images.append((object_id, obj, im))
+    return delta
+
+
+def _images_of(session: Session, object_ids: list[int]) -> dict[int, tuple[dict, dict]]:
+    """Per object: ({original name: rank}, {rank: original name}) of its images."""
+    found: dict[int, tuple[dict, dict]] = {}
+    for chunk in _chunks(object_ids):
+        for object_id, name, rank in session.execute(
+                select(Image.object_id, Image.original_name, Image.rank)
+                .where(Image.object_id.in_(chunk))):
+            names, ranks = found.setdefault(object_id, ({}, {}))
+            names[name] = rank
+            ranks[rank] = name
+    return found
+
+
+# -- updates ------------------------------------------------------------------------
+@dataclass
+class UpdateCounts:
+    n_objects_updated: int = 0
+    n_parents_updated: int = 0
+    n_classifications_changed: int = 0
+
+
+def _utc(when: datetime | None) -> datetime | None:
+    if when is None or when.tzinfo is not None:
+        return when
+    return when.replace(tzinfo=timezone.utc)
+
+
+def _new_extra(old: dict[str, Any], given: dict[str, Any], fields: Iterable[str]) -> dict:
+    """``old`` with the given fields set (an empty cell removes the value)."""
+    extra = dict(old or {})
+    for name in fields:
+        if name in given:
+            extra[name] = given[name]
+        else:
+            extra.pop(name, None)
+    return extra
+
+
+def _object_changes(row: Object, obj: ObjectPlan, object_fields: set[str], ids: dict) -> dict:
+    values: dict[str, Any] = {}
+    for column, attr in _OBJECT_FIELDS.items():
+        if column in obj.present:
+            values[attr] = getattr(obj, attr)
+    if any(c in obj.present for c in _LINK_COLUMNS):
+        values["sample_id"] = ids["sample"].get(obj.sample)
+        values["acquisition_id"] = ids["acq"].get(obj.acquisition)
+        values["process_id"] = ids["process"].get(obj.process)
+    present_free = {f for f in object_fields if f"object_{f}" in obj.present}
+    if present_free:
+        values["extra"] = _new_extra(row.extra, obj.extra, present_free)
+    return {k: v for k, v in values.items() if getattr(row, k) != v}
+
+
+def _classification(row: Object, obj: ObjectPlan, taxa: dict[str, int],
+                    annotators: dict) -> dict | None:
+    """The new classification state of ``row`` when the file changes it, else None."""
+    taxon_id = taxa[obj.label] if obj.label is not None else obj.category_id
+    annotator = annotators.get(((obj.annotator_name or "").strip() or None,
+                                (obj.annotator_email or "").strip().lower() or None))
+    when = _utc(obj.annotation_date)
+    same = (row.status == obj.status and row.taxon_id == taxon_id
+            and (annotator is None or annotator == row.annotator_id)
+            and (when is None or when == _utc(row.annotation_date)))
+    if same:
+        return None
+    return dict(status=obj.status, taxon_id=taxon_id, annotator_id=annotator,
+                annotation_date=when, score=None, model_id=None, top_predictions=None)
+
+
+def apply_updates(session: Session, plan: ImportPlan, delta: ImportDelta, parent_ids: dict,
+                  taxa: dict[str, int], annotators: dict, user_id: int | None) -> UpdateCounts:
+    """Write the updates of ``delta`` (update modes); returns what really changed."""
+    counts = UpdateCounts()
+    if not delta.updates:
+        return counts
+    counts.n_parents_updated = _update_parents(session, plan, delta, parent_ids)
+    object_fields = set(plan.free_columns["object"])
+    with_classif = delta.mode == "update_all"
+    when = utcnow()
+    for chunk in _chunks(delta.updates):
+        by_id = {oid: obj for oid, obj in chunk}
+        rows = session.scalars(select(Object).where(Object.id.in_(list(by_id)))).all()
+        history, changes = [], []
+        for row in rows:
+            obj = by_id[row.id]
+            values = _object_changes(row, obj, object_fields, parent_ids)
+            if with_classif and "object_annotation_status" in obj.present:
+                state = _classification(row, obj, taxa, annotators)
+                if state is not None:
+                    history.append(dict(
+                        object_id=row.id, changed_at=when, changed_by_id=user_id,
+                        status=row.status, taxon_id=row.taxon_id, score=row.score,
+                        annotator_id=row.annotator_id, annotation_date=row.annotation_date,
+                        model_id=row.model_id))
+                    values.update(state)
+                    counts.n_classifications_changed += 1
+            if values:
+                changes.append(dict(id=row.id, **values))
+        if history:
+            session.execute(insert(AnnotationHistory), history)
+        for values in changes:
+            session.execute(update(Object).where(Object.id == values.pop("id")).values(**values))
+        counts.n_objects_updated += len(changes)
+    return counts
+
+
+_PARENT_MODELS = (("sample", Sample), ("acq", Acquisition), ("process", Process))
+
+
+def _update_parents(session: Session, plan: ImportPlan, delta: ImportDelta,
+                    parent_ids: dict) -> int:
+    n = 0
+    for (prefix, model), plans in zip(_PARENT_MODELS, delta.named_parents(plan)):
+        free = set(plan.free_columns[prefix])
+        for orig_id, parent in plans.items():
+            row = session.get(model, parent_ids[prefix][orig_id])
+            values: dict[str, Any] = {}
+            for attr in ("lat", "lon", "instrument"):
+                if attr in parent.present and hasattr(row, attr):
+                    values[attr] = getattr(parent, attr)
+            present_free = parent.present & free
+            if present_free:
+                values["extra"] = _new_extra(row.extra, parent.extra, present_free)
+            values = {k: v for k, v in values.items() if getattr(row, k) != v}
+            if values:
+                for k, v in values.items():
+                    setattr(row, k, v)
+                n += 1
+    session.flush()
+    return n
