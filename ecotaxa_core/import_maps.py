@@ -39,7 +39,7 @@ from ecotaxa_core.db.models import Taxon, User
 from ecotaxa_core.errors import TaxonNotFound
 from ecotaxa_core.taxonomy import taxon_by_display_name
 from ecotaxa_core.tsv.issues import ImportReport, TsvFormatError
-from ecotaxa_core.tsv.reader import decode_text
+from ecotaxa_core.tsv.reader import NotText, decode_text
 
 __all__ = ["MapEntry", "MapFileError", "read_map_file", "load_taxa_map", "load_users_map"]
 
@@ -84,11 +84,11 @@ def read_map_file(path: Path, report: ImportReport | None = None) -> list[MapEnt
         report.add(rel, None, None, None, "map_too_big",
                    f"the map file is larger than {_MAX_BYTES // 2**20} MiB")
         data = b""
-    if b"\x00" in data:
-        report.add(rel, None, None, None, "map_binary", "the map file is not text")
-        data = b""
     try:
         rows = _split(decode_text(data))
+    except NotText:
+        report.add(rel, None, None, None, "map_binary", "the map file is not text")
+        rows = []
     except csv.Error as e:
         report.add(rel, None, None, None, "map_bad_line", f"unreadable map file ({e})")
         rows = []

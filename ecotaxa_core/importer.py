@@ -36,7 +36,7 @@ from ecotaxa_core.import_journal import (ImportJournal, project_lock, recover_pr
 from ecotaxa_core.import_maps import load_taxa_map, load_users_map
 from ecotaxa_core.import_names import NameAnswers, check_names
 from ecotaxa_core.import_plan import ImportPlan
-from ecotaxa_core.import_sources import ImportSource, open_source
+from ecotaxa_core.import_sources import ImportLimits, ImportSource, open_source
 from ecotaxa_core.import_writer import WriteOutcome, WriteRequest, stage_images, write_delta
 from ecotaxa_core.instance import Instance
 from ecotaxa_core.projects import get_project
@@ -131,10 +131,19 @@ def import_path(inst: Instance, project_id: int, path: str | Path, *, user_id: i
     work_dir = inst.settings.work_dir
     with project_lock(work_dir, project_id):
         recover_project(inst, project_id)
-        with open_source(path, work_dir) as source:
+        with open_source(path, work_dir, limits=import_limits(inst.settings)) as source:
             run = _Run(inst, project_id, source, user_id, answers, mode, progress, started,
                        started_at)
             return run.execute(_scratch_names(source, Path(path), work_dir))
+
+
+def import_limits(settings) -> ImportLimits:
+    """The hostile-input bounds the instance's settings give."""
+    return ImportLimits(
+        max_unzipped_bytes=int(settings.import_max_unzipped_gib * 2**30),
+        max_compression_ratio=settings.import_max_compression_ratio,
+        max_zip_entries=settings.import_max_zip_entries,
+        max_image_pixels=int(settings.import_max_image_megapixels * 1_000_000))
 
 
 def _scratch_names(source: ImportSource, path: Path, work_dir: Path) -> list[str]:

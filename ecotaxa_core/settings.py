@@ -49,6 +49,14 @@ class Settings(BaseSettings):
         default=224, ge=32, description="Input size in pixels of the deep feature extractor."
     )
     deep_batch_size: int = Field(default=64, ge=1, description="Images per forward pass.")
+    import_max_unzipped_gib: float = Field(
+        default=20.0, gt=0, description="Refuse an import whose zips expand beyond this (GiB).")
+    import_max_compression_ratio: float = Field(
+        default=200.0, gt=1, description="Refuse zip entries compressed more than this (zip bombs).")
+    import_max_zip_entries: int = Field(default=1_000_000, ge=1,
+                                        description="Refuse zips with more entries.")
+    import_max_image_megapixels: float = Field(
+        default=100.0, gt=0, description="Refuse images larger than this (decompression bombs).")
     dashboard_port: int = Field(default=5006, ge=1, le=65535)
     dashboard_address: str = Field(default="127.0.0.1")
 

@@ -466,3 +466,27 @@ def test_duplicate_entries_and_windows_separators(sqlite_instance, tmp_path):
         (name.replace("/", "\\"), data) for name, data in good_entries()])
     result = import_path(sqlite_instance, new_project(sqlite_instance), windows, user_id=None)
     assert result.n_objects == 1 and result.tsv_files == ["b/ecotaxa_a.tsv"]
+
+
+def test_image_limit_from_the_settings_refuses_the_import(tmp_path):
+    """ECOTAXA_IMPORT_MAX_IMAGE_MEGAPIXELS bounds the images an import accepts."""
+    from sqlalchemy import func, select
+
+    from ecotaxa_core.db.models import Object
+    from ecotaxa_core.importer import import_path
+    from ecotaxa_core.instance import init_instance
+    from ecotaxa_core.projects import create_project
+    from ecotaxa_core.settings import Settings
+    from ecotaxa_core.tsv import TsvFormatError
+    from conftest import IMPORT_CASES
+
+    inst = init_instance(Settings(home=tmp_path / "home", import_max_image_megapixels=0.001),
+                         "a@b.org", "pw")
+    with inst.sessions.begin() as s:
+        pid = create_project(s, "P").id
+    with pytest.raises(TsvFormatError, match=r"line 3, column img_file_name: .* above the limit of 1,000 pixels"):
+        import_path(inst, pid, IMPORT_CASES / "import_test", user_id=None,
+                    create_missing_taxa=True, create_missing_users=True)
+    with inst.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(Object)) == 0
+    inst.close()
