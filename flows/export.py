@@ -8,17 +8,22 @@ from typing import Any
 from prefect import flow
 
 from flows._instance import open_instance, stage_job
-from tasks.importing import export_project_task
+from tasks.exporting import export_project_task
 
 
 @flow(name="export", log_prints=True)
-def export_flow(project_id: int, out_dir: str, with_images: bool = True) -> dict[str, Any]:
+def export_flow(project_id: int, out_dir: str, with_images: bool = True,
+                split_by_sample: bool = False) -> dict[str, Any]:
+    """Write ``ecotaxa_export_<project>_<time>.zip`` (re-importable) and ``counts_<project>.tsv``."""
     with open_instance() as inst:
         with stage_job(inst, "export", project_id,
-                       {"out_dir": out_dir, "with_images": with_images}) as job:
-            job["result"] = export_project_task(inst, project_id, out_dir, with_images)
+                       {"out_dir": out_dir, "with_images": with_images,
+                        "split_by_sample": split_by_sample}) as job:
+            job["result"] = export_project_task(inst, project_id, out_dir, with_images,
+                                                split_by_sample)
         return job["result"]
 
 
 if __name__ == "__main__":
-    print(export_flow(int(sys.argv[1]), sys.argv[2]))
+    print(export_flow(int(sys.argv[1]), sys.argv[2], with_images="--no-images" not in sys.argv,
+                      split_by_sample="--split-by-sample" in sys.argv))
