@@ -19,14 +19,17 @@ import argparse
 
 from prefect import serve
 
+from flows.dwca import dwca_flow
 from flows.export import export_flow
 from flows.features import features_flow
 from flows.import_bundle import import_flow
 from flows.loop import loop_flow
 from flows.predict import predict_flow
+from flows.summary import summary_flow
 from flows.train import train_flow
 
-STAGE_FLOWS = (import_flow, features_flow, train_flow, predict_flow, export_flow, loop_flow)
+STAGE_FLOWS = (import_flow, features_flow, train_flow, predict_flow, export_flow, summary_flow,
+               dwca_flow, loop_flow)
 
 
 def stage_deployments():

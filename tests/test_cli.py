@@ -15,7 +15,10 @@ from conftest import IMPORT_CASES
 
 ECOTAXA = str(Path(sys.executable).with_name("ecotaxa"))
 COMMANDS = [[], ["init"], ["project"], ["project", "create"], ["project", "list"], ["import"],
-            ["features"], ["train"], ["predict"], ["export"], ["serve"], ["demo"]]
+            ["features"], ["train"], ["predict"], ["export"], ["serve"], ["demo"],
+            ["summary"], ["dwca"], ["ingest"], ["import-recover"], ["taxonomy"],
+            ["taxonomy", "export"], ["taxonomy", "import"], ["taxonomy", "rename"],
+            ["taxonomy", "merge"], ["taxonomy", "deprecate"], ["taxonomy", "restore"]]
 
 
 def run_cli(args, home: Path, check=True, **env):
@@ -36,7 +39,8 @@ def test_every_command_has_help(command, tmp_path):
     proc = run_cli([*command, "--help"], tmp_path)
     assert "Usage:" in proc.stdout
     if command and command[-1] in {"create", "list", "import", "features", "train", "predict",
-                                   "export", "demo", "init"}:
+                                   "export", "demo", "init", "summary", "dwca", "ingest",
+                                   "import-recover", "rename", "merge", "deprecate", "restore"}:
         assert "--json" in proc.stdout
 
 
@@ -111,6 +115,15 @@ def test_stage_commands_run_their_flows_and_print_json(tmp_path):
     assert predicted["n_predicted"] == 7 and predicted["model_id"] == model["model_id"]
     exported = json.loads(run_cli(["export", "1", str(tmp_path / "out"), "--json"], home).stdout)
     assert Path(exported["bundle"]).exists() and exported["n_objects"] == 11
+    summary = json.loads(run_cli(["summary", "1", str(tmp_path / "out"), "--with-predicted",
+                                  "--json"], home).stdout)
+    assert summary["n_units"] == 2 and Path(summary["path"]).exists()
+    refused = run_cli(["dwca", "1", str(tmp_path / "out"), "--json"], home, check=False)
+    assert refused.returncode == 1 and "contact" in refused.stderr.lower()
+    archive = json.loads(run_cli(["dwca", "1", str(tmp_path / "out"), "--contact-email",
+                                  "me@lab.org", "--license", "CC-BY-4.0", "--with-predicted",
+                                  "--json"], home).stdout)
+    assert archive["n_events"] == 2 and Path(archive["path"]).exists()
 
 
 def _validate_objects(home: Path, orig_ids: list[str]) -> None:

@@ -215,8 +215,8 @@ def test_served_ingest_deployment_imports_dropped_bundles_on_schedule(sqlite_ins
         assert n_objects(sqlite_instance, pid) == N_OBJECTS
 
         served_names = {d["name"] for d in _api(api, "/deployments/filter", {})}
-        assert served_names == {"import", "features", "train", "predict", "export", "loop",
-                                "test-drop"}
+        assert served_names == {"import", "features", "train", "predict", "export", "summary",
+                                "dwca", "loop", "test-drop"}
         (deployment,) = _api(api, "/deployments/filter",
                              {"deployments": {"name": {"any_": ["test-drop"]}}})
         assert deployment["schedules"][0]["schedule"]["interval"] == 4
