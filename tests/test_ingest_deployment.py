@@ -91,8 +91,9 @@ def test_one_scheduled_deployment_per_drop_folder(tmp_path):
     assert uvp6.schedules[0].schedule.interval == timedelta(seconds=120)
     assert zooscan.schedules[0].schedule.cron == "*/5 * * * *"
     assert uvp6.parameters == {"drop_folder": str(tmp_path / "drops" / "uvp6"), "project_id": 3,
-                               "create_missing_taxa": False, "settle_seconds": 5.0,
-                               "require_ready_marker": False, "user_email": None}
+                               "create_missing_taxa": False, "create_missing_users": False,
+                               "settle_seconds": 5.0, "require_ready_marker": False,
+                               "user_email": None}
     assert zooscan.parameters["require_ready_marker"] is True
     assert uvp6.enforce_parameter_schema and "ingest" in uvp6.tags
     from flows.ingest import ingest_flow
@@ -116,8 +117,8 @@ def test_serve_adds_the_ingest_deployments_to_the_stages(tmp_path):
     path = tmp_path / "ingest.toml"
     path.write_text(CONFIG)
     names = [f"{d.flow_name}/{d.name}" for d in all_deployments(str(path))]
-    assert names[-2:] == ["ingest/uvp6", "ingest/zooscan-lab"] and len(names) == 8
-    assert len(all_deployments(None)) == 6
+    assert names[-2:] == ["ingest/uvp6", "ingest/zooscan-lab"] and len(names) == 10
+    assert len(all_deployments(None)) == 8
 
 
 # -- serving for real -------------------------------------------------------------------------
