@@ -28,6 +28,7 @@ __all__ = [
     "get_or_create_taxon",
     "taxon_by_display_name",
     "taxon_names",
+    "follow_merges",
 ]
 
 _PAREN = re.compile(r"^(?P<name>.+?)\s*\((?P<parent>[^()]+)\)\s*$")
@@ -105,6 +106,15 @@ def taxon_by_display_name(session: Session, label: str) -> Taxon:
         raise TaxonNotFound(f"category {label!r} " + ("matches no taxon" if not found
                                                        else f"is ambiguous ({len(found)} taxa)"))
     return found[0]
+
+
+def follow_merges(session: Session, taxon: Taxon) -> Taxon:
+    """The taxon a merged one now lives in (itself when it was never merged)."""
+    seen = {taxon.id}
+    while taxon.merged_into_id is not None and taxon.merged_into_id not in seen:
+        taxon = session.get(Taxon, taxon.merged_into_id)
+        seen.add(taxon.id)
+    return taxon
 
 
 def taxon_names(session: Session, taxon_ids) -> dict[int, str]:
@@ -206,6 +216,7 @@ class CategoryResolver:
     @staticmethod
     def _match(session: Session, label: str) -> Taxon | None:
         try:
-            return taxon_by_display_name(session, label)
+            taxon = taxon_by_display_name(session, label)
         except TaxonNotFound:
             return None
+        return follow_merges(session, taxon)

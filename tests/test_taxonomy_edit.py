@@ -217,3 +217,17 @@ def test_merge_flow(sqlite_instance, prefect_server, monkeypatch):
                       "relabelled": {}}
     with inst.sessions() as s:
         assert s.scalar(select(Object.taxon_id)) == b
+
+
+def test_import_labels_naming_a_merged_taxon_land_in_its_target(instance, admin):
+    from ecotaxa_core.taxonomy import CategoryResolver, get_or_create_taxon
+    from ecotaxa_core.taxonomy_edit import merge_taxa
+
+    with instance.sessions.begin() as s:
+        old = get_or_create_taxon(s, "Oithona_old").id
+        new = get_or_create_taxon(s, "Oithona").id
+        merge_taxa(s, old, new, admin.id)
+    resolver = CategoryResolver()
+    resolver.add("Oithona_old", "a.tsv line 3")
+    with instance.sessions.begin() as s:
+        assert resolver.resolve(s) == {"Oithona_old": new}
