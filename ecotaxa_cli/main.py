@@ -160,6 +160,112 @@ def _flow(as_json: bool, call: Callable[[], dict[str, Any]], human: Callable[[di
     _run(as_json, call, human)
 
 
+@project_app.command("reset-predicted")
+def project_reset_predicted(
+    project: int, taxon: Optional[list[int]] = typer.Option(None, "--taxon",
+                                                           help="Only these categories."),
+    user: Optional[str] = UserOpt, as_json: bool = JsonOpt) -> None:
+    """Put validated objects back to predicted (history kept; managers)."""
+    from flows.project_ops import reset_to_predicted_flow
+
+    _flow(as_json, lambda: reset_to_predicted_flow(project_id=project, taxon_ids=taxon or None,
+                                                   user_email=user),
+          lambda r: f"{r['n_changed']} objects back to predicted")
+
+
+@project_app.command("replace-category")
+def project_replace_category(
+    project: int, from_taxon: int, to_taxon: int,
+    status: Optional[list[str]] = typer.Option(None, "--status", help="Only objects with "
+                                               "these statuses."),
+    user: Optional[str] = UserOpt, as_json: bool = JsonOpt) -> None:
+    """Move every object of one category to another (history kept; managers)."""
+    from flows.project_ops import replace_category_flow
+
+    _flow(as_json, lambda: replace_category_flow(project_id=project, from_taxon_id=from_taxon,
+                                                 to_taxon_id=to_taxon, statuses=status or None,
+                                                 user_email=user),
+          lambda r: f"{r['n_changed']} objects moved")
+
+
+class MetadataLevel(str, Enum):
+    sample = "sample"
+    acquisition = "acquisition"
+    process = "process"
+
+
+@project_app.command("edit-metadata")
+def project_edit_metadata(
+    project: int,
+    level: MetadataLevel = typer.Option(..., help="Which rows to edit."),
+    field: str = typer.Option(..., help="Column (e.g. lat, lon, tot_vol)."),
+    value: str = typer.Option(..., help="New value (numbers are stored as numbers)."),
+    orig_id: Optional[list[str]] = typer.Option(None, "--orig-id", help="Only these ids."),
+    user: Optional[str] = UserOpt, as_json: bool = JsonOpt) -> None:
+    """Set one metadata field on many samples/acquisitions/processes (old values reported)."""
+    from flows.project_ops import edit_metadata_flow
+
+    try:
+        typed: float | str = float(value)
+    except ValueError:
+        typed = value
+    _flow(as_json, lambda: edit_metadata_flow(project_id=project, level=level.value, field=field,
+                                              value=typed, orig_ids=orig_id or None,
+                                              user_email=user),
+          lambda r: f"{r['n_changed']} {level.value}s changed")
+
+
+@project_app.command("delete-objects")
+def project_delete_objects(
+    project: int, object_id: list[int] = typer.Option(..., "--object-id"),
+    user: Optional[str] = UserOpt, as_json: bool = JsonOpt) -> None:
+    """Delete objects with their images and feature rows (managers)."""
+    from flows.project_ops import delete_objects_flow
+
+    _flow(as_json, lambda: delete_objects_flow(project_id=project, object_ids=object_id,
+                                               user_email=user),
+          lambda r: f"{r['n_deleted']} objects deleted")
+
+
+@project_app.command("delete")
+def project_delete(
+    project: int, yes: bool = typer.Option(False, "--yes", help="Confirm the deletion."),
+    user: Optional[str] = UserOpt, as_json: bool = JsonOpt) -> None:
+    """Delete a whole project: objects, images, features, models (asks for --yes)."""
+    from flows.project_ops import delete_project_flow
+
+    if not yes:
+        _fail(EcoTaxaError(f"deleting project {project} cannot be undone; pass --yes"), as_json)
+    _flow(as_json, lambda: delete_project_flow(project_id=project, user_email=user),
+          lambda r: f"project {project} deleted")
+
+
+@project_app.command("subset")
+def project_subset(
+    project: int, title: str = typer.Option(..., help="Title of the new project."),
+    fraction: Optional[float] = typer.Option(None, help="Fraction kept per category (0-1]."),
+    object_id: Optional[list[int]] = typer.Option(None, "--object-id"),
+    seed: int = typer.Option(0, help="Seed of the stable pseudo-random choice."),
+    user: Optional[str] = UserOpt, as_json: bool = JsonOpt) -> None:
+    """Copy a subset of a project (a fraction per category, or given objects) into a new one."""
+    from flows.project_ops import subset_flow
+
+    _flow(as_json, lambda: subset_flow(project_id=project, title=title,
+                                       fraction_per_category=fraction,
+                                       object_ids=object_id or None, seed=seed, user_email=user),
+          lambda r: f"new project {r['new_project_id']}")
+
+
+@project_app.command("merge")
+def project_merge(target: int, source: int, user: Optional[str] = UserOpt,
+                  as_json: bool = JsonOpt) -> None:
+    """Move every object of SOURCE into TARGET, then delete SOURCE (managers of both)."""
+    from flows.project_ops import merge_flow
+
+    _flow(as_json, lambda: merge_flow(target_id=target, source_id=source, user_email=user),
+          lambda r: f"project {source} merged into {target}")
+
+
 class ImportMode(str, Enum):
     add = "add"
     update_metadata = "update_metadata"

@@ -104,9 +104,9 @@ def stage_images(staging: Path, images: list[ImagePlan],
     """
     staging.mkdir(parents=True, exist_ok=True)
     work_dir = staging.parent.resolve()
+    under_work_dir = _under(work_dir)
     with ThreadPoolExecutor(max_workers=default_workers()) as pool:
-        futures = [pool.submit(_stage_one, staging, i, im, max_pixels,
-                               im.src.resolve().is_relative_to(work_dir))
+        futures = [pool.submit(_stage_one, staging, i, im, max_pixels, under_work_dir(im.src))
                    for i, im in enumerate(images)]
         try:
             for done, future in enumerate(as_completed(futures), 1):
@@ -119,8 +119,27 @@ def stage_images(staging: Path, images: list[ImagePlan],
             raise
 
 
-def _move(src: Path, dest: Path) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
+def _under(folder: Path) -> Callable[[Path], bool]:
+    """Whether a path, resolved, lies under ``folder`` (resolved), resolving each parent once."""
+    parents: dict[Path, Path] = {}
+
+    def under(path: Path) -> bool:
+        if path.is_symlink():
+            return path.resolve().is_relative_to(folder)
+        parent = parents.get(path.parent)
+        if parent is None:
+            parent = parents[path.parent] = path.parent.resolve()
+        return parent.is_relative_to(folder)
+
+    return under
+
+
+def _move(src: Path, dest: Path, made: set[Path] | None = None) -> None:
+    """Rename ``src`` to ``dest``; ``made`` remembers the folders already created."""
+    if made is None or dest.parent not in made:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if made is not None:
+            made.add(dest.parent)
     try:
         os.replace(src, dest)
     except OSError as e:
@@ -223,6 +242,36 @@ def _existing(s: Session, model, project_id: int, orig_ids: Iterable[str]) -> di
     return ids
 
 
+def _insert_rows(s: Session, model, rows: list[dict], read_back: Callable[[], list[int]]
+                 ) -> list[int]:
+    """Insert ``rows`` in batches; the new ids, in the order of ``rows``.
+
+    SQLAlchemy inserts one row at a time on SQLite when asked for the ids in
+    order (no sentinel column): there the rows are inserted in batches and their
+    ids read back (``read_back``), by their unique keys.
+    """
+    if s.get_bind().dialect.name == "sqlite":
+        for start in range(0, len(rows), _BATCH):
+            s.execute(insert(model), rows[start:start + _BATCH])
+        return read_back()
+    ids: list[int] = []
+    for start in range(0, len(rows), _BATCH):
+        ids += s.scalars(insert(model).returning(model.id, sort_by_parameter_order=True),
+                         rows[start:start + _BATCH]).all()
+    return ids
+
+
+def _image_ids(s: Session, keys: list[tuple[int, int]]) -> list[int]:
+    """The ids of the image rows with these (object id, rank), in the same order."""
+    ids: dict[tuple[int, int], int] = {}
+    object_ids = list(dict.fromkeys(oid for oid, _ in keys))
+    for start in range(0, len(object_ids), 500):
+        chunk = object_ids[start:start + 500]
+        ids.update(((oid, rank), iid) for iid, oid, rank in s.execute(
+            select(Image.id, Image.object_id, Image.rank).where(Image.object_id.in_(chunk))))
+    return [ids[key] for key in keys]
+
+
 def _create(s: Session, model, project_id: int, plans: dict[str, ParentPlan],
             make) -> dict[str, int]:
     """Ids of the parents named in ``plans``: existing rows, or new ones made by ``make``."""
@@ -262,11 +311,11 @@ def _insert_objects(s: Session, req: WriteRequest, taxa: dict[str, int], annotat
             time=o.time, depth_min=o.depth_min, depth_max=o.depth_max, status=o.status,
             taxon_id=taxon_id, annotator_id=annotator, annotation_date=o.annotation_date,
             extra=o.extra))
-    ids: list[int] = []
-    for start in range(0, len(rows), _BATCH):
-        ids += s.scalars(insert(Object).returning(Object.id, sort_by_parameter_order=True),
-                         rows[start:start + _BATCH]).all()
-    return ids
+    def read_back() -> list[int]:
+        ids = _existing(s, Object, req.project_id, (row["orig_id"] for row in rows))
+        return [ids[row["orig_id"]] for row in rows]
+
+    return _insert_rows(s, Object, rows, read_back)
 
 
 def _insert_images(s: Session, inst: Instance, req: WriteRequest,
@@ -276,19 +325,18 @@ def _insert_images(s: Session, inst: Instance, req: WriteRequest,
         return
     rows = [dict(object_id=oid, rank=im.rank, file_path="", original_name=im.original_name,
                  width=im.width, height=im.height) for oid, im in images]
-    image_ids: list[int] = []
-    for start in range(0, len(rows), _BATCH):
-        image_ids += s.scalars(insert(Image).returning(Image.id, sort_by_parameter_order=True),
-                               rows[start:start + _BATCH]).all()
+    image_ids = _insert_rows(s, Image, rows, lambda: _image_ids(
+        s, [(row["object_id"], row["rank"]) for row in rows]))
     paths = [inst.vault.rel_paths(image_id, im.rank, _extension(im))
              for image_id, (_, im) in zip(image_ids, images)]
     with vault_lock(inst.settings.work_dir):
         req.journal.update(vault_files=[[image_id, rel, thumb] for image_id, (rel, thumb)
                                         in zip(image_ids, paths)])
+    made: set[Path] = set()
     for index, ((_, im), (rel, thumb)) in enumerate(zip(images, paths)):
         original, staged_thumb = _staged(req.staging, index, im)
-        _move(original, inst.vault.path(rel))
-        _move(staged_thumb, inst.vault.path(thumb))
+        _move(original, inst.vault.path(rel), made)
+        _move(staged_thumb, inst.vault.path(thumb), made)
     updates = [dict(id=image_id, file_path=rel, thumb_path=thumb)
                for image_id, (rel, thumb) in zip(image_ids, paths)]
     for start in range(0, len(updates), _BATCH):

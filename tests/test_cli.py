@@ -18,7 +18,10 @@ COMMANDS = [[], ["init"], ["project"], ["project", "create"], ["project", "list"
             ["features"], ["train"], ["predict"], ["export"], ["serve"], ["demo"],
             ["summary"], ["dwca"], ["ingest"], ["import-recover"], ["taxonomy"],
             ["taxonomy", "export"], ["taxonomy", "import"], ["taxonomy", "rename"],
-            ["taxonomy", "merge"], ["taxonomy", "deprecate"], ["taxonomy", "restore"]]
+            ["taxonomy", "merge"], ["taxonomy", "deprecate"], ["taxonomy", "restore"],
+            ["project", "reset-predicted"], ["project", "replace-category"],
+            ["project", "edit-metadata"], ["project", "delete-objects"], ["project", "delete"],
+            ["project", "subset"], ["project", "merge"]]
 
 
 def run_cli(args, home: Path, check=True, **env):
@@ -40,7 +43,9 @@ def test_every_command_has_help(command, tmp_path):
     assert "Usage:" in proc.stdout
     if command and command[-1] in {"create", "list", "import", "features", "train", "predict",
                                    "export", "demo", "init", "summary", "dwca", "ingest",
-                                   "import-recover", "rename", "merge", "deprecate", "restore"}:
+                                   "import-recover", "rename", "merge", "deprecate", "restore",
+                                   "reset-predicted", "replace-category", "edit-metadata",
+                                   "delete-objects", "delete", "subset"}:
         assert "--json" in proc.stdout
 
 
@@ -166,3 +171,23 @@ def test_taxonomy_travels_between_instances_and_is_edited_from_the_cli(tmp_path)
     assert renamed["display_name"] == "Ozzeur sp."
     refused = run_cli(["taxonomy", "deprecate", "999999"], b, check=False)
     assert refused.returncode == 1 and "999999" in refused.stderr
+
+
+@pytest.mark.slow
+def test_project_subset_then_delete_from_the_cli(tmp_path):
+    home = tmp_path / "home"
+    run_cli(["init"], home)
+    run_cli(["project", "create", "P"], home)
+    run_cli(["import", "1", str(IMPORT_CASES / "import_test"), "--create-missing-taxa",
+             "--create-missing-users"], home)
+    sub = json.loads(run_cli(["project", "subset", "1", "--title", "half", "--fraction", "0.5",
+                              "--json"], home).stdout)
+    assert sub["new_project_id"] == 2
+    projects = {p["id"]: p for p in json.loads(run_cli(["project", "list", "--json"],
+                                                       home).stdout)["projects"]}
+    assert 0 < projects[2]["counts"]["total"] < projects[1]["counts"]["total"] == 11
+    refused = run_cli(["project", "delete", "2"], home, check=False)
+    assert refused.returncode == 1 and "--yes" in refused.stderr
+    run_cli(["project", "delete", "2", "--yes"], home)
+    left = json.loads(run_cli(["project", "list", "--json"], home).stdout)["projects"]
+    assert [p["id"] for p in left] == [1]
