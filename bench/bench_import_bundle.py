@@ -112,8 +112,8 @@ def run_one(n: int, seed: int, database_url: str, profile: str | None) -> dict:
 
     phases = _Phases()
     for label, name in [("read + check TSV", "plan_bundle"), ("compare with project", "plan_delta"),
-                        ("check names", "check_names"), ("image checks", "check_images"),
-                        ("vault staging + thumbnails", "stage_images"),
+                        ("check names", "check_names"),
+                        ("image checks + staging + thumbnails", "check_and_stage_images"),
                         ("transaction (all)", "write_delta")]:
         phases.wrap(importer, name, label)
     for label, name in [("DB rows: objects", "_insert_objects"),

@@ -160,30 +160,101 @@ def _flow(as_json: bool, call: Callable[[], dict[str, Any]], human: Callable[[di
     _run(as_json, call, human)
 
 
+# Options of the commands that work on the objects an ObjectFilter keeps (name, type, option).
+_FILTER_OPTIONS: list[tuple[str, Any, Any]] = [
+    ("taxon_ids", Optional[list[int]], typer.Option(
+        None, "--taxon", help="Only objects of this category (taxon id; repeat for more).")),
+    ("with_children", bool, typer.Option(
+        False, "--with-children", help="With --taxon: also the categories below them.")),
+    ("statuses", Optional[list[str]], typer.Option(
+        None, "--status", help="Only this status: unclassified, predicted, validated, dubious.")),
+    ("samples", Optional[list[str]], typer.Option(
+        None, "--sample", help="Only objects of this sample (orig id; repeatable).")),
+    ("acquisitions", Optional[list[str]], typer.Option(
+        None, "--acquisition", help="Only objects of this acquisition (orig id; repeatable).")),
+    ("instruments", Optional[list[str]], typer.Option(
+        None, "--instrument", help="Only objects acquired with this instrument.")),
+    ("date_from", Optional[str], typer.Option(
+        None, "--date-from", help="Object date from (YYYY-MM-DD).")),
+    ("date_to", Optional[str], typer.Option(
+        None, "--date-to", help="Object date to, included.")),
+    ("depth_min", Optional[float], typer.Option(
+        None, "--depth-min", help="Objects at least this deep (m).")),
+    ("depth_max", Optional[float], typer.Option(
+        None, "--depth-max", help="Objects at most this deep (m).")),
+    ("lat_min", Optional[float], typer.Option(None, "--lat-min", help="Box: south latitude.")),
+    ("lat_max", Optional[float], typer.Option(None, "--lat-max", help="Box: north latitude.")),
+    ("lon_min", Optional[float], typer.Option(None, "--lon-min", help="Box: west longitude.")),
+    ("lon_max", Optional[float], typer.Option(
+        None, "--lon-max", help="Box: east longitude (below west: across the antimeridian).")),
+    ("annotators", Optional[list[int]], typer.Option(
+        None, "--annotator", help="Last annotated by this user (id; repeatable).")),
+    ("annotated_from", Optional[str], typer.Option(
+        None, "--annotated-from", help="Last annotated from (YYYY-MM-DD[ HH:MM], UTC).")),
+    ("annotated_to", Optional[str], typer.Option(
+        None, "--annotated-to", help="Last annotated until, included.")),
+    ("score_min", Optional[float], typer.Option(
+        None, "--score-min", help="Prediction score at least.")),
+    ("score_max", Optional[float], typer.Option(
+        None, "--score-max", help="Prediction score at most.")),
+    ("conditions", Optional[list[str]], typer.Option(
+        None, "--where", help="Free object column condition, e.g. 'object_area>100' or "
+        "'sex=F' (= != < <= > >=; repeatable).")),
+    ("orig_id_prefix", Optional[str], typer.Option(
+        None, "--orig-id-prefix", help="Only objects whose orig id starts so.")),
+    ("orig_ids", Optional[list[str]], typer.Option(
+        None, "--orig-id", help="Only this object (orig id; repeatable).")),
+]
+
+
+def _with_object_filter(command: Callable) -> Callable:
+    """Give ``command`` the object filter options; it gets them as ``object_filter``, a
+    plain-JSON mapping of the criteria given (None when none is)."""
+    import functools
+    import inspect
+
+    names = [name for name, _, _ in _FILTER_OPTIONS]
+    own = [p for p in inspect.signature(command).parameters.values() if p.name != "object_filter"]
+    added = [inspect.Parameter(f"filter_{name}", inspect.Parameter.KEYWORD_ONLY, default=option,
+                               annotation=kind) for name, kind, option in _FILTER_OPTIONS]
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        given = {name: kwargs.pop(f"filter_{name}") for name in names}
+        criteria = {k: v for k, v in given.items() if v is not None and v is not False and v != []}
+        return command(*args, object_filter=criteria or None, **kwargs)
+
+    wrapper.__signature__ = inspect.Signature(own + added)  # type: ignore[attr-defined]
+    wrapper.__annotations__ = {k: v for k, v in command.__annotations__.items()
+                               if k != "object_filter"}
+    wrapper.__annotations__.update({p.name: p.annotation for p in added})
+    return wrapper
+
+
 @project_app.command("reset-predicted")
-def project_reset_predicted(
-    project: int, taxon: Optional[list[int]] = typer.Option(None, "--taxon",
-                                                           help="Only these categories."),
-    user: Optional[str] = UserOpt, as_json: bool = JsonOpt) -> None:
-    """Put validated objects back to predicted (history kept; managers)."""
+@_with_object_filter
+def project_reset_predicted(project: int, user: Optional[str] = UserOpt,
+                            as_json: bool = JsonOpt, object_filter: Any = None) -> None:
+    """Put validated objects (those the filter options keep) back to predicted (history kept;
+    managers)."""
     from flows.project_ops import reset_to_predicted_flow
 
-    _flow(as_json, lambda: reset_to_predicted_flow(project_id=project, taxon_ids=taxon or None,
+    _flow(as_json, lambda: reset_to_predicted_flow(project_id=project, filter=object_filter,
                                                    user_email=user),
           lambda r: f"{r['n_changed']} objects back to predicted")
 
 
 @project_app.command("replace-category")
-def project_replace_category(
-    project: int, from_taxon: int, to_taxon: int,
-    status: Optional[list[str]] = typer.Option(None, "--status", help="Only objects with "
-                                               "these statuses."),
-    user: Optional[str] = UserOpt, as_json: bool = JsonOpt) -> None:
-    """Move every object of one category to another (history kept; managers)."""
+@_with_object_filter
+def project_replace_category(project: int, from_taxon: int, to_taxon: int,
+                             user: Optional[str] = UserOpt, as_json: bool = JsonOpt,
+                             object_filter: Any = None) -> None:
+    """Move the objects of one category (those the filter options keep) to another (history
+    kept; managers)."""
     from flows.project_ops import replace_category_flow
 
     _flow(as_json, lambda: replace_category_flow(project_id=project, from_taxon_id=from_taxon,
-                                                 to_taxon_id=to_taxon, statuses=status or None,
+                                                 to_taxon_id=to_taxon, filter=object_filter,
                                                  user_email=user),
           lambda r: f"{r['n_changed']} objects moved")
 
@@ -216,14 +287,17 @@ def project_edit_metadata(
 
 
 @project_app.command("delete-objects")
+@_with_object_filter
 def project_delete_objects(
-    project: int, object_id: list[int] = typer.Option(..., "--object-id"),
-    user: Optional[str] = UserOpt, as_json: bool = JsonOpt) -> None:
-    """Delete objects with their images and feature rows (managers)."""
+    project: int, object_id: Optional[list[int]] = typer.Option(
+        None, "--object-id", help="Delete this object (database id; repeatable)."),
+    user: Optional[str] = UserOpt, as_json: bool = JsonOpt, object_filter: Any = None) -> None:
+    """Delete objects (given ids, or those the filter options keep) with their images and
+    feature rows (managers)."""
     from flows.project_ops import delete_objects_flow
 
-    _flow(as_json, lambda: delete_objects_flow(project_id=project, object_ids=object_id,
-                                               user_email=user),
+    _flow(as_json, lambda: delete_objects_flow(project_id=project, object_ids=object_id or None,
+                                               filter=object_filter, user_email=user),
           lambda r: f"{r['n_deleted']} objects deleted")
 
 
@@ -241,19 +315,23 @@ def project_delete(
 
 
 @project_app.command("subset")
+@_with_object_filter
 def project_subset(
     project: int, title: str = typer.Option(..., help="Title of the new project."),
-    fraction: Optional[float] = typer.Option(None, help="Fraction kept per category (0-1]."),
+    fraction: Optional[float] = typer.Option(
+        None, help="Fraction kept per category (0-1] of what the filter options keep."),
     object_id: Optional[list[int]] = typer.Option(None, "--object-id"),
     seed: int = typer.Option(0, help="Seed of the stable pseudo-random choice."),
-    user: Optional[str] = UserOpt, as_json: bool = JsonOpt) -> None:
-    """Copy a subset of a project (a fraction per category, or given objects) into a new one."""
+    user: Optional[str] = UserOpt, as_json: bool = JsonOpt, object_filter: Any = None) -> None:
+    """Copy a subset of a project (what the filter options keep, a fraction per category of
+    it, or given objects) into a new one."""
     from flows.project_ops import subset_flow
 
     _flow(as_json, lambda: subset_flow(project_id=project, title=title,
                                        fraction_per_category=fraction,
-                                       object_ids=object_id or None, seed=seed, user_email=user),
-          lambda r: f"new project {r['new_project_id']}")
+                                       object_ids=object_id or None, seed=seed,
+                                       filter=object_filter, user_email=user),
+          lambda r: f"new project {r['new_project_id']} ({r['n_objects']} objects)")
 
 
 @project_app.command("merge")

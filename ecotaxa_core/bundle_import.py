@@ -50,9 +50,9 @@ def plan_bundle(source: ImportSource, report: ImportReport,
                          max_field_chars=source.limits.max_tsv_field_chars)
         if table is None:
             continue
-        plan.tsv_rows[tsv.rel] = len(table.rows)
         _merge_free_columns(plan, table, report)
         _TableReader(plan, tsv, table, report, object_file).read()
+        plan.tsv_rows[tsv.rel] = table.n_rows
     return plan
 
 
@@ -92,7 +92,7 @@ class _TableReader:
             for prefix in ("sample", "acq", "process")}
 
     def read(self) -> None:
-        for row in self.table.rows:
+        for row in self.table.rows():
             self._row(row)
 
     # -- cells ----------------------------------------------------------------

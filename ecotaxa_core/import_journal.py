@@ -258,7 +258,7 @@ def _remove_vault_files(inst: Instance, journal: ImportJournal) -> int:
                     in_use.update((rel, thumb))
         for _, rel, thumb in entries:
             for name in (rel, thumb):
-                if name in others or name in in_use:
+                if name is None or name in others or name in in_use:
                     continue
                 for path in (inst.vault.path(name), inst.vault.path(name + ".part")):
                     if path.exists():

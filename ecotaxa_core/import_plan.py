@@ -51,6 +51,7 @@ class ImagePlan:
     height: int = 0
     missing: bool = False  # the file named is not there (a problem if it is to be stored)
     image_format: str | None = None  # as decoded (a PNG named .jpg is stored as .png)
+    thumbnail: bool = True  # False: a small browser-ready image, its own thumbnail
 
 
 @dataclass

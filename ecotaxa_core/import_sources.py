@@ -71,7 +71,7 @@ class ImportLimits:
     max_unzipped_bytes: int = MAX_UNZIPPED_BYTES
     max_compression_ratio: float = MAX_COMPRESSION_RATIO
     max_zip_entries: int = MAX_ZIP_ENTRIES
-    max_image_pixels: int = MAX_IMAGE_PIXELS  # for image_checks.check_images and the vault
+    max_image_pixels: int = MAX_IMAGE_PIXELS  # for import_images and the vault
     max_tsv_line_chars: int = MAX_LINE_CHARS  # for tsv.reader.read_tsv
     max_tsv_field_chars: int = MAX_FIELD_CHARS
     max_tsv_bytes: int = MAX_FILE_BYTES

@@ -1,9 +1,10 @@
 """Writing a checked import: vault files, database rows, feature rows, all or nothing.
 
 The slow part, copying each image and making its thumbnail, happens first in a
-staging folder under the work dir, outside any database transaction (SQLite
-has one writer at a time; a long transaction would block every other writer).
-Then one short transaction: taxa and annotators (when allowed), samples,
+staging folder under the work dir (:mod:`~ecotaxa_core.import_images`, while
+the images are checked), outside any database transaction (SQLite has one
+writer at a time; a long transaction would block every other writer). Then one
+short transaction: taxa and annotators (when allowed), samples,
 acquisitions, processes, objects and images with bulk inserts, updates of
 existing objects (update modes); the journal gets the vault paths the new
 image ids give; staged files are moved into the vault (a rename); the feature
@@ -17,7 +18,6 @@ from __future__ import annotations
 import errno
 import os
 import shutil
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -29,18 +29,17 @@ from sqlalchemy.orm import Session
 from ecotaxa_core.db.models import (Acquisition, Image, ImportedFile, ImportRun, Object, Process,
                                     Project, Sample, Taxon, User, utcnow)
 from ecotaxa_core.errors import ProjectNotFound
-from ecotaxa_core.image_checks import default_workers
-from ecotaxa_core.image_files import MAX_IMAGE_PIXELS, vault_extension
+from ecotaxa_core.image_files import vault_extension
 from ecotaxa_core.import_features import FeaturePlan, write_features
+from ecotaxa_core.import_images import staged_paths
 from ecotaxa_core.import_journal import ImportJournal, vault_lock
 from ecotaxa_core.import_names import (AnnotatorResolver, NameAnswers, annotator_resolver,
                                        category_resolver)
 from ecotaxa_core.import_plan import ImagePlan, ImportPlan, ParentPlan
 from ecotaxa_core.instance import Instance
 from ecotaxa_core.reimport import ImportDelta, UpdateCounts, apply_updates
-from ecotaxa_core.vault import Vault
 
-__all__ = ["WriteRequest", "WriteOutcome", "stage_images", "write_delta"]
+__all__ = ["WriteRequest", "WriteOutcome", "write_delta"]
 
 _BATCH = 2000
 
@@ -75,63 +74,6 @@ class WriteOutcome:
 def _extension(image: ImagePlan) -> str:
     """The vault keeps a file under the extension of its real format."""
     return vault_extension(image.src.suffix, image.image_format)
-
-
-def _staged(staging: Path, index: int, image: ImagePlan) -> tuple[Path, Path]:
-    return (staging / f"{index}{_extension(image)}", staging / f"{index}.thumb.jpg")
-
-
-def _stage_one(staging: Path, index: int, image: ImagePlan, max_pixels: int,
-               ours: bool) -> None:
-    original, thumb = _staged(staging, index, image)
-    if ours:
-        try:  # a file we extracted, removed after the import: a link is a free copy
-            os.link(image.src, original)
-        except OSError:
-            shutil.copyfile(image.src, original)
-    else:  # a user's file: a copy, so that changing it later cannot change the vault
-        shutil.copyfile(image.src, original)
-    Vault.write_thumbnail(original, thumb, max_pixels=max_pixels)
-
-
-def stage_images(staging: Path, images: list[ImagePlan],
-                 progress: Callable[[int], None] | None = None, *,
-                 max_pixels: int = MAX_IMAGE_PIXELS) -> None:
-    """Copy every image and its thumbnail into ``staging`` (named by position).
-
-    Files under ``staging``'s parent (the work dir, where zips are extracted)
-    are linked rather than copied.
-    """
-    staging.mkdir(parents=True, exist_ok=True)
-    work_dir = staging.parent.resolve()
-    under_work_dir = _under(work_dir)
-    with ThreadPoolExecutor(max_workers=default_workers()) as pool:
-        futures = [pool.submit(_stage_one, staging, i, im, max_pixels, under_work_dir(im.src))
-                   for i, im in enumerate(images)]
-        try:
-            for done, future in enumerate(as_completed(futures), 1):
-                future.result()
-                if progress is not None and (done % 256 == 0 or done == len(futures)):
-                    progress(done)
-        except BaseException:
-            for future in futures:
-                future.cancel()
-            raise
-
-
-def _under(folder: Path) -> Callable[[Path], bool]:
-    """Whether a path, resolved, lies under ``folder`` (resolved), resolving each parent once."""
-    parents: dict[Path, Path] = {}
-
-    def under(path: Path) -> bool:
-        if path.is_symlink():
-            return path.resolve().is_relative_to(folder)
-        parent = parents.get(path.parent)
-        if parent is None:
-            parent = parents[path.parent] = path.parent.resolve()
-        return parent.is_relative_to(folder)
-
-    return under
 
 
 def _move(src: Path, dest: Path, made: set[Path] | None = None) -> None:
@@ -322,20 +264,26 @@ def _insert_images(s: Session, inst: Instance, req: WriteRequest,
                  width=im.width, height=im.height) for oid, im in images]
     image_ids = _insert_rows(s, Image, rows, lambda: _image_ids(
         s, [(row["object_id"], row["rank"]) for row in rows]))
-    paths = [inst.vault.rel_paths(image_id, im.rank, _extension(im))
-             for image_id, (_, im) in zip(image_ids, images)]
+    paths = [_vault_paths(inst, image_id, im) for image_id, (_, im) in zip(image_ids, images)]
     with vault_lock(inst.settings.work_dir):
         req.journal.update(vault_files=[[image_id, rel, thumb] for image_id, (rel, thumb)
                                         in zip(image_ids, paths)])
     made: set[Path] = set()
     for index, ((_, im), (rel, thumb)) in enumerate(zip(images, paths)):
-        original, staged_thumb = _staged(req.staging, index, im)
+        original, staged_thumb = staged_paths(req.staging, index, im)
         _move(original, inst.vault.path(rel), made)
-        _move(staged_thumb, inst.vault.path(thumb), made)
+        if thumb is not None:
+            _move(staged_thumb, inst.vault.path(thumb), made)
     updates = [dict(id=image_id, file_path=rel, thumb_path=thumb)
                for image_id, (rel, thumb) in zip(image_ids, paths)]
     for start in range(0, len(updates), _BATCH):
         s.execute(update(Image), updates[start:start + _BATCH])
+
+
+def _vault_paths(inst: Instance, image_id: int, im: ImagePlan) -> tuple[str, str | None]:
+    """Where the vault keeps an image and its thumbnail (None: the image is its own)."""
+    rel, thumb = inst.vault.rel_paths(image_id, im.rank, _extension(im))
+    return rel, thumb if im.thumbnail else None
 
 
 def _merge_free_columns(project: Project, plan: ImportPlan) -> None:

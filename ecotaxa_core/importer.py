@@ -28,16 +28,16 @@ from ecotaxa_core.bundle_import import plan_bundle, report_missing_image
 from ecotaxa_core.class_folder_import import plan_class_folders
 from ecotaxa_core.db.models import User, utcnow
 from ecotaxa_core.errors import EcoTaxaError, UserNotFound
-from ecotaxa_core.image_checks import check_images
 from ecotaxa_core.import_checks import check_against_project
 from ecotaxa_core.import_features import backup_path, plan_features
+from ecotaxa_core.import_images import check_and_stage_images
 from ecotaxa_core.import_journal import (ImportJournal, project_lock, recover_project,
                                          undo_or_finish)
 from ecotaxa_core.import_maps import load_taxa_map, load_users_map
 from ecotaxa_core.import_names import NameAnswers, check_names
 from ecotaxa_core.import_plan import ImportPlan
 from ecotaxa_core.import_sources import ImportLimits, ImportSource, open_source
-from ecotaxa_core.import_writer import WriteOutcome, WriteRequest, stage_images, write_delta
+from ecotaxa_core.import_writer import WriteOutcome, WriteRequest, write_delta
 from ecotaxa_core.instance import Instance
 from ecotaxa_core.projects import get_project
 from ecotaxa_core.reimport import ImportDelta, check_mode, file_sha256, loaded_files, plan_delta
@@ -101,7 +101,7 @@ def import_path(inst: Instance, project_id: int, path: str | Path, *, user_id: i
     create_missing_taxa : create categories that match no taxon (under the
         parent their label names) instead of stopping.
     progress : called now and then with (steps done, total steps); a step is
-        one image checked or one image copied (with its thumbnail).
+        one image file checked and staged (copied, with its thumbnail).
     taxa_map : a map file (see :mod:`~ecotaxa_core.import_maps`): category names
         of the source -> taxa of this instance (id or display name).
     users_map : a map file: annotator names or e-mails -> e-mails of users.
@@ -211,11 +211,11 @@ class _Run:
         for image in images:
             if image.missing:
                 report_missing_image(report, image)
-        present = [im for im in images if not im.missing]
-        n_files = len({im.src for im in present})
-        total = n_files + len(images)
-        check_images(present, report, progress=self._step(0, total),
-                     max_pixels=source.limits.max_image_pixels)
+        staging = inst.settings.work_dir / self.staging_name
+        check_and_stage_images(images, report, staging,
+                               progress=self._step(0, len({im.src for im in images
+                                                           if not im.missing})),
+                               max_pixels=source.limits.max_image_pixels)
         report.raise_if_any()
 
         features = plan_features(inst.features, self.project_id, plan, delta)
@@ -224,9 +224,6 @@ class _Run:
             backup = backup_path(inst.features, self.project_id, self.run_id).relative_to(
                 inst.settings.feature_store_dir).as_posix()
         journal.update(features={"tsv": {"n_rows": features.n_rows_before, "backup": backup}})
-        staging = inst.settings.work_dir / self.staging_name
-        stage_images(staging, images, progress=self._step(n_files, total),
-                     max_pixels=source.limits.max_image_pixels)
         request = WriteRequest(
             project_id=self.project_id, plan=plan, delta=delta, answers=self.answers,
             features=features, user_id=self.user_id, run_id=self.run_id, journal=journal,

@@ -11,11 +11,12 @@ import hashlib
 import math
 import shutil
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from ecotaxa_core.db.models import (Acquisition, Image, Object, Process, Project, Sample,
@@ -23,22 +24,28 @@ from ecotaxa_core.db.models import (Acquisition, Image, Object, Process, Project
 from ecotaxa_core.errors import EcoTaxaError, ObjectNotFound
 from ecotaxa_core.import_journal import project_lock
 from ecotaxa_core.instance import Instance
+from ecotaxa_core.object_filter import ObjectFilter
 from ecotaxa_core.projects import create_project, get_project
 from ecotaxa_core.rights import Action, require
 
 __all__ = ["subset_project", "merge_projects", "MergeRefused"]
 
-_OBJECT_COPIED = ("orig_id", "lat", "lon", "date", "time", "depth_min", "depth_max", "status",
-                  "taxon_id", "score", "annotator_id", "annotation_date", "model_id",
-                  "top_predictions", "extra")
+_CHUNK = 1000  # objects per batch: bounded memory and IN lists on both databases
+_FEATURE_CHUNK = 10000
+_COPY_THREADS = 8
 
 
 class MergeRefused(EcoTaxaError):
-    """Two projects that cannot be merged; ``clashes`` lists why."""
+    """Two projects that cannot be merged; ``clashes`` lists why (capped)."""
 
     def __init__(self, message: str, clashes: list[str]):
         super().__init__(message)
         self.clashes = clashes
+
+
+def _chunks(ids: Sequence[int], size: int = _CHUNK) -> Iterable[list[int]]:
+    for start in range(0, len(ids), size):
+        yield list(ids[start:start + size])
 
 
 def _rank(seed: int, orig_id: str) -> bytes:
@@ -46,53 +53,128 @@ def _rank(seed: int, orig_id: str) -> bytes:
 
 
 def _choose(session: Session, project_id: int, fraction: float | None,
-            object_ids: Sequence[int] | None, seed: int) -> list[int]:
-    rows = session.execute(select(Object.id, Object.orig_id, Object.taxon_id)
-                           .where(Object.project_id == project_id)).all()
+            object_ids: Sequence[int] | None, object_filter: ObjectFilter | None,
+            seed: int) -> list[int]:
+    """The ids to copy: ``object_ids``, or what the filter keeps, then a fraction of it."""
     if object_ids is not None:
-        wanted = {int(i) for i in object_ids}
-        missing = sorted(wanted - {r.id for r in rows})
+        if object_filter is not None or fraction is not None:
+            raise EcoTaxaError("give object ids, or a filter and/or a fraction, not both")
+        wanted = sorted({int(i) for i in object_ids})
+        found: set[int] = set()
+        for chunk in _chunks(wanted):
+            found.update(session.scalars(select(Object.id).where(
+                Object.id.in_(chunk), Object.project_id == project_id)))
+        missing = [i for i in wanted if i not in found]
         if missing:
             raise ObjectNotFound(f"objects {missing[:10]} are not in project {project_id}")
-        return sorted(wanted)
-    if fraction is None or not 0 < fraction <= 1:
-        raise EcoTaxaError("give object ids or a fraction per category in (0, 1]")
-    by_taxon: dict[Any, list] = defaultdict(list)
-    for r in rows:
-        by_taxon[r.taxon_id].append(r)
-    chosen: list[int] = []
-    for members in by_taxon.values():
-        members.sort(key=lambda r: _rank(seed, r.orig_id))
-        chosen += [r.id for r in members[:math.ceil(fraction * len(members))]]
-    return sorted(chosen)
+        chosen = wanted
+    else:
+        if fraction is None and object_filter is None:
+            raise EcoTaxaError("give object ids, a filter or a fraction per category in (0, 1]")
+        if fraction is not None and not 0 < fraction <= 1:
+            raise EcoTaxaError(f"the fraction per category must be in (0, 1], not {fraction}")
+        where = (object_filter or ObjectFilter()).where_clauses(session, project_id)
+        rows = session.execute(select(Object.id, Object.orig_id, Object.taxon_id)
+                               .where(*where)).all()
+        if fraction is None:
+            chosen = sorted(r.id for r in rows)
+        else:
+            by_taxon: dict[Any, list] = defaultdict(list)
+            for r in rows:
+                by_taxon[r.taxon_id].append(r)
+            chosen = []
+            for members in by_taxon.values():
+                members.sort(key=lambda r: _rank(seed, r.orig_id))
+                chosen += [r.id for r in members[:math.ceil(fraction * len(members))]]
+            chosen.sort()
+    if not chosen:
+        raise EcoTaxaError(f"no object of project {project_id} to copy: the filter keeps none")
+    return chosen
 
 
-def _copy_rows(session: Session, model, ids: set[int], new_project: int,
-               parent_key: str | None, parent_map: dict[int, int]) -> dict[int, int]:
+def _by_orig_id(session: Session, model, project_id: int, orig_ids: list[str]) -> dict[str, int]:
+    ids: dict[str, int] = {}
+    for start in range(0, len(orig_ids), _CHUNK):
+        ids.update(session.execute(select(model.orig_id, model.id).where(
+            model.project_id == project_id,
+            model.orig_id.in_(orig_ids[start:start + _CHUNK]))).all())
+    return ids
+
+
+def _copy_rows(session: Session, model, old_ids: list[int], new_project: int,
+               parents: dict[str, dict[int, int]]) -> dict[int, int]:
+    """Insert copies of the rows ``old_ids`` of ``model`` into ``new_project``, in batches;
+    parent ids are mapped by ``parents`` (column -> old id -> new id). Returns old -> new id.
+
+    The new ids are read back by (project, orig_id), the rows' unique key: asked
+    for them in the insert, SQLAlchemy would insert one row at a time on SQLite.
+    """
+    columns = [c for c in model.__table__.columns if c.key not in ("id", "project_id")]
     mapping: dict[int, int] = {}
-    for old in session.scalars(select(model).where(model.id.in_(sorted(ids))).order_by(model.id)):
-        fields = {c.key: getattr(old, c.key) for c in model.__table__.columns
-                  if c.key not in ("id", "project_id")}
-        if parent_key:
-            fields[parent_key] = parent_map[fields[parent_key]]
-        new = model(project_id=new_project, **fields)
-        session.add(new)
-        session.flush()
-        mapping[old.id] = new.id
+    for chunk in _chunks(old_ids):
+        rows, old_by_orig = [], {}
+        for r in session.execute(select(model.__table__).where(model.id.in_(chunk))).mappings():
+            row = {c.key: r[c.key] for c in columns}
+            row["project_id"] = new_project
+            for key, ids in parents.items():
+                if row[key] is not None:
+                    row[key] = ids[row[key]]
+            rows.append(row)
+            old_by_orig[r["orig_id"]] = r["id"]
+        if rows:
+            session.execute(insert(model), rows)
+        new_by_orig = _by_orig_id(session, model, new_project, list(old_by_orig))
+        mapping.update({old: new_by_orig[orig] for orig, old in old_by_orig.items()})
     return mapping
+
+
+def _copy_images(session: Session, inst: Instance, id_map: dict[int, int],
+                 written: list[str]) -> None:
+    """Image rows and vault files of the copied objects (``id_map``: old -> new object id)."""
+    for chunk in _chunks(sorted(id_map)):
+        old = session.execute(select(Image.object_id, Image.rank, Image.file_path,
+                                     Image.thumb_path, Image.original_name, Image.width,
+                                     Image.height).where(Image.object_id.in_(chunk))).all()
+        if not old:
+            continue
+        session.execute(insert(Image), [
+            dict(object_id=id_map[im.object_id], rank=im.rank, file_path="",
+                 original_name=im.original_name, width=im.width, height=im.height)
+            for im in old])
+        new_ids = dict(((oid, rank), iid) for iid, oid, rank in session.execute(
+            select(Image.id, Image.object_id, Image.rank)
+            .where(Image.object_id.in_([id_map[i] for i in chunk]))))
+        updates, copies = [], []
+        for im in old:
+            image_id = new_ids[(id_map[im.object_id], im.rank)]
+            rel, thumb = inst.vault.rel_paths(image_id, im.rank, Path(im.file_path).suffix)
+            copies += [(src, dest) for src, dest in ((im.file_path, rel), (im.thumb_path, thumb))
+                       if src]
+            updates.append(dict(id=image_id, file_path=rel,
+                                thumb_path=thumb if im.thumb_path else None))
+        for folder in {inst.vault.path(dest).parent for _, dest in copies}:
+            folder.mkdir(parents=True, exist_ok=True)
+        written += [dest for _, dest in copies]
+        # File copies wait on the disk, not the CPU: a few threads overlap them.
+        with ThreadPoolExecutor(_COPY_THREADS) as pool:
+            list(pool.map(lambda c: shutil.copyfile(inst.vault.path(c[0]), inst.vault.path(c[1])),
+                          copies))
+        session.execute(update(Image), updates)
 
 
 def subset_project(inst: Instance, project_id: int, user_id: int, *, title: str,
                    fraction_per_category: float | None = None,
-                   object_ids: Sequence[int] | None = None, seed: int = 0) -> int:
+                   object_ids: Sequence[int] | None = None,
+                   object_filter: ObjectFilter | None = None, seed: int = 0) -> int:
     """Copy objects into a new project; returns its id.
 
-    The objects are ``object_ids``, or in each category (unclassified counting
-    as one) the ``ceil(fraction * n)`` objects that rank first by a hash of
-    ``seed`` and their orig_id: the same choice on every run and instance.
-    Samples, acquisitions and processes they use, their images (new vault
-    files), feature rows and classification are copied; the user manages the
-    new project.
+    The objects are ``object_ids``; or those ``object_filter`` keeps (every
+    object without one), of which, with ``fraction_per_category``, only in each
+    category (unclassified counting as one) the ``ceil(fraction * n)`` objects
+    that rank first by a hash of ``seed`` and their orig_id: the same choice on
+    every run and instance. Samples, acquisitions and processes they use, their
+    images (new vault files), feature rows and classification are copied, in
+    batches; the user manages the new project. Refuses to copy nothing.
     """
     written: list[str] = []
     new_id: int | None = None
@@ -101,44 +183,35 @@ def subset_project(inst: Instance, project_id: int, user_id: int, *, title: str,
             with inst.sessions.begin() as s:
                 require(s, user_id, project_id, Action.MANAGE)
                 source = get_project(s, project_id)
-                chosen = _choose(s, project_id, fraction_per_category, object_ids, seed)
+                chosen = _choose(s, project_id, fraction_per_category, object_ids,
+                                 object_filter, seed)
                 project = create_project(s, title, source.instrument, owner=s.get(User, user_id),
                                          pixel_size_um=source.pixel_size_um)
                 project.free_columns = dict(source.free_columns or {})
                 project.settings = dict(source.settings or {})
+                s.flush()
                 new_id = project.id
-                objects = list(s.scalars(select(Object).where(Object.id.in_(chosen))
-                                         .order_by(Object.id)))
-                samples = _copy_rows(s, Sample, {o.sample_id for o in objects if o.sample_id},
-                                     new_id, None, {})
-                acqs = _copy_rows(s, Acquisition,
-                                  {o.acquisition_id for o in objects if o.acquisition_id},
-                                  new_id, "sample_id", samples)
-                procs = _copy_rows(s, Process, {o.process_id for o in objects if o.process_id},
-                                   new_id, "acquisition_id", acqs)
-                id_map: dict[int, int] = {}
-                for old in objects:
-                    new = Object(project_id=new_id, sample_id=samples.get(old.sample_id),
-                                 acquisition_id=acqs.get(old.acquisition_id),
-                                 process_id=procs.get(old.process_id),
-                                 **{k: getattr(old, k) for k in _OBJECT_COPIED})
-                    s.add(new)
-                    s.flush()
-                    id_map[old.id] = new.id
-                    for im in old.images:
-                        copy = Image(object_id=new.id, rank=im.rank, file_path="",
-                                     original_name=im.original_name, width=im.width,
-                                     height=im.height)
-                        s.add(copy)
-                        s.flush()
-                        rel, thumb = inst.vault.rel_paths(copy.id, im.rank,
-                                                          Path(im.file_path).suffix)
-                        for src, dest in ((im.file_path, rel), (im.thumb_path, thumb)):
-                            if src:
-                                inst.vault.path(dest).parent.mkdir(parents=True, exist_ok=True)
-                                written.append(dest)
-                                shutil.copyfile(inst.vault.path(src), inst.vault.path(dest))
-                        copy.file_path, copy.thumb_path = rel, thumb if im.thumb_path else None
+                parents: dict[str, set[int]] = defaultdict(set)
+                for chunk in _chunks(chosen):
+                    for sid, aid, pid in s.execute(
+                            select(Object.sample_id, Object.acquisition_id, Object.process_id)
+                            .where(Object.id.in_(chunk))):
+                        parents["sample_id"].add(sid)
+                        parents["acquisition_id"].add(aid)
+                        parents["process_id"].add(pid)
+                # An object's process implies its acquisition and sample: copy those too.
+                acq_ids = _used(parents["acquisition_id"], _referenced(
+                    s, Process.acquisition_id, Process.id, parents["process_id"]))
+                sample_ids = _used(parents["sample_id"], _referenced(
+                    s, Acquisition.sample_id, Acquisition.id, acq_ids))
+                maps: dict[str, dict[int, int]] = {}
+                maps["sample_id"] = _copy_rows(s, Sample, sample_ids, new_id, {})
+                maps["acquisition_id"] = _copy_rows(s, Acquisition, acq_ids, new_id,
+                                                    {"sample_id": maps["sample_id"]})
+                maps["process_id"] = _copy_rows(s, Process, _used(parents["process_id"]), new_id,
+                                                {"acquisition_id": maps["acquisition_id"]})
+                id_map = _copy_rows(s, Object, chosen, new_id, maps)
+                _copy_images(s, inst, id_map, written)
                 _copy_features(inst, project_id, new_id, id_map)
         except BaseException:
             inst.vault.remove(*written)
@@ -148,17 +221,78 @@ def subset_project(inst: Instance, project_id: int, user_id: int, *, title: str,
     return new_id
 
 
+def _used(*groups: Iterable[int | None]) -> list[int]:
+    return sorted({i for group in groups for i in group if i is not None})
+
+
+def _referenced(session: Session, column, key, ids: Iterable[int | None]) -> list[int]:
+    """``column`` of the rows whose ``key`` is one of ``ids`` (a parent of each)."""
+    out: list[int] = []
+    for chunk in _chunks(_used(ids)):
+        out += session.scalars(select(column).where(key.in_(chunk)))
+    return out
+
+
 def _copy_features(inst: Instance, source_id: int, target_id: int,
                    id_map: dict[int, int]) -> None:
     store = inst.features
     old_ids = np.asarray(sorted(id_map), dtype=np.int64)
     for name in store.feature_sets(source_id):
         have = old_ids[np.isin(old_ids, store.object_ids(source_id, name))]
-        if len(have) == 0:
-            continue
-        m = store.read(source_id, name, have)
-        store.append(target_id, name, [id_map[int(i)] for i in have], m.values, m.feature_names,
-                     producer=store.attrs(source_id, name))
+        for start in range(0, len(have), _FEATURE_CHUNK):
+            part = have[start:start + _FEATURE_CHUNK]
+            m = store.read(source_id, name, part)
+            store.append(target_id, name, [id_map[int(i)] for i in part], m.values,
+                         m.feature_names, producer=store.attrs(source_id, name))
+
+
+_MAX_CLASHES = 100  # clashes kept in MergeRefused.clashes; the message shows fewer
+# Level, model, columns compared besides the free fields, parent whose orig_id must match.
+_LEVELS = (("sample", Sample, ("lat", "lon"), None),
+           ("acquisition", Acquisition, ("instrument",), (Sample, "sample_id", "sample")),
+           ("process", Process, (), (Acquisition, "acquisition_id", "acquisition")))
+
+
+def _refuse(what: str, clashes: list[str], shown: int = 20) -> None:
+    more = f" ... and {len(clashes) - shown} more" if len(clashes) > shown else ""
+    raise MergeRefused(f"{len(clashes)} {what}: {'; '.join(clashes[:shown])}{more}",
+                       clashes[:_MAX_CLASHES])
+
+
+def _shared_rows(session: Session, level: tuple, project_id: int, other_id: int) -> dict:
+    """orig_id -> (compared values..., extra, parent orig_id) of the rows of ``project_id``
+    whose orig_id ``other_id`` has too."""
+    _, model, columns, parent = level
+    query = select(model.orig_id, *(getattr(model, c) for c in columns), model.extra)
+    if parent is not None:
+        parent_model, key, _ = parent
+        query = query.add_columns(parent_model.orig_id).join(
+            parent_model, parent_model.id == getattr(model, key))
+    query = query.where(model.project_id == project_id, model.orig_id.in_(
+        select(model.orig_id).where(model.project_id == other_id)))
+    return {row[0]: row[1:] for row in session.execute(query)}
+
+
+def _metadata_clashes(session: Session, target_id: int, source_id: int) -> list[str]:
+    """One line per sample/acquisition/process of both projects whose metadata differ."""
+    clashes = []
+    for level in _LEVELS:
+        name, _, columns, parent = level
+        target = _shared_rows(session, level, target_id, source_id)
+        source = _shared_rows(session, level, source_id, target_id)
+        for orig in sorted(target):
+            mine, theirs = target[orig], source[orig]
+            diffs = [(c, a, b) for c, a, b in zip(columns, mine, theirs) if a != b]
+            if parent is not None and mine[-1] != theirs[-1]:
+                diffs.append((parent[2], mine[-1], theirs[-1]))
+            extra_a, extra_b = mine[len(columns)] or {}, theirs[len(columns)] or {}
+            for key in sorted(set(extra_a) | set(extra_b)):
+                if extra_a.get(key) != extra_b.get(key):
+                    diffs.append((key, extra_a.get(key), extra_b.get(key)))
+            if diffs:
+                clashes.append(f"{name} {orig!r}: " + ", ".join(
+                    f"{c} {a!r} vs {b!r}" for c, a, b in diffs))
+    return clashes
 
 
 def _merge_checks(session: Session, inst: Instance, target_id: int, source_id: int) -> None:
@@ -167,9 +301,11 @@ def _merge_checks(session: Session, inst: Instance, target_id: int, source_id: i
                                      Object.orig_id.in_(select(Object.orig_id).where(
                                          Object.project_id == target_id)))))
     if clashes:
-        raise MergeRefused(f"{len(clashes)} object orig_id(s) exist in both projects: "
-                           f"{', '.join(clashes[:20])}{' ...' if len(clashes) > 20 else ''}",
-                           clashes)
+        _refuse("object orig_id(s) exist in both projects", clashes)
+    clashes = _metadata_clashes(session, target_id, source_id)
+    if clashes:
+        _refuse(f"sample/acquisition/process orig_id(s) exist in both projects with different "
+                f"metadata (project {target_id} vs project {source_id})", clashes, shown=10)
     store = inst.features
     bad = []
     for name in store.feature_sets(source_id):
@@ -205,11 +341,14 @@ def _match_by_orig_id(session: Session, model, source_id: int, target_id: int,
 def merge_projects(inst: Instance, target_id: int, source_id: int, user_id: int) -> dict[str, Any]:
     """Move every object of ``source_id`` into ``target_id``, then delete the source.
 
-    Samples, acquisitions and processes are matched by orig_id (the target's
-    metadata wins), free columns by name (union). Feature rows are appended to
-    the target's sets of the same name. Refuses, before writing anything, when
-    an object orig_id is in both projects or a feature set differs. Object ids
-    do not change, so images stay where they are.
+    Samples, acquisitions and processes are matched by orig_id, free columns by
+    name (union). Feature rows are appended to the target's sets of the same
+    name. Refuses (:class:`MergeRefused`, listing the clashes), before writing
+    anything, when an object orig_id is in both projects, when a sample,
+    acquisition or process of the same orig_id has other metadata in each
+    (lat, lon, instrument, parent, free fields: none is silently kept), or
+    when a feature set differs. Object ids do not change, so images stay
+    where they are.
     """
     if int(target_id) == int(source_id):
         raise EcoTaxaError("cannot merge a project into itself")

@@ -1,7 +1,10 @@
 """EcoTaxa's bulk project operations: reset, replace a category, edit metadata, delete.
 
 Each function checks that the user may manage the project
-(:func:`~ecotaxa_core.rights.require`) and is all or nothing. Classification
+(:func:`~ecotaxa_core.rights.require`) and is all or nothing. Resetting,
+replacing and deleting work on the objects an
+:class:`~ecotaxa_core.object_filter.ObjectFilter` keeps (every object when it
+is None), checked against the project before anything is written. Classification
 changes write the previous state of every object to ``annotation_history``
 first, in the same transaction (as :mod:`ecotaxa_core.annotation` does).
 
@@ -31,6 +34,7 @@ from ecotaxa_core.db.models import (Acquisition, AnnotationHistory, Image, Objec
 from ecotaxa_core.errors import EcoTaxaError, NotFoundError, ObjectNotFound, TaxonNotFound
 from ecotaxa_core.import_journal import project_lock
 from ecotaxa_core.instance import Instance
+from ecotaxa_core.object_filter import ObjectFilter
 from ecotaxa_core.rights import Action, require
 
 __all__ = ["reset_to_predicted", "replace_category", "edit_metadata", "MetadataEdit",
@@ -51,11 +55,12 @@ def _chunks(ids: Sequence[int]) -> Iterable[list[int]]:
         yield list(ids[start:start + _CHUNK])
 
 
-def _rewrite_state(session: Session, project_id: int, where: list, values: dict,
-                   user_id: int) -> int:
-    """History rows then ``values`` for every object of the project matching ``where``."""
-    ids = list(session.scalars(select(Object.id).where(Object.project_id == project_id, *where)
-                               .order_by(Object.id)))
+def _rewrite_state(session: Session, project_id: int, object_filter: ObjectFilter | None,
+                   where: list, values: dict, user_id: int) -> int:
+    """History rows then ``values`` for every object of the project that ``object_filter``
+    keeps and that matches ``where``."""
+    clauses = (object_filter or ObjectFilter()).where_clauses(session, project_id)
+    ids = list(session.scalars(select(Object.id).where(*clauses, *where).order_by(Object.id)))
     when = utcnow()
     for chunk in _chunks(ids):
         rows = session.execute(select(*_STATE).where(Object.id.in_(chunk)).with_for_update()).all()
@@ -66,8 +71,10 @@ def _rewrite_state(session: Session, project_id: int, where: list, values: dict,
 
 
 def reset_to_predicted(session: Session, project_id: int, user_id: int, *,
-                       taxon_ids: Sequence[int] | None = None) -> int:
-    """Send validated objects (of ``taxon_ids`` if given) back to predicted; returns how many.
+                       taxon_ids: Sequence[int] | None = None,
+                       object_filter: ObjectFilter | None = None) -> int:
+    """Send validated objects (of ``taxon_ids`` if given, kept by ``object_filter`` if given)
+    back to predicted; returns how many.
 
     The category is kept; the annotator is cleared and the previous state goes
     to the history.
@@ -76,13 +83,15 @@ def reset_to_predicted(session: Session, project_id: int, user_id: int, *,
     where = [Object.status == ObjectStatus.VALIDATED.value, Object.taxon_id.is_not(None)]
     if taxon_ids is not None:
         where.append(Object.taxon_id.in_([int(t) for t in taxon_ids]))
-    return _rewrite_state(session, project_id, where,
+    return _rewrite_state(session, project_id, object_filter, where,
                           dict(status=ObjectStatus.PREDICTED.value, annotator_id=None), user_id)
 
 
 def replace_category(session: Session, project_id: int, from_taxon_id: int, to_taxon_id: int,
-                     user_id: int, *, statuses: Sequence[str] | None = None) -> int:
-    """Give every object of ``from_taxon_id`` (with one of ``statuses``) ``to_taxon_id``.
+                     user_id: int, *, statuses: Sequence[str] | None = None,
+                     object_filter: ObjectFilter | None = None) -> int:
+    """Give every object of ``from_taxon_id`` (with one of ``statuses``, kept by
+    ``object_filter``) ``to_taxon_id``.
 
     Statuses are kept; the user becomes the annotator. Returns how many changed.
     """
@@ -97,7 +106,7 @@ def replace_category(session: Session, project_id: int, from_taxon_id: int, to_t
         if bad:
             raise EcoTaxaError(f"unknown status {bad}; use one of {sorted(known)}")
         where.append(Object.status.in_(list(statuses)))
-    return _rewrite_state(session, project_id, where,
+    return _rewrite_state(session, project_id, object_filter, where,
                           dict(taxon_id=int(to_taxon_id), annotator_id=user_id), user_id)
 
 
@@ -223,23 +232,39 @@ def _image_paths(session: Session, object_ids_query) -> list[str]:
     return [p for row in rows for p in row if p]
 
 
+def _checked_ids(session: Session, project_id: int, object_ids: Sequence[int]) -> list[int]:
+    ids = sorted({int(i) for i in object_ids})
+    found: set[int] = set()
+    for chunk in _chunks(ids):
+        found.update(session.scalars(select(Object.id).where(Object.id.in_(chunk),
+                                                             Object.project_id == project_id)))
+    if len(found) != len(ids):
+        missing = sorted(set(ids) - found)
+        raise ObjectNotFound(f"objects {missing[:10]} are not in project {project_id}")
+    return ids
+
+
 def delete_objects(inst: Instance, project_id: int, user_id: int, *,
-                   object_ids: Sequence[int]) -> int:
+                   object_ids: Sequence[int] | None = None,
+                   object_filter: ObjectFilter | None = None) -> int:
     """Delete objects (their images, history, feature rows, vault files); returns how many.
 
-    Refuses the whole call when an id is not an object of the project.
+    The objects are ``object_ids``, or those ``object_filter`` keeps (an empty
+    filter is refused: :func:`delete_project` deletes everything). Refuses the
+    whole call when an id is not an object of the project, or both are given.
     """
-    ids = sorted({int(i) for i in object_ids})
+    if (object_ids is None) == (object_filter is None):
+        raise EcoTaxaError("give the object ids or a filter of the objects to delete")
+    if object_filter is not None and object_filter.is_empty:
+        raise EcoTaxaError("an empty filter would delete every object; name some criteria "
+                           "or delete the whole project")
     with project_lock(inst.settings.work_dir, project_id):
         with inst.sessions.begin() as s:
             require(s, user_id, project_id, Action.MANAGE)
-            found: set[int] = set()
-            for chunk in _chunks(ids):
-                found.update(s.scalars(select(Object.id).where(Object.id.in_(chunk),
-                                                               Object.project_id == project_id)))
-            if len(found) != len(ids):
-                missing = sorted(set(ids) - found)
-                raise ObjectNotFound(f"objects {missing[:10]} are not in project {project_id}")
+            if object_filter is not None:
+                ids = object_filter.matching_ids(s, project_id)
+            else:
+                ids = _checked_ids(s, project_id, object_ids)
             files: list[str] = []
             for chunk in _chunks(ids):
                 files += _image_paths(s, chunk)
@@ -251,11 +276,16 @@ def delete_objects(inst: Instance, project_id: int, user_id: int, *,
     return len(ids)
 
 
-def delete_project(inst: Instance, project_id: int, user_id: int) -> dict[str, int]:
-    """Delete the project with everything in it (rows, vault files, features, model files)."""
+def delete_project(inst: Instance, project_id: int, user_id: int) -> dict[str, Any]:
+    """Delete the project with everything in it (rows, vault files, features, model files).
+
+    Its jobs stay (see :mod:`ecotaxa_core.jobs`); the summary returned names the
+    project, for the record of the deletion.
+    """
     with project_lock(inst.settings.work_dir, project_id):
         with inst.sessions.begin() as s:
             require(s, user_id, project_id, Action.MANAGE)
+            title = s.get(Project, project_id).title
             object_ids = select(Object.id).where(Object.project_id == project_id)
             files = _image_paths(s, object_ids)
             model_ids = list(s.scalars(select(TrainedModel.id)
@@ -269,4 +299,5 @@ def delete_project(inst: Instance, project_id: int, user_id: int) -> dict[str, i
         for model_id in model_ids:  # the registry keeps a model under models_dir/<id>
             shutil.rmtree(Path(inst.models_dir) / str(int(model_id)), ignore_errors=True)
         inst.vault.remove(*files)
-    return {"project_id": project_id, "n_objects": n_objects, "n_files": len(files)}
+    return {"project_id": project_id, "title": title, "n_objects": n_objects,
+            "n_files": len(files)}

@@ -47,7 +47,8 @@ class ObjectRow:
     taxon_id: int | None
     category: str | None  # display name of the taxon
     score: float | None
-    thumb_path: str | None  # relative to the vault root; first image (rank 0)
+    thumb_path: str | None  # relative to the vault root; first image (rank 0), or the image
+    # itself when it is small enough to be its own thumbnail
     annotator: str | None  # name of the user who made the last change
 
 
@@ -125,7 +126,7 @@ def list_objects(session: Session, project_id: int, *, taxon_id: int | None = No
     total = session.scalar(select(func.count()).select_from(Object).where(*conditions))
     annotator = aliased(User)
     q = (select(Object.id, Object.orig_id, Object.status, Object.taxon_id, Taxon.display_name,
-                Object.score, Image.thumb_path, annotator.name)
+                Object.score, func.coalesce(Image.thumb_path, Image.file_path), annotator.name)
          .outerjoin(Taxon, Taxon.id == Object.taxon_id)
          .outerjoin(Image, and_(Image.object_id == Object.id, Image.rank == 0))
          .outerjoin(annotator, annotator.id == Object.annotator_id)

@@ -32,7 +32,7 @@ from typing import Callable, Hashable, Iterable, Mapping, NamedTuple
 from sqlalchemy import Text, cast, select
 from sqlalchemy.orm import Session
 
-from ecotaxa_core.db.models import Acquisition, Object, ObjectStatus, Process, Project, Sample, Taxon
+from ecotaxa_core.db.models import Acquisition, Object, ObjectStatus, Process, Sample, Taxon
 from ecotaxa_core.db.json_values import json_loader
 from ecotaxa_core.formulas import (FORMULA_NAMES, Formula, FormulaError, as_number,
                                    check_formulas, default_formulas)

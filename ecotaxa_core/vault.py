@@ -7,7 +7,7 @@ an image; :meth:`Vault.remove` undoes a failed import.
 
 An image is stored under the extension of its real format (a PNG named
 ``.jpg`` is stored as ``.png``; its original name stays in the database), and
-its thumbnail is an 8-bit JPEG whatever its mode (16-bit grey, floating point,
+its thumbnail (see :func:`needs_thumbnail`) is an 8-bit JPEG whatever its mode (16-bit grey, floating point,
 palette, CMYK, with alpha ...; see :func:`~ecotaxa_core.image_files.to_display`).
 Images are opened with :func:`~ecotaxa_core.image_files.open_image`: known
 formats only, at most ``max_pixels`` pixels.
@@ -23,7 +23,7 @@ from PIL import Image as PILImage
 
 from ecotaxa_core.image_files import MAX_IMAGE_PIXELS, open_image, to_display, vault_extension
 
-__all__ = ["Vault", "THUMB_SIZE"]
+__all__ = ["Vault", "THUMB_SIZE", "make_thumbnail", "save_thumbnail", "needs_thumbnail"]
 
 THUMB_SIZE = 128  # longest side of a thumbnail, in pixels
 
@@ -54,22 +54,22 @@ class Vault:
         src = Path(src)
         with open_image(src, max_pixels=max_pixels) as im:
             ext = vault_extension(src.suffix, im.format)
-            thumb = _thumbnail(im)
+            thumb = make_thumbnail(im)
         rel, thumb_rel = self.rel_paths(image_id, rank, ext)
         dest = self.path(rel)
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(dest.name + ".part")
         shutil.copyfile(src, tmp)
         os.replace(tmp, dest)
-        _save_jpeg(thumb, self.path(thumb_rel))
+        save_thumbnail(thumb, self.path(thumb_rel))
         return rel, thumb_rel
 
     @staticmethod
     def write_thumbnail(src: Path, dest: Path, *, max_pixels: int = MAX_IMAGE_PIXELS) -> None:
         """An 8-bit JPEG of the first page or frame of ``src``, longest side THUMB_SIZE."""
         with open_image(src, max_pixels=max_pixels) as im:
-            thumb = _thumbnail(im)
-        _save_jpeg(thumb, dest)
+            thumb = make_thumbnail(im)
+        save_thumbnail(thumb, dest)
 
     def remove(self, *rels: str | None) -> None:
         for rel in rels:
@@ -77,7 +77,24 @@ class Vault:
                 self.path(rel).unlink(missing_ok=True)
 
 
-def _thumbnail(im: PILImage.Image) -> PILImage.Image:
+# Formats and modes every browser shows as they are (no transparency: a thumbnail shows
+# transparent pixels as white, whatever the page's background).
+_BROWSER_READY = {"JPEG": {"L", "RGB"}, "PNG": {"L", "P", "RGB"}}
+
+
+def needs_thumbnail(im: PILImage.Image) -> bool:
+    """Whether ``im`` needs a thumbnail, or can be shown as it is.
+
+    As in EcoTaxa, a vignette no larger than :data:`THUMB_SIZE` that a browser
+    shows as it is (an 8-bit grey, colour or palette JPEG or PNG without
+    transparency) is its own thumbnail: the vault keeps
+    one file for it, not two. 16-bit, TIFF, BMP, CMYK ... images get one.
+    """
+    return (max(im.size) > THUMB_SIZE or "transparency" in im.info
+            or im.mode not in _BROWSER_READY.get(im.format or "", ()))
+
+
+def make_thumbnail(im: PILImage.Image) -> PILImage.Image:
     """``im`` (first page or frame) shrunk to THUMB_SIZE, as 8-bit L or RGB, in memory."""
     opened = im
     if im.mode in ("1", "P", "PA"):
@@ -91,7 +108,7 @@ def _thumbnail(im: PILImage.Image) -> PILImage.Image:
     return thumb.copy() if thumb is opened else thumb  # the opened image dies with its file
 
 
-def _save_jpeg(im: PILImage.Image, dest: Path) -> None:
+def save_thumbnail(im: PILImage.Image, dest: Path) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(dest.name + ".part")
     im.save(tmp, format="JPEG", quality=90)

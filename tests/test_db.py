@@ -7,7 +7,7 @@ from sqlalchemy import inspect, select
 
 from ecotaxa_core.annotation import (Prediction, apply_predictions, move_objects, object_history,
                                      set_dubious, validate_objects)
-from ecotaxa_core.db.models import Base, Object, ObjectStatus
+from ecotaxa_core.db.models import Base, Object
 from ecotaxa_core.errors import EcoTaxaError, ObjectNotFound, UnknownCategories
 from ecotaxa_core.projects import create_project, project_counts
 from ecotaxa_core.taxonomy import CategoryResolver, get_or_create_taxon

@@ -85,7 +85,7 @@ def snapshot(inst, project_id: int, *, taxa_by_name: bool = False) -> dict:
         for o in s.scalars(select(Object).where(Object.project_id == project_id)):
             images = [(im.rank, im.original_name, im.width, im.height,
                        hashlib.sha256(inst.vault.path(im.file_path).read_bytes()).hexdigest(),
-                       inst.vault.path(im.thumb_path).exists())
+                       im.thumb_path is None or inst.vault.path(im.thumb_path).exists())
                       for im in sorted(o.images, key=lambda i: i.rank)]
             objects[o.orig_id] = dict(
                 lat=o.lat, lon=o.lon, date=o.date, time=o.time, depth=(o.depth_min, o.depth_max),

@@ -348,8 +348,11 @@ def test_odd_but_valid_images_import_with_their_sizes_and_thumbnails(sqlite_inst
     extrema: dict[str, tuple[int, int]] = {}
     for name, image in by_name.items():
         assert sqlite_instance.vault.path(image.file_path).read_bytes() == images[name]
-        with PILImage.open(sqlite_instance.vault.path(image.thumb_path)) as th:
-            assert th.format == "JPEG" and th.mode in ("L", "RGB"), name
+        # What the dashboard shows: a thumbnail, or a small 8-bit PNG/JPEG as it is.
+        shown = image.thumb_path or image.file_path
+        assert (image.thumb_path is None) == (name == "png_named.jpg"), name
+        with PILImage.open(sqlite_instance.vault.path(shown)) as th:
+            assert th.format in ("JPEG", "PNG") and th.mode in ("L", "RGB"), name
             assert max(th.size) <= 128
             extrema[name] = th.convert("L").getextrema()
     # 16-bit gradients keep their contrast (not clipped to white); the first TIFF page is shown.

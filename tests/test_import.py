@@ -191,8 +191,11 @@ def test_import_test_folder_with_created_taxa(instance, admin):
         assert stored.read_bytes() == src.read_bytes()
         with PILImage.open(stored) as im:
             assert im.size == (image.width, image.height)
-        with PILImage.open(instance.vault.path(image.thumb_path)) as th:
-            assert max(th.size) <= 128
+        if max(image.width, image.height) <= 128:  # a small JPEG is its own thumbnail
+            assert image.thumb_path is None
+        else:
+            with PILImage.open(instance.vault.path(image.thumb_path)) as th:
+                assert max(th.size) <= 128
     assert objs["m106_mn01_n1_sml_854"].images[0].original_name == "m106_mn01_n1_sml_850.jpg"
     # Numeric object columns in the "tsv" feature set.
     fm = instance.features.read(pid, "tsv", [o409.id, o1111.id])
@@ -214,7 +217,7 @@ def test_import_test_zip_with_created_taxa(instance, admin):
                          create_missing_taxa=True, create_missing_users=True,
                          progress=lambda d, t: progress.append((d, t)))
     assert (result.n_objects, result.n_images, result.n_samples) == (8, 8, 2)
-    assert progress[-1] == (16, 16) and all(d <= t for d, t in progress)
+    assert progress[-1] == (8, 8) and all(d <= t for d, t in progress)  # 8 files, each read once
     objs = objects_by_orig_id(instance, pid)
     assert taxon_path(instance, objs["m106_mn01_n2_sml_1111"].taxon_id) == ["egg", "other", "living"]
     assert objs["m106_mn01_n1_sml_409"].taxon_id == 85012  # t001's EcoTaxa id
@@ -397,20 +400,25 @@ def test_a_failure_while_writing_leaves_nothing_behind(instance, admin):
     assert_nothing_written(instance, before, files, pid)
 
 
-def test_an_image_gone_before_it_is_stored_leaves_nothing_behind(instance, admin, tmp_path):
+def test_what_is_stored_is_the_file_that_was_checked(instance, admin, tmp_path):
+    """Each image file is read once: checked, thumbnailed and staged from the same bytes,
+    so a file changed or removed after its check cannot reach the vault unchecked."""
     source = shutil.copytree(IMPORT_TEST, tmp_path / "import_test")
     victim = source / "m106_mn01_n2_sml" / "m106_mn01_n2_sml_1111.jpg"
+    original = victim.read_bytes()
     pid = new_project(instance)
-    before, files = row_counts(instance), vault_files(instance)
 
-    def remove_after_checks(done, total):
-        if done == 8:  # the 8 distinct image files are checked; none is stored yet
-            victim.unlink()
+    def spoil_after_checks(done, total):
+        if done == total:  # every distinct image file is checked and staged
+            victim.write_bytes(b"not an image any more")
 
-    with pytest.raises(FileNotFoundError):
-        import_path(instance, pid, source, user_id=admin.id, create_missing_taxa=True,
-                    create_missing_users=True, progress=remove_after_checks)
-    assert_nothing_written(instance, before, files, pid)
+    result = import_path(instance, pid, source, user_id=admin.id, create_missing_taxa=True,
+                         create_missing_users=True, progress=spoil_after_checks)
+    assert result.n_images == 11
+    with instance.sessions() as s:
+        path = s.scalars(select(Image.file_path).where(
+            Image.original_name.endswith("m106_mn01_n2_sml_1111.jpg"))).one()
+    assert instance.vault.path(path).read_bytes() == original
 
 
 # -- class folders ----------------------------------------------------------------------------
@@ -436,7 +444,11 @@ def test_class_folders_import_as_validated_objects(instance, admin, ndsb_subset)
     one = next(o for o in objs.values() if o.taxon.name == "protist_noctiluca")
     src = ndsb_subset / "protist_noctiluca" / f"{one.orig_id}.jpg"
     assert instance.vault.path(one.images[0].file_path).read_bytes() == src.read_bytes()
-    assert instance.vault.path(one.images[0].thumb_path).exists()
+    image = one.images[0]
+    if max(image.width, image.height) > 128:
+        assert instance.vault.path(image.thumb_path).exists()
+    else:
+        assert image.thumb_path is None  # a small JPEG is its own thumbnail
     with instance.sessions() as s:
         (sample,) = s.scalars(select(Sample).where(Sample.project_id == pid)).all()
     assert sample.orig_id == "classes" and {o.sample_id for o in objs.values()} == {sample.id}

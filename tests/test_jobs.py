@@ -29,3 +29,66 @@ def test_failed_job_keeps_its_error(instance, admin):
     with instance.sessions() as s:
         (j,) = list_jobs(s)
         assert j.state == "failed" and "no validated objects" in j.error
+
+
+def test_jobs_outlive_their_project(instance, admin):
+    from ecotaxa_core.project_ops import delete_project
+
+    with instance.sessions.begin() as s:
+        pid = create_project(s, "P", owner=admin).id
+    with recorded_job(instance, "import", pid, {"path": "/x"}):
+        pass
+    with recorded_job(instance, "project_delete", pid, {}) as job:
+        job["result"] = delete_project(instance, pid, admin.id)
+    with instance.sessions() as s:
+        assert list_jobs(s, pid) == []
+        gone = list_jobs(s, pid, deleted=True)
+        assert [(j.kind, j.state, j.project_id, j.project_ref) for j in gone] == [
+            ("project_delete", "done", None, pid), ("import", "done", None, pid)]
+        assert gone[0].result["title"] == "P"
+    with instance.sessions.begin() as s:
+        new = create_project(s, "Q", owner=admin).id  # SQLite may give it the old id again
+    with instance.sessions() as s:
+        assert list_jobs(s, new) == []
+    # A job about a project that does not exist is still recorded, then fails.
+    with pytest.raises(LookupError), recorded_job(instance, "project_delete", 987654, {}):
+        raise LookupError("project 987654 does not exist")
+    with instance.sessions() as s:
+        (j,) = list_jobs(s, 987654, deleted=True)
+        assert (j.state, j.project_id, j.project_ref) == ("failed", None, 987654)
+    with pytest.raises(ValueError, match="project_id"), instance.sessions() as s:
+        list_jobs(s, deleted=True)
+
+
+def test_migration_0003_keeps_jobs_and_their_project(db_url):
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import text
+
+    from ecotaxa_core.db.engine import _MIGRATIONS, make_engine, upgrade_schema
+
+    engine = make_engine(db_url)
+    upgrade_schema(engine, "0002")
+    with engine.begin() as c:
+        c.execute(text("insert into projects (id, title, free_columns, settings, created_at) "
+                       "values (7, 'old', '{}', '{}', CURRENT_TIMESTAMP)"))
+        c.execute(text("insert into jobs (project_id, kind, state, params, progress, created_at)"
+                       " values (7, 'import', 'done', '{}', 1.0, CURRENT_TIMESTAMP)"))
+    upgrade_schema(engine)
+    with engine.begin() as c:
+        assert c.execute(text("select project_id, project_ref from jobs")).one() == (7, 7)
+        c.execute(text("delete from projects where id = 7"))
+        assert c.execute(text("select project_id, project_ref from jobs")).one() == (None, 7)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0002")
+    with engine.begin() as c:
+        c.execute(text("insert into projects (id, title, free_columns, settings, created_at) "
+                       "values (8, 'again', '{}', '{}', CURRENT_TIMESTAMP)"))
+        c.execute(text("insert into jobs (project_id, kind, state, params, progress, created_at)"
+                       " values (8, 'train', 'done', '{}', 1.0, CURRENT_TIMESTAMP)"))
+        c.execute(text("delete from projects where id = 8"))  # 0002 deletes the jobs with it
+        assert c.execute(text("select kind from jobs")).scalars().all() == ["import"]
+    engine.dispose()

@@ -9,7 +9,9 @@ from sqlalchemy import func, select
 from ecotaxa_core.annotation import object_history
 from ecotaxa_core.db.models import (Acquisition, AnnotationHistory, Image, Object, ObjectStatus,
                                     Process, Project, Role, Sample, Taxon)
-from ecotaxa_core.errors import NotFoundError, ObjectNotFound, PermissionDenied, ProjectNotFound
+from ecotaxa_core.errors import (EcoTaxaError, NotFoundError, ObjectNotFound, PermissionDenied,
+                                 ProjectNotFound)
+from ecotaxa_core.object_filter import InvalidFilter, ObjectFilter
 from ecotaxa_core.project_copy import MergeRefused, merge_projects, subset_project
 from ecotaxa_core.project_ops import (delete_objects, delete_project, edit_metadata,
                                       replace_category, reset_to_predicted)
@@ -257,6 +259,198 @@ def test_merge_projects(instance, admin, ndsb_subset):
     assert instance.features.n_rows(t_id, "deep") == 12
 
 
+def _orig_ids(inst, project_id):
+    with inst.sessions() as s:
+        return sorted(s.scalars(select(Object.orig_id).where(Object.project_id == project_id)),
+                      key=lambda o: int(o.lstrip("osrc")))
+
+
+def test_filtered_reset_and_replace(instance, admin, ndsb_subset):
+    pid, ids, taxa = make_project(instance, ndsb_subset)
+    # Objects i: sample s1 when i is even, predicted when i % 3 == 2, taxon taxa[i % 3], area i.
+    with instance.sessions.begin() as s:
+        n = reset_to_predicted(s, pid, admin.id, object_filter=ObjectFilter(
+            samples=["s1"], conditions=["area<6"]))
+    assert n == 2  # 0 and 4; 2 is predicted already
+    with instance.sessions() as s:
+        assert [s.get(Object, ids[i]).status for i in (0, 4, 6)] == \
+            ["predicted", "predicted", "validated"]
+        assert len(object_history(s, ids[0])) == 1 and object_history(s, ids[6]) == []
+    with instance.sessions.begin() as s:
+        n = replace_category(s, pid, taxa[1], taxa[2], admin.id, object_filter=ObjectFilter(
+            statuses=["validated"], orig_id_prefix="o1"))
+    assert n == 2  # o1 and o10 (o4, o7 do not start so; o4 was reset)
+    with instance.sessions() as s:
+        assert [s.get(Object, ids[i]).taxon_id for i in (1, 10, 7)] == [taxa[2], taxa[2], taxa[1]]
+    with instance.sessions.begin() as s:  # the replacement made the admin their annotator
+        assert reset_to_predicted(s, pid, admin.id, object_filter=ObjectFilter(
+            annotators=[admin.id])) == 2
+    with pytest.raises(InvalidFilter, match="esd"), instance.sessions.begin() as s:
+        replace_category(s, pid, taxa[0], taxa[1], admin.id,
+                         object_filter=ObjectFilter(conditions=["esd>1"]))
+    with instance.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(AnnotationHistory)) == 6
+
+
+def test_delete_objects_by_filter(instance, admin, ndsb_subset):
+    pid, ids, taxa = make_project(instance, ndsb_subset)
+    predicted = [ids[i] for i in (2, 5, 8, 11)]
+    gone, kept = _files(instance, predicted), _files(instance, sorted(set(ids) - set(predicted)))
+    for kwargs, message in (({"object_filter": ObjectFilter()}, "empty filter"),
+                            ({}, "object ids or a filter"),
+                            ({"object_ids": ids[:1],
+                              "object_filter": ObjectFilter(statuses="predicted")},
+                             "object ids or a filter")):
+        with pytest.raises(EcoTaxaError, match=message):
+            delete_objects(instance, pid, admin.id, **kwargs)
+    with pytest.raises(InvalidFilter, match="s9"):
+        delete_objects(instance, pid, admin.id, object_filter=ObjectFilter(samples=["s1", "s9"]))
+    assert all(p.exists() for p in gone)
+    assert delete_objects(instance, pid, admin.id,
+                          object_filter=ObjectFilter(statuses=["predicted"])) == 4
+    assert not any(p.exists() for p in gone) and all(p.exists() for p in kept)
+    assert sorted(instance.features.object_ids(pid, "deep")) == sorted(set(ids) - set(predicted))
+    assert _orig_ids(instance, pid) == [f"o{i}" for i in range(12) if i % 3 != 2]
+
+
+def test_subset_by_filter_then_fraction(instance, admin, ndsb_subset):
+    pid, ids, taxa = make_project(instance, ndsb_subset, n=24)
+    kept = ObjectFilter(samples=["s2"], statuses=["validated"])  # odd i with i % 3 != 2
+    whole = subset_project(instance, pid, admin.id, title="s2 validated", object_filter=kept)
+    assert _orig_ids(instance, whole) == ["o1", "o3", "o7", "o9", "o13", "o15", "o19", "o21"]
+    with instance.sessions() as s:
+        assert sorted(s.scalars(select(Sample.orig_id).where(Sample.project_id == whole))) \
+            == ["s2"]
+        assert s.scalars(select(Acquisition.orig_id)
+                         .where(Acquisition.project_id == whole)).all() == ["a_s2"]
+        copies = list(s.scalars(select(Object).where(Object.project_id == whole)))
+        old = {o.orig_id: o for o in s.scalars(select(Object).where(Object.project_id == pid))}
+        for o in copies:
+            src = old[o.orig_id]
+            assert (o.taxon_id, o.status, o.extra, o.score) == \
+                (src.taxon_id, src.status, src.extra, src.score)
+            assert instance.vault.path(o.images[0].file_path).read_bytes() == \
+                instance.vault.path(src.images[0].file_path).read_bytes()
+            assert instance.features.read(whole, "deep", [o.id]).values[0].tolist() == \
+                [src.id, src.id * 2, src.id * 3]
+    half = subset_project(instance, pid, admin.id, title="half", object_filter=kept,
+                          fraction_per_category=0.5, seed=1)
+    chosen = _orig_ids(instance, half)
+    assert len(chosen) == 4 and set(chosen) <= set(_orig_ids(instance, whole))
+    with instance.sessions() as s:
+        by_taxon = sorted(s.scalars(select(Object.taxon_id).where(Object.project_id == half)))
+    assert by_taxon == sorted([taxa[0], taxa[0], taxa[1], taxa[1]])
+    for kwargs, error, message in (
+            ({"object_filter": kept, "object_ids": ids[:1]}, EcoTaxaError, "not both"),
+            ({"object_filter": ObjectFilter(samples=["s1"], conditions=["area>100"])},
+             EcoTaxaError, "keeps none"),
+            ({"fraction_per_category": 1.5}, EcoTaxaError, r"in \(0, 1\]"),
+            ({"object_filter": ObjectFilter(instruments=["uvp5"])}, InvalidFilter, "uvp5")):
+        with pytest.raises(error, match=message):
+            subset_project(instance, pid, admin.id, title="refused", **kwargs)
+    with instance.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(Project)
+                        .where(Project.title == "refused")) == 0
+
+
+def test_subset_copies_in_batches(instance, admin):
+    """Thousands of objects take a few dozen statements, not several per object."""
+    from sqlalchemy import event, insert
+
+    n = 2500
+    with instance.sessions.begin() as s:
+        taxa = _taxa(s, "batch")
+        p = create_project(s, "big")
+        p.free_columns = {"object": {"area": "f"}}
+        sample = Sample(project_id=p.id, orig_id="s", extra={"ship": "x"})
+        s.add(sample)
+        s.flush()
+        s.execute(insert(Object), [dict(project_id=p.id, sample_id=sample.id, orig_id=f"b{i}",
+                                        status="validated", taxon_id=taxa[i % 3],
+                                        extra={"area": float(i)}) for i in range(n)])
+        s.flush()
+        obj_ids = list(s.scalars(select(Object.id).where(Object.project_id == p.id)))
+        s.execute(insert(Image), [dict(object_id=oid, rank=0, file_path="images/x.jpg",
+                                       original_name="x.jpg", width=1, height=1)
+                                  for oid in obj_ids])
+        pid = p.id
+    (instance.vault.root / "images").mkdir(parents=True, exist_ok=True)
+    (instance.vault.root / "images" / "x.jpg").write_bytes(b"not really a jpeg")
+    statements = []
+    listener = lambda *args: statements.append(args[2])  # noqa: E731
+    event.listen(instance.engine, "before_cursor_execute", listener)
+    try:
+        new = subset_project(instance, pid, admin.id, title="copy",
+                             object_filter=ObjectFilter(conditions=["area>=500"]))
+    finally:
+        event.remove(instance.engine, "before_cursor_execute", listener)
+    assert len(statements) < 60
+    with instance.sessions() as s:
+        copies = s.execute(select(Object.orig_id, Object.extra, Object.sample_id)
+                           .where(Object.project_id == new)).all()
+        assert len(copies) == n - 500
+        assert {o.orig_id: o.extra["area"] for o in copies} == \
+            {f"b{i}": float(i) for i in range(500, n)}
+        (new_sample,) = s.scalars(select(Sample).where(Sample.project_id == new))
+        assert {o.sample_id for o in copies} == {new_sample.id}
+        paths = s.scalars(select(Image.file_path).join(Object)
+                          .where(Object.project_id == new)).all()
+        assert len(set(paths)) == n - 500
+        assert all(instance.vault.path(p).read_bytes() == b"not really a jpeg" for p in paths)
+
+
+def _set(inst, model, project_id, orig_id, **values):
+    with inst.sessions.begin() as s:
+        row = s.scalars(select(model).where(model.project_id == project_id,
+                                            model.orig_id == orig_id)).one()
+        for key, value in values.items():
+            setattr(row, key, value)
+
+
+def test_merge_refuses_samples_with_other_metadata(instance, admin, ndsb_subset):
+    t_id, t_ids, taxa = make_project(instance, ndsb_subset, title="target", n=4)
+    s_id, s_ids, _ = make_project(instance, ndsb_subset, title="source", prefix="src", n=4,
+                                  taxa=taxa, sample_ids=("s2", "s3"))
+    with instance.sessions() as s:
+        s3 = s.scalars(select(Sample.id).where(Sample.project_id == s_id,
+                                               Sample.orig_id == "s3")).one()
+    _set(instance, Sample, s_id, "s2", lat=11.0, extra={"ship": "y", "net": None})
+    _set(instance, Acquisition, s_id, "a_s2", instrument="uvp6", sample_id=s3)
+    _set(instance, Process, s_id, "p_s2", extra={"soft": "zooprocess"})
+    with pytest.raises(MergeRefused) as err:
+        merge_projects(instance, t_id, s_id, admin.id)
+    assert err.value.clashes == [
+        "sample 's2': lat 10.0 vs 11.0, ship 'x' vs 'y'",
+        "acquisition 'a_s2': instrument None vs 'uvp6', sample 's2' vs 's3'",
+        "process 'p_s2': soft None vs 'zooprocess'"]
+    assert str(err.value).startswith("3 sample/acquisition/process orig_id(s) exist in both "
+                                     f"projects with different metadata (project {t_id} vs "
+                                     f"project {s_id}): sample 's2'")
+    # Many clashes: the list is capped, the message counts them all.
+    with instance.sessions.begin() as s:
+        for project, lat in ((t_id, 1.0), (s_id, 2.0)):
+            s.add_all(Sample(project_id=project, orig_id=f"x{i}", lat=lat, extra={})
+                      for i in range(120))
+    with pytest.raises(MergeRefused) as err:
+        merge_projects(instance, t_id, s_id, admin.id)
+    assert len(err.value.clashes) == 100
+    assert str(err.value).startswith("123 sample/acquisition/process")
+    assert str(err.value).endswith("... and 113 more")
+    with instance.sessions.begin() as s:
+        s.execute(Sample.__table__.delete().where(Sample.orig_id.like("x%")))
+    assert _orig_ids(instance, s_id) == ["src0", "src1", "src2", "src3"]
+    assert instance.features.n_rows(t_id, "deep") == 4
+    # Once they agree (a missing free field equals an empty one), the merge goes through.
+    with instance.sessions() as s:
+        s2 = s.scalars(select(Sample.id).where(Sample.project_id == s_id,
+                                               Sample.orig_id == "s2")).one()
+    _set(instance, Sample, s_id, "s2", lat=10.0, extra={"ship": "x", "net": None})
+    _set(instance, Acquisition, s_id, "a_s2", instrument=None, sample_id=s2)
+    _set(instance, Process, s_id, "p_s2", extra={})
+    out = merge_projects(instance, t_id, s_id, admin.id)
+    assert (out["n_samples_matched"], out["n_samples_moved"], out["n_objects"]) == (1, 1, 4)
+
+
 def test_project_ops_flows(sqlite_instance, prefect_server, monkeypatch, ndsb_subset):
     from ecotaxa_core.db.models import Job
     from flows.project_ops import (delete_objects_flow, delete_project_flow, edit_metadata_flow,
@@ -282,11 +476,23 @@ def test_project_ops_flows(sqlite_instance, prefect_server, monkeypatch, ndsb_su
                   .values(orig_id=Object.orig_id + "_copy"))
     merged = merge_flow(pid, sub["new_project_id"])
     assert merged["n_objects"] == 3
-    assert delete_project_flow(pid)["n_objects"] == 8
+    deleted = delete_project_flow(pid)
+    assert (deleted["n_objects"], deleted["title"]) == (8, "ops")
     with pytest.raises(ProjectNotFound):
         delete_project_flow(pid)
     with inst.sessions() as s:
-        jobs = [(j.kind, j.state) for j in s.scalars(select(Job).order_by(Job.id))]
+        jobs = [(j.kind, j.state, j.project_id, j.project_ref)
+                for j in s.scalars(select(Job).order_by(Job.id))]
         assert s.scalar(select(func.count()).select_from(Object)) == 0
-    assert jobs == [("project_delete", "done"), ("project_delete", "failed")]
-    # the jobs of the deleted projects went with them; the last delete's result is kept
+    # Every job outlives the projects it was about, the deletion's own record included.
+    assert jobs == [("project_reset", "done", None, pid),
+                    ("project_replace_category", "done", None, pid),
+                    ("project_edit_metadata", "done", None, pid),
+                    ("project_subset", "done", None, pid),
+                    ("project_delete_objects", "done", None, pid),
+                    ("project_merge", "done", None, pid),
+                    ("project_delete", "done", None, pid),
+                    ("project_delete", "failed", None, pid)]
+    with inst.sessions() as s:
+        assert s.scalars(select(Job.result).where(Job.kind == "project_delete",
+                                                  Job.state == "done")).one()["title"] == "ops"

@@ -116,7 +116,7 @@ def test_reader_decodes_utf8_bom_and_latin1(tmp_path):
     for enc, name in (("utf-8-sig", "bom"), ("latin-1", "latin"), ("utf-8", "plain")):
         report = ImportReport()
         table = read_tsv(_write(tmp_path / f"ecotaxa_{name}.tsv", body, enc), name, report)
-        row = table.rows[0]
+        row = next(table.rows())
         assert table.value(row, "object_lat") == "43°00 0"
         assert table.value(row, "object_site").endswith("é")
         assert [c.name for c in table.columns][0] == "object_id"
@@ -132,7 +132,7 @@ def test_reader_handles_quotes_lines_and_types(tmp_path):
     assert report.n_issues == 0
     assert [(c.name, c.type, c.free) for c in table.columns] == [
         ("object_id", "t", False), ("object_area", "f", True), ("img_file_name", "t", False)]
-    assert [r.line for r in table.rows] == [3, 5]  # the blank line 4 is skipped
+    assert [r.line for r in table.rows()] == [3, 5]  # the blank line 4 is skipped
 
 
 def test_reader_reports_structure_problems_with_line_and_column(tmp_path):
@@ -142,6 +142,7 @@ def test_reader_reports_structure_problems_with_line_and_column(tmp_path):
                   "a\tb\tc\td\te\to1\tmeteor\tstray\n")
     report = ImportReport("src")
     table = read_tsv(path, "ecotaxa_bad.tsv", report)
+    list(table.rows())
     found = {(i.line, i.column, i.code) for i in report.issues}
     assert found == {
         (1, "nounderscore", "bad_header"), (1, "foo_bar", "unknown_prefix"),
@@ -158,8 +159,8 @@ def test_reader_reports_structure_problems_with_line_and_column(tmp_path):
 def test_reader_reports_empty_files_and_missing_data(tmp_path):
     report = ImportReport()
     assert read_tsv(_write(tmp_path / "ecotaxa_0.tsv", ""), "ecotaxa_0.tsv", report) is None
-    read_tsv(_write(tmp_path / "ecotaxa_1.tsv", "object_id\timg_file_name\n[t]\t[t]\n"),
-             "ecotaxa_1.tsv", report)
+    list(read_tsv(_write(tmp_path / "ecotaxa_1.tsv", "object_id\timg_file_name\n[t]\t[t]\n"),
+                  "ecotaxa_1.tsv", report).rows())  # no_data: found when the rows are read
     read_tsv(_write(tmp_path / "ecotaxa_2.tsv", "object_id\timg_file_name\n"), "ecotaxa_2.tsv",
              report)
     assert [(i.path, i.line, i.code) for i in report.issues] == [
@@ -171,7 +172,7 @@ def test_a_missing_type_line_is_one_problem_not_one_per_column(tmp_path):
     path = _write(tmp_path / "ecotaxa_nt.tsv",
                   "object_id\tobject_a\tobject_b\timg_file_name\no1\t1\t2\ta.png\n")
     report = ImportReport()
-    read_tsv(path, "ecotaxa_nt.tsv", report)
+    list(read_tsv(path, "ecotaxa_nt.tsv", report).rows())
     assert [(i.line, i.code) for i in report.issues] == [(2, "bad_type_line"), (3, "no_data")]
 
 
@@ -242,7 +243,19 @@ def _read(path, data: bytes, **limits):
     path.write_bytes(data)
     report = ImportReport()
     table = read_tsv(path, path.name, report, **limits)
+    if table is not None:  # rows are read (and checked) as they are asked for
+        table = _Read(table, list(table.rows()))
     return table, report
+
+
+class _Read:
+    """A table and its rows, read once."""
+
+    def __init__(self, table, rows):
+        self.table, self.columns, self.value, self._rows = table, table.columns, table.value, rows
+
+    def rows(self):
+        return iter(self._rows)
 
 
 def _issues(report):
@@ -264,13 +277,13 @@ def test_nul_bytes_make_a_file_binary_with_their_place(tmp_path):
 def test_utf16_and_mixed_encodings_decode(tmp_path):
     text = BODY + "o1\ta.png\tVillefranche é °\n"
     table, report = _read(tmp_path / "ecotaxa_16.tsv", text.encode("utf-16"))
-    assert report.n_issues == 0 and table.value(table.rows[0], "object_site").endswith("é °")
+    assert report.n_issues == 0 and table.value(next(table.rows()), "object_site").endswith("é °")
     # A UTF-8 file with a BOM and one Latin-1 line: each line decodes on its own.
     data = b"\xef\xbb\xbf" + BODY.encode() + "o1\ta.png\tcafé\n".encode() \
         + "o2\ta.png\t43°\n".encode("latin-1")
     table, report = _read(tmp_path / "ecotaxa_mix.tsv", data)
     assert report.n_issues == 0 and table.columns[0].name == "object_id"
-    assert [table.value(r, "object_site") for r in table.rows] == ["café", "43°"]
+    assert [table.value(r, "object_site") for r in table.rows()] == ["café", "43°"]
     _, report = _read(tmp_path / "ecotaxa_bad16.tsv", b"\xff\xfe" + "o\t".encode("utf-16-le")
                       + b"\x00\xd8")  # a lone surrogate
     assert [i.code for i in report.issues] == ["not_text"]
@@ -280,14 +293,14 @@ def test_line_ends_blank_lines_and_trailing_columns(tmp_path):
     data = b"object_id\timg_file_name\t\t\r[t]\t[t]\t\t\r\no1\ta.png\t\t\n\r\no2\ta.png\r"
     table, report = _read(tmp_path / "ecotaxa_le.tsv", data)
     assert report.n_issues == 0
-    assert [(r.line, table.value(r, "object_id")) for r in table.rows] == [(3, "o1"), (5, "o2")]
+    assert [(r.line, table.value(r, "object_id")) for r in table.rows()] == [(3, "o1"), (5, "o2")]
 
 
 def test_header_shorter_or_longer_than_data_lines(tmp_path):
     table, report = _read(tmp_path / "ecotaxa_w.tsv",
                           (BODY + "o1\ta.png\n" + "o2\ta.png\tx\t\t\n"
                            + "o3\ta.png\tx\ty\tz\n").encode())
-    assert [table.value(r, "object_site") for r in table.rows] == ["", "x", "x"]
+    assert [table.value(r, "object_site") for r in table.rows()] == ["", "x", "x"]
     assert _issues(report) == [(5, None, "extra_values")]
     assert "value(s) ['y', 'z'] in column(s) without a header" in report.issues[0].message
 
@@ -304,7 +317,7 @@ def test_quotes_follow_the_csv_rules_ecotaxa_reads_with(tmp_path):
         BODY + 'o1\ta.png\t"say ""hi"""\n' + 'o2\ta.png\t5" long\n'
         + 'o3\ta.png\t"two\nlines"\n' + "o4\ta.png\tit's\n").encode())
     assert report.n_issues == 0
-    assert [(r.line, table.value(r, "object_site")) for r in table.rows] == [
+    assert [(r.line, table.value(r, "object_site")) for r in table.rows()] == [
         (3, 'say "hi"'), (4, '5" long'), (5, "two\nlines"), (7, "it's")]
 
 
@@ -317,7 +330,7 @@ def test_an_unclosed_quote_does_not_swallow_the_file(tmp_path):
     table, report = _read(tmp_path / "ecotaxa_r.tsv",
                           (BODY + 'o1\ta.png\t"tab\there\nnew line"\no3\ta.png\tx\n').encode())
     assert report.n_issues == 0
-    assert [table.value(r, "object_site") for r in table.rows] == ["tab\there\nnew line", "x"]
+    assert [table.value(r, "object_site") for r in table.rows()] == ["tab\there\nnew line", "x"]
 
 
 def test_limits_on_lines_and_values(tmp_path):

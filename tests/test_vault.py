@@ -162,3 +162,16 @@ def test_pillow_bomb_errors_become_our_refusal():
     with pytest.raises(ImageTooLarge, match="3,600,000,000 pixels is above the limit of "
                                             "100,000,000 pixels"):
         open_image(io.BytesIO(bytes(data)))
+
+
+def test_small_browser_ready_images_are_their_own_thumbnail(tmp_path):
+    from ecotaxa_core.vault import THUMB_SIZE, needs_thumbnail
+
+    cases = {("JPEG", "L", 40): False, ("PNG", "RGB", THUMB_SIZE): False,
+             ("PNG", "L", THUMB_SIZE + 1): True, ("TIFF", "L", 40): True,
+             ("PNG", "I;16", 40): True, ("JPEG", "CMYK", 40): True, ("BMP", "RGB", 40): True}
+    for (fmt, mode, side), expected in cases.items():
+        path = tmp_path / f"x_{fmt}_{mode.replace(';', '')}_{side}.img"
+        PILImage.new(mode, (side, side // 2 or 1)).save(path, format=fmt)
+        with PILImage.open(path) as im:
+            assert needs_thumbnail(im) is expected, (fmt, mode, side)

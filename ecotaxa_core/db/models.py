@@ -317,13 +317,21 @@ class ImportedFile(Base):
 
 
 class Job(Base):
-    """A unit of user-visible work (an import, a training ...), tied to its flow run."""
+    """A unit of user-visible work (an import, a training ...), tied to its flow run.
+
+    Jobs outlive their project: deleting (or merging away) a project sets
+    ``project_id`` to NULL and keeps ``project_ref``, the id the project had, so
+    the record of the deletion and the project's earlier history stay. (SQLite
+    may give a deleted project's id to a new project; only ``project_id`` ties
+    a job to a live one.)
+    """
 
     __tablename__ = "jobs"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     project_id: Mapped[Optional[ProjectIDT]] = mapped_column(
-        ForeignKey("projects.id", ondelete="CASCADE"))
+        ForeignKey("projects.id", ondelete="SET NULL", name="fk_jobs_project_id"))
+    project_ref: Mapped[Optional[ProjectIDT]] = mapped_column(Integer)
     kind: Mapped[str] = mapped_column(String(32))
     state: Mapped[str] = mapped_column(String(16), default="pending")
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)

@@ -36,7 +36,8 @@ with ``csv.DictReader(delimiter='\\t', quotechar='"')``):
 ...     "object_id\\tobject_area\\timg_file_name\\n[t]\\t[f]\\t[t]\\no1\\t12\\ta.png\\n")
 >>> report = ImportReport()
 >>> table = read_tsv(d / "ecotaxa_x.tsv", "ecotaxa_x.tsv", report)
->>> [c.name for c in table.columns], table.rows[0].line, table.value(table.rows[0], "object_area")
+>>> row = next(table.rows())
+>>> [c.name for c in table.columns], row.line, table.value(row, "object_area")
 (['object_id', 'object_area', 'img_file_name'], 3, '12')
 >>> report.n_issues
 0
@@ -45,14 +46,16 @@ with ``csv.DictReader(delimiter='\\t', quotechar='"')``):
 from __future__ import annotations
 
 import csv
-import io
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from ecotaxa_core.tsv.columns import (MAX_TEXT_LENGTH, PARENT_PREFIXES, PREDEFINED, PREFIXES,
                                       TYPE_MARKERS, column_name_problem, split_column)
 from ecotaxa_core.tsv.issues import ImportReport
+from ecotaxa_core.tsv.text_lines import (LineTooLong, NotText, decode_text, open_lines,
+                                         sniff_encoding)
 from ecotaxa_core.tsv.values import shown
 
 __all__ = ["TsvColumn", "TsvRow", "TsvTable", "read_tsv", "decode_text", "FIRST_DATA_LINE",
@@ -61,7 +64,7 @@ __all__ = ["TsvColumn", "TsvRow", "TsvTable", "read_tsv", "decode_text", "FIRST_
 FIRST_DATA_LINE = 3
 MAX_LINE_CHARS = 4 * 1024 * 1024  # 4 Mi characters: 1,000 columns of 4,000 characters
 MAX_FIELD_CHARS = 131_072  # csv.field_size_limit()'s default
-MAX_FILE_BYTES = 2 * 1024**3  # read whole: 2 GiB of TSV is ~2 million objects of 100 columns
+MAX_FILE_BYTES = 2 * 1024**3  # 2 GiB of TSV is ~2 million objects of 100 columns
 
 
 @dataclass(frozen=True)
@@ -82,13 +85,26 @@ class TsvRow:
 
 @dataclass
 class TsvTable:
+    """The columns of one file, and its data rows read once, as they are asked for."""
+
     path: Path
     rel: str  # name shown in messages, relative to the import source
     columns: list[TsvColumn]
-    rows: list[TsvRow] = field(default_factory=list)
+    _rows: Callable[[], Iterator[TsvRow]] | None = field(default=None, repr=False)
+    n_rows: int = 0  # data rows given so far
 
     def __post_init__(self) -> None:
         self._index = {c.name: c.index for c in self.columns}
+
+    def rows(self) -> Iterator[TsvRow]:
+        """The data rows, checked as they are read (a file is read once: a second call
+        gives nothing); structural problems go to the report."""
+        source, self._rows = self._rows, None
+        if source is None:
+            return
+        for row in source():
+            self.n_rows += 1
+            yield row
 
     def has(self, name: str) -> bool:
         return name in self._index
@@ -104,150 +120,105 @@ class TsvTable:
         return [c for c in self.columns if c.free and c.prefix == prefix]
 
 
-class NotText(ValueError):
-    """Bytes that are not text: ``line`` and ``position`` (1-based) of the first offender."""
+class _Records:
+    """The records of a file, (first line, cells), read as they are asked for.
 
-    def __init__(self, line: int, position: int, line_text: str, reason: str):
-        self.line, self.position, self.line_text = line, position, line_text
-        super().__init__(f"{reason} at line {line}, character {position}")
-
-
-_UTF8_BOM = b"\xef\xbb\xbf"
-_UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
-
-
-def decode_text(data: bytes) -> str:
-    """The text of a TSV file's bytes.
-
-    UTF-16 with a BOM; else UTF-8 (BOM dropped), each line that is not UTF-8
-    read as Latin-1 (which always decodes). Raises :class:`NotText` when the
-    text holds a NUL character (binary data) or is broken UTF-16.
-
-    >>> decode_text(b"\\xef\\xbb\\xbfcaf\\xc3\\xa9\\n43\\xb000 0\\n")
-    'café\\n43°00 0\\n'
-    >>> decode_text(b"a\\tb\\nc\\x00\\n")
-    Traceback (most recent call last):
-    ...
-    ecotaxa_core.tsv.reader.NotText: NUL character (binary data) at line 2, character 2
+    A structural problem (a line too long, an unreadable line, a quote never
+    closed) goes to the report and ends the records.
     """
-    if data.startswith(_UTF16_BOMS):
+
+    def __init__(self, path: Path, encoding: str, rel: str, report: ImportReport,
+                 max_line_chars: int, max_field_chars: int):
+        self.path, self.encoding, self.rel, self.report = path, encoding, rel, report
+        self.max_line_chars, self.max_field_chars = max_line_chars, max_field_chars
+        self.header: list[str] = []
+        self.failed = False
+
+    def __iter__(self) -> Iterator[tuple[int, list[str]]]:
+        lines = _LastLine(open_lines(self.path, self.encoding, self.max_line_chars))
+        reader = _reader(lines)
+        previous, first = 0, 0
+        pending = None  # the last record is given once known not to run past the file's end
         try:
-            text = data.decode("utf-16")
-        except UnicodeDecodeError as e:
-            raise NotText(*_where(data[:e.start].decode("utf-16", "replace")),
-                          "invalid UTF-16") from None
-    else:
-        if data.startswith(_UTF8_BOM):
-            data = data[len(_UTF8_BOM):]
+            for cells in reader:
+                if pending is not None:
+                    yield pending
+                first = previous + 1
+                if first == 1:
+                    self.header = cells
+                pending = (first, cells)
+                previous = reader.line_num
+        except LineTooLong as e:
+            self._fail(e.line, None, "line_too_long",
+                       f"line {e.line} holds {e.length:,} characters, more than the "
+                       f"{self.max_line_chars:,} a line may hold: is this an EcoTaxa TSV file?")
+            return
+        except csv.Error as e:
+            line = previous + 1
+            if "field larger than field limit" in str(e):
+                limit = min(self.max_field_chars, csv.field_size_limit())
+                index = next((i for i, c in enumerate(lines.last.split("\t")) if len(c) > limit),
+                             None)
+                self._fail(line, self._column_name(index), "field_too_long",
+                           f"a value is longer than {limit:,} characters (or a quote (\") "
+                           "opened here is never closed)")
+            else:
+                self._fail(line, None, "bad_csv", f"unreadable line ({e})")
+            return
+        finally:
+            lines.close()
+        if first and reader.line_num > first and self._unclosed_quote(first):
+            self.failed = True
+            _report_unclosed(self.report, self.rel, first)
+        elif pending is not None:
+            yield pending
+
+    def _fail(self, line: int, column: str | None, code: str, message: str) -> None:
+        self.failed = True
+        self.report.add(self.rel, line, column, None, code, message)
+
+    def _column_name(self, index: int | None) -> str | None:
+        if index is None or index >= len(self.header):
+            return None
+        return _normalise(self.header[index]) or None
+
+    def _unclosed_quote(self, first_line: int) -> bool:
+        """Whether the record starting on ``first_line`` ends inside a quoted value."""
+        lines = open_lines(self.path, self.encoding, self.max_line_chars)
         try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            text = "".join(_decode_line(line) for line in data.splitlines(keepends=True))
-    nul = text.find("\x00")
-    if nul >= 0:
-        raise NotText(*_where(text[:nul + 1]), "NUL character (binary data)")
-    return text
+            rest = itertools.islice(lines, first_line - 1, None)
+            for _ in _reader(rest, strict=True):
+                break
+        except csv.Error as e:
+            return "unexpected end of data" in str(e)
+        finally:
+            lines.close()
+        return False
 
 
-def _decode_line(line: bytes) -> str:
-    try:
-        return line.decode("utf-8")
-    except UnicodeDecodeError:
-        return line.decode("latin-1")
+class _LastLine:
+    """The lines given to the csv reader, remembering the last one (for messages)."""
 
-
-def _where(before: str) -> tuple[int, int, str]:
-    """(line, position, text of that line up to the position) of the end of ``before``."""
-    lines = io.StringIO(before, newline="").readlines() or [""]
-    last = lines[-1]
-    return len(lines), len(last), last
-
-
-class _LineTooLong(Exception):
-    def __init__(self, line: int, length: int):
-        super().__init__(line, length)
-        self.line, self.length = line, length
-
-
-class _Lines:
-    """The physical lines of ``text`` for the csv reader, each checked for its length."""
-
-    def __init__(self, text: str, max_chars: int):
-        self._lines = io.StringIO(text, newline="")
-        self.max_chars = max_chars
-        self.n = 0
-        self.last = ""
+    def __init__(self, lines: Iterator[str]):
+        self._lines, self.last = lines, ""
 
     def __iter__(self) -> Iterator[str]:
         for line in self._lines:
-            self.n += 1
-            if len(line) > self.max_chars:
-                raise _LineTooLong(self.n, len(line))
             self.last = line
             yield line
+
+    def close(self) -> None:
+        self._lines.close()
 
 
 def _reader(lines, *, strict: bool = False):
     return csv.reader(lines, delimiter="\t", quotechar='"', strict=strict)
 
 
-def _records(text: str, rel: str, report: ImportReport, max_line_chars: int,
-             max_field_chars: int) -> list[tuple[int, list[str]]] | None:
-    """(first line, cells) of every record; None (and issues) when the file cannot be read."""
-    lines = _Lines(text, max_line_chars)
-    reader = _reader(lines)
-    records: list[tuple[int, list[str]]] = []
-    previous = 0
-    try:
-        for cells in reader:
-            records.append((previous + 1, cells))
-            previous = reader.line_num
-    except _LineTooLong as e:
-        report.add(rel, e.line, None, None, "line_too_long",
-                   f"line {e.line} holds {e.length:,} characters, more than the "
-                   f"{max_line_chars:,} a line may hold: is this an EcoTaxa TSV file?")
-        return None
-    except csv.Error as e:
-        line = previous + 1
-        if "field larger than field limit" in str(e):
-            limit = min(max_field_chars, csv.field_size_limit())
-            index = next((i for i, c in enumerate(lines.last.split("\t")) if len(c) > limit),
-                         None)
-            report.add(rel, line, _column_name(records, index), None, "field_too_long",
-                       f"a value is longer than {limit:,} characters (or a quote (\") opened "
-                       "here is never closed)")
-        else:
-            report.add(rel, line, None, None, "bad_csv", f"unreadable line ({e})")
-        return None
-    if records and reader.line_num > records[-1][0] and _unclosed_quote(text, records[-1][0]):
-        _report_unclosed(report, rel, records[-1][0])
-        return None
-    return records
-
-
 def _report_unclosed(report: ImportReport, rel: str, line: int) -> None:
     report.add(rel, line, None, None, "unclosed_quote",
                f"a quote (\") opened on line {line} is never closed: the value would run to "
                "the end of the file")
-
-
-def _unclosed_quote(text: str, first_line: int) -> bool:
-    """Whether the record starting on ``first_line`` ends inside a quoted value."""
-    rest = io.StringIO(text, newline="")
-    for _ in range(first_line - 1):
-        rest.readline()
-    try:
-        for _ in _reader(rest, strict=True):
-            break
-    except csv.Error as e:
-        return "unexpected end of data" in str(e)
-    return False
-
-
-def _column_name(records: list[tuple[int, list[str]]], index: int | None) -> str | None:
-    if not records or index is None or index >= len(records[0][1]):
-        return None
-    return _normalise(records[0][1][index]) or None
 
 
 def _normalise(name: str) -> str:
@@ -271,60 +242,79 @@ def read_tsv(path: Path, rel: str, report: ImportReport, *,
                    "may hold: split it (one file per sample, for instance)")
         return None
     try:
-        text = decode_text(Path(path).read_bytes())
+        encoding = sniff_encoding(Path(path))
     except NotText as e:
         header = [] if e.line == 1 else _normalise_header(path)
-        column = _column_name([(1, header)], e.line_text.count("\t")) if header else None
+        index = e.line_text.count("\t")
+        column = (header[index] or None) if index < len(header) else None
         if column is not None and (split_column(column) or ("",))[0] not in PREFIXES:
             column = None  # a binary file's first "line" names no column
         report.add(rel, e.line, column, None, "not_text",
                    f"not a text file: {e} (is it really a TSV file?)")
         return None
-    if not text.strip():
+    if encoding is None:
         report.add(rel, 1, None, None, "empty_file",
                    "the file is empty (expected a header line, a type line and data lines)")
         return None
-    records = _records(text, rel, report, max_line_chars, max_field_chars)
-    if records is None:
+    records = _Records(Path(path), encoding, rel, report, max_line_chars, max_field_chars)
+    stream = iter(records)
+    head = list(itertools.islice(stream, 2))
+    if records.failed:
         return None
-    header = [_normalise(c) for c in records[0][1]]
-    if len(records) < 2:
+    header = [_normalise(c) for c in head[0][1]]
+    if len(head) < 2:
         report.add(rel, 2, None, None, "missing_type_line",
                    "no type line: line 2 must give [f] or [t] for each column")
         return None
-    types = [c.strip() for c in records[1][1]]
+    types = [c.strip() for c in head[1][1]]
     columns = _header_columns(header, types, rel, report)
     _check_required_columns(header, columns, rel, report)
+    checks = _RowChecks(header, columns, rel, report, max_field_chars)
+    return TsvTable(path=Path(path), rel=rel, columns=columns,
+                    _rows=lambda: checks.rows(stream, records))
 
-    table = TsvTable(path=Path(path), rel=rel, columns=columns)
-    # Cells of columns without a header (an empty name, or past the last name) must be empty.
-    headerless = [i for i, name in enumerate(header) if not name]
-    width = len(header)
-    bounded = [(c.index, c.name, MAX_TEXT_LENGTH[c.name]) for c in columns
-               if c.name in MAX_TEXT_LENGTH]
-    for line, cells in records[2:]:
-        if not any(c.strip() for c in cells):
-            continue  # blank line
-        if sum(map(len, cells)) > max_field_chars:
-            _check_field_sizes(cells, header, max_field_chars, rel, line, report)
-        for index, name, limit in bounded:
-            if index < len(cells) and len(cells[index]) > limit \
-                    and len(value := cells[index].strip()) > limit:
-                report.add(rel, line, name, _short(value), "text_too_long",
-                           f"{name} {shown(value)} is longer than the {limit} characters "
-                           "it may hold")
-        stray = [cells[i].strip() for i in headerless if i < len(cells) and cells[i].strip()]
-        stray += [c.strip() for c in cells[width:] if c.strip()]
-        if stray:
-            stray = [shown(c) for c in stray[:5]] + (["..."] if len(stray) > 5 else [])
-            report.add(rel, line, None, ", ".join(stray), "extra_values",
-                       f"value(s) [{', '.join(stray)}] in column(s) without a header")
-        table.rows.append(TsvRow(line, cells))
-    if not table.rows:
-        report.add(rel, FIRST_DATA_LINE, None, None, "no_data",
-                   f"no data: the file has a header and a type line but no data line "
-                   f"(data starts on line {FIRST_DATA_LINE})")
-    return table
+
+class _RowChecks:
+    """Checks of each data line that do not depend on what its columns mean."""
+
+    def __init__(self, header: list[str], columns: list[TsvColumn], rel: str,
+                 report: ImportReport, max_field_chars: int):
+        self.header, self.rel, self.report = header, rel, report
+        self.max_field_chars = max_field_chars
+        # Cells of columns without a header (an empty name, or past the last name) must be
+        # empty.
+        self.headerless = [i for i, name in enumerate(header) if not name]
+        self.width = len(header)
+        self.bounded = [(c.index, c.name, MAX_TEXT_LENGTH[c.name]) for c in columns
+                        if c.name in MAX_TEXT_LENGTH]
+
+    def rows(self, stream: Iterator[tuple[int, list[str]]], records: "_Records"
+             ) -> Iterator[TsvRow]:
+        rel, report, n = self.rel, self.report, 0
+        for line, cells in stream:
+            if not any(c.strip() for c in cells):
+                continue  # blank line
+            if sum(map(len, cells)) > self.max_field_chars:
+                _check_field_sizes(cells, self.header, self.max_field_chars, rel, line, report)
+            for index, name, limit in self.bounded:
+                if index < len(cells) and len(cells[index]) > limit \
+                        and len(value := cells[index].strip()) > limit:
+                    report.add(rel, line, name, _short(value), "text_too_long",
+                               f"{name} {shown(value)} is longer than the {limit} characters "
+                               "it may hold")
+            stray = [cells[i].strip() for i in self.headerless
+                     if i < len(cells) and cells[i].strip()]
+            stray += [c.strip() for c in cells[self.width:] if c.strip()]
+            if stray:
+                stray = [shown(c) for c in stray[:5]] + (["..."] if len(stray) > 5 else [])
+                report.add(rel, line, None, ", ".join(stray), "extra_values",
+                           f"value(s) [{', '.join(stray)}] in column(s) without a header")
+            n += 1
+            yield TsvRow(line, cells)
+        if not n and not records.failed:
+            report.add(rel, FIRST_DATA_LINE, None, None, "no_data",
+                       f"no data: the file has a header and a type line but no data line "
+                       f"(data starts on line {FIRST_DATA_LINE})")
 
 
 def _short(text: str, limit: int = 60) -> str:
@@ -335,9 +325,9 @@ def _normalise_header(path: Path) -> list[str]:
     """The column names of line 1, read on their own (for messages about later lines)."""
     with open(path, "rb") as f:
         first = f.readline(MAX_LINE_CHARS)
-    if first.startswith(_UTF16_BOMS):
+    if first.startswith((b"\xff\xfe", b"\xfe\xff")):  # UTF-16: not read line by line here
         return []
-    return [_normalise(c) for c in _decode_line(first.rstrip(b"\r\n")).split("\t")]
+    return [_normalise(c) for c in decode_text(first.rstrip(b"\r\n")).split("\t")]
 
 
 def _check_field_sizes(cells: list[str], header: list[str], limit: int, rel: str, line: int,
