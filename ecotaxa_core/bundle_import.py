@@ -11,6 +11,8 @@ parent of the same id, since the database always links them.
 
 from __future__ import annotations
 
+import math
+import re
 from datetime import datetime, timezone
 from typing import Callable, Sequence, TypeVar
 
@@ -18,7 +20,7 @@ from ecotaxa_core.db.models import ObjectStatus
 from ecotaxa_core.import_plan import ImagePlan, ImportPlan, ObjectPlan, ParentPlan
 from ecotaxa_core.import_sources import ImportSource, TsvSourceFile
 from ecotaxa_core.tsv.issues import ImportReport
-from ecotaxa_core.tsv.reader import TsvRow, TsvTable, read_tsv
+from ecotaxa_core.tsv.reader import TsvColumn, TsvRow, TsvTable, read_tsv
 from ecotaxa_core.tsv.values import (parse_date, parse_float, parse_int, parse_latitude,
                                      parse_longitude, parse_status, parse_time)
 
@@ -75,6 +77,42 @@ def _merge_free_columns(plan: ImportPlan, table: TsvTable, report: ImportReport)
                        f"{plan.column_files[col.name]}")
 
 
+# A row's numeric cells joined by NUL (never in a file: binary files are refused) when each
+# is empty or a plain number: one regular expression checks them all at once.
+_PLAIN = r" *(?:[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)? *"
+_PLAIN_NUMBERS = re.compile(rf"{_PLAIN}(?:\x00{_PLAIN})*")
+
+
+class _FreeColumns:
+    """The free columns of one prefix in one file, ready for fast reading."""
+
+    def __init__(self, columns: list[TsvColumn]):
+        self.numeric = [c for c in columns if c.type == "f"]
+        self.text = [(c.index, c.field) for c in columns if c.type != "f"]
+        self._indices = [c.index for c in self.numeric]
+        self._fields = [c.field for c in self.numeric]
+        self._width = max(self._indices, default=-1) + 1
+
+    def numbers(self, cells: list[str]) -> dict[str, float] | None:
+        """The numeric cells' values (empty ones left out), or None when some cell needs
+        :func:`~ecotaxa_core.tsv.values.parse_float` (to refuse it, or to read ``NaN``)."""
+        if not self._indices:
+            return {}
+        if len(cells) >= self._width:
+            texts = [cells[i] for i in self._indices]
+        else:
+            texts = [cells[i] if i < len(cells) else "" for i in self._indices]
+        if _PLAIN_NUMBERS.fullmatch("\x00".join(texts)) is None:
+            return None
+        values = {}
+        for fld, text in zip(self._fields, texts):
+            if text and not text.isspace():
+                value = float(text)
+                if math.isfinite(value):  # 1e999 is infinite: no value, as in parse_float
+                    values[fld] = value
+        return values
+
+
 class _TableReader:
     """Checks the rows of one table and adds them to the plan."""
 
@@ -84,7 +122,8 @@ class _TableReader:
         self.object_file = object_file
         self.here: dict[str, ObjectPlan] = {}
         self.base = tsv.base.resolve()
-        self.numeric = {c.field for c in table.free_columns("object") if c.type == "f"}
+        self.free = {prefix: _FreeColumns(table.free_columns(prefix))
+                     for prefix in ("object", "sample", "acq", "process")}
         self.present = frozenset(c.name for c in table.columns)
         # Fields of each parent kind this file has columns for ("lat", a free field ...).
         self.parent_fields = {
@@ -107,16 +146,18 @@ class _TableReader:
             return None
 
     def _free_values(self, row: TsvRow, prefix: str) -> dict[str, float | str]:
-        values: dict[str, float | str] = {}
-        for col in self.table.free_columns(prefix):
-            if col.type == "f":
+        free = self.free[prefix]
+        values = free.numbers(row.cells)
+        if values is None:  # some cell is not a plain number: each one checked, and reported
+            values = {}
+            for col in free.numeric:
                 value = self._parse(row, col.name, parse_float, "bad_float")
                 if value is not None:
                     values[col.field] = value
-            else:
-                text = self.table.value(row, col.name)
-                if text:
-                    values[col.field] = text
+        cells, n = row.cells, len(row.cells)
+        for index, fld in free.text:
+            if index < n and (text := cells[index].strip()):
+                values[fld] = text
         return values
 
     # -- rows -----------------------------------------------------------------
@@ -192,7 +233,6 @@ class _TableReader:
                 obj.annotation_date = datetime.fromisoformat(
                     f"{ann_date}T{ann_time or '00:00:00'}").replace(tzinfo=timezone.utc)
         obj.extra = self._free_values(row, "object")
-        obj.features = {k: val for k, val in obj.extra.items() if k in self.numeric}
         return obj
 
     def _image(self, row: TsvRow) -> ImagePlan | None:

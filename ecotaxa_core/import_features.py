@@ -68,7 +68,7 @@ def plan_features(features: FeatureStore, project_id: int, plan: ImportPlan,
     for object_id, obj in delta.updates:
         present = _numeric_present(plan, obj)
         if present:
-            fplan.updated[object_id] = {n: obj.features.get(n, math.nan) for n in present}
+            fplan.updated[object_id] = {n: obj.extra.get(n, math.nan) for n in present}
     if not exists:
         return fplan
     grows = len(names) > len(stored) and bool(fplan.new_objects or fplan.updated)
@@ -97,7 +97,7 @@ def _changes_stored_rows(features: FeatureStore, project_id: int, fplan: Feature
 
 
 def _rows(objects: list[ObjectPlan], names: list[str]) -> np.ndarray:
-    return np.array([[o.features.get(n, math.nan) for n in names] for o in objects],
+    return np.array([[o.extra.get(n, math.nan) for n in names] for o in objects],
                     dtype=np.float32).reshape(len(objects), len(names))
 
 

@@ -104,7 +104,7 @@ def check_and_stage_images(images: Sequence[ImagePlan], report: ImportReport,
                     column = "img_file_name" if im.line is not None else None
                     report.add(im.rel, im.line, column, im.original_name, problem.code,
                                f"cannot read image {im.original_name!r} ({problem.reason})")
-            if progress is not None and (done % 256 == 0 or done == len(by_file)):
+            if progress is not None and (done % 64 == 0 or done == len(by_file)):
                 progress(done)
 
 

@@ -75,8 +75,7 @@ class ObjectPlan:
     annotator_email: str | None = None
     annotator_id: int | None = None  # a known user (class folders: the importing user)
     annotation_date: datetime | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-    features: dict[str, float] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # free columns; [f] ones as floats
     images: list[ImagePlan] = field(default_factory=list)
     # Column names of the file it comes from (shared by its rows): an update
     # changes the fields those columns give, and only those.

@@ -23,11 +23,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Callable, Iterable
 
-from sqlalchemy import event, insert, select, text, update
+from sqlalchemy import event, insert, select, text
 from sqlalchemy.orm import Session
 
 from ecotaxa_core.db.models import (Acquisition, Image, ImportedFile, ImportRun, Object, Process,
                                     Project, Sample, Taxon, User, utcnow)
+from ecotaxa_core.db.ids import reserve_ids
 from ecotaxa_core.errors import ProjectNotFound
 from ecotaxa_core.image_files import vault_extension
 from ecotaxa_core.import_features import FeaturePlan, write_features
@@ -184,29 +185,19 @@ def _existing(s: Session, model, project_id: int, orig_ids: Iterable[str]) -> di
     return ids
 
 
-def _insert_rows(s: Session, model, rows: list[dict], read_back: Callable[[], list[int]]
-                 ) -> list[int]:
-    """Insert ``rows`` in batches; the new ids, in the order of ``rows``.
+def _insert_rows(s: Session, model, rows: list[dict]) -> list[int]:
+    """Insert ``rows`` in batches under reserved ids; the ids, in the order of ``rows``.
 
-    The ids are read back (``read_back``, by the rows' unique keys) rather than
-    returned by the insert: asked for the ids in order, SQLAlchemy inserts one
-    row at a time on SQLite (no sentinel column), and it is no faster on
-    PostgreSQL.
+    Reserving the ids (:func:`~ecotaxa_core.db.ids.reserve_ids`) spares reading
+    them back: asked for the ids in order, SQLAlchemy inserts one row at a time
+    on SQLite (no sentinel column).
     """
+    ids = reserve_ids(s, model, len(rows))
+    for row, row_id in zip(rows, ids):
+        row["id"] = row_id
     for start in range(0, len(rows), _BATCH):
         s.execute(insert(model), rows[start:start + _BATCH])
-    return read_back()
-
-
-def _image_ids(s: Session, keys: list[tuple[int, int]]) -> list[int]:
-    """The ids of the image rows with these (object id, rank), in the same order."""
-    ids: dict[tuple[int, int], int] = {}
-    object_ids = list(dict.fromkeys(oid for oid, _ in keys))
-    for start in range(0, len(object_ids), 500):
-        chunk = object_ids[start:start + 500]
-        ids.update(((oid, rank), iid) for iid, oid, rank in s.execute(
-            select(Image.id, Image.object_id, Image.rank).where(Image.object_id.in_(chunk))))
-    return [ids[key] for key in keys]
+    return ids
 
 
 def _create(s: Session, model, project_id: int, plans: dict[str, ParentPlan],
@@ -248,11 +239,7 @@ def _insert_objects(s: Session, req: WriteRequest, taxa: dict[str, int], annotat
             time=o.time, depth_min=o.depth_min, depth_max=o.depth_max, status=o.status,
             taxon_id=taxon_id, annotator_id=annotator, annotation_date=o.annotation_date,
             extra=o.extra))
-    def read_back() -> list[int]:
-        ids = _existing(s, Object, req.project_id, (row["orig_id"] for row in rows))
-        return [ids[row["orig_id"]] for row in rows]
-
-    return _insert_rows(s, Object, rows, read_back)
+    return _insert_rows(s, Object, rows)
 
 
 def _insert_images(s: Session, inst: Instance, req: WriteRequest,
@@ -260,24 +247,22 @@ def _insert_images(s: Session, inst: Instance, req: WriteRequest,
     """Image rows, then their files moved from staging into the vault."""
     if not images:
         return
-    rows = [dict(object_id=oid, rank=im.rank, file_path="", original_name=im.original_name,
-                 width=im.width, height=im.height) for oid, im in images]
-    image_ids = _insert_rows(s, Image, rows, lambda: _image_ids(
-        s, [(row["object_id"], row["rank"]) for row in rows]))
+    image_ids = reserve_ids(s, Image, len(images))
     paths = [_vault_paths(inst, image_id, im) for image_id, (_, im) in zip(image_ids, images)]
     with vault_lock(inst.settings.work_dir):
         req.journal.update(vault_files=[[image_id, rel, thumb] for image_id, (rel, thumb)
                                         in zip(image_ids, paths)])
+    rows = [dict(id=image_id, object_id=oid, rank=im.rank, file_path=rel, thumb_path=thumb,
+                 original_name=im.original_name, width=im.width, height=im.height)
+            for image_id, (oid, im), (rel, thumb) in zip(image_ids, images, paths)]
+    for start in range(0, len(rows), _BATCH):
+        s.execute(insert(Image), rows[start:start + _BATCH])
     made: set[Path] = set()
     for index, ((_, im), (rel, thumb)) in enumerate(zip(images, paths)):
         original, staged_thumb = staged_paths(req.staging, index, im)
         _move(original, inst.vault.path(rel), made)
         if thumb is not None:
             _move(staged_thumb, inst.vault.path(thumb), made)
-    updates = [dict(id=image_id, file_path=rel, thumb_path=thumb)
-               for image_id, (rel, thumb) in zip(image_ids, paths)]
-    for start in range(0, len(updates), _BATCH):
-        s.execute(update(Image), updates[start:start + _BATCH])
 
 
 def _vault_paths(inst: Instance, image_id: int, im: ImagePlan) -> tuple[str, str | None]:

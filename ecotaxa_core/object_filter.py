@@ -359,26 +359,23 @@ class ObjectFilter:
                 _parents(session, Acquisition, pid, self.acquisitions, "acquisitions")))
         if self.instruments:
             where.append(Object.acquisition_id.in_(self._instrument_acquisitions(session, pid)))
-        if self.date_from is not None:
-            where.append(Object.date >= self.date_from)
-        if self.date_to is not None:
-            where.append(Object.date <= self.date_to)
         # An object's depth range is [min, max]; one of them alone stands for both.
-        if self.depth_min is not None:
-            where.append(func.coalesce(Object.depth_min, Object.depth_max) >= self.depth_min)
-        if self.depth_max is not None:
-            where.append(func.coalesce(Object.depth_max, Object.depth_min) <= self.depth_max)
-        if self.lat_min is not None:
-            where.append(Object.lat >= self.lat_min)
-        if self.lat_max is not None:
-            where.append(Object.lat <= self.lat_max)
-        if self.lon_min is not None and self.lon_max is not None and self.lon_min > self.lon_max:
-            where.append(or_(Object.lon >= self.lon_min, Object.lon <= self.lon_max))
+        ranges = [(Object.date, Object.date, self.date_from, self.date_to),
+                  (func.coalesce(Object.depth_min, Object.depth_max),
+                   func.coalesce(Object.depth_max, Object.depth_min),
+                   self.depth_min, self.depth_max),
+                  (Object.lat, Object.lat, self.lat_min, self.lat_max),
+                  (Object.score, Object.score, self.score_min, self.score_max)]
+        lo, hi = self.lon_min, self.lon_max
+        if lo is not None and hi is not None and lo > hi:  # a box across the antimeridian
+            where.append(or_(Object.lon >= lo, Object.lon <= hi))
         else:
-            if self.lon_min is not None:
-                where.append(Object.lon >= self.lon_min)
-            if self.lon_max is not None:
-                where.append(Object.lon <= self.lon_max)
+            ranges.append((Object.lon, Object.lon, lo, hi))
+        for low_column, high_column, low, high in ranges:
+            if low is not None:
+                where.append(low_column >= low)
+            if high is not None:
+                where.append(high_column <= high)
         if self.annotators:
             known = set(session.scalars(select(User.id).where(User.id.in_(self.annotators))))
             missing = [a for a in self.annotators if a not in known]
@@ -391,10 +388,6 @@ class ObjectFilter:
             upper = _bound(self.annotated_to, True)
             where.append(Object.annotation_date < upper if _DATE.match(self.annotated_to)
                          else Object.annotation_date <= upper)
-        if self.score_min is not None:
-            where.append(Object.score >= self.score_min)
-        if self.score_max is not None:
-            where.append(Object.score <= self.score_max)
         free = {str(k).lower(): (k, t) for k, t in ((project.free_columns or {})
                                                      .get("object") or {}).items()}
         for cond in self.conditions:

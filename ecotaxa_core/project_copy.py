@@ -2,7 +2,10 @@
 
 Both check that the user may manage the projects involved, hold their import
 locks and are all or nothing: vault files and feature rows are written before
-the database commits and removed again if anything fails.
+the database commits and removed again if anything fails. A subset copies what
+an :class:`~ecotaxa_core.object_filter.ObjectFilter` keeps (or a fraction per
+category of it) with batched inserts; a merge refuses projects whose samples,
+acquisitions or processes of the same orig_id disagree.
 """
 
 from __future__ import annotations
@@ -141,9 +144,9 @@ def _copy_images(session: Session, inst: Instance, id_map: dict[int, int],
             dict(object_id=id_map[im.object_id], rank=im.rank, file_path="",
                  original_name=im.original_name, width=im.width, height=im.height)
             for im in old])
-        new_ids = dict(((oid, rank), iid) for iid, oid, rank in session.execute(
+        new_ids = {(oid, rank): iid for iid, oid, rank in session.execute(
             select(Image.id, Image.object_id, Image.rank)
-            .where(Image.object_id.in_([id_map[i] for i in chunk]))))
+            .where(Image.object_id.in_([id_map[i] for i in chunk])))}
         updates, copies = [], []
         for im in old:
             image_id = new_ids[(id_map[im.object_id], im.rank)]
@@ -160,6 +163,30 @@ def _copy_images(session: Session, inst: Instance, id_map: dict[int, int],
             list(pool.map(lambda c: shutil.copyfile(inst.vault.path(c[0]), inst.vault.path(c[1])),
                           copies))
         session.execute(update(Image), updates)
+
+
+def _copy_parents(session: Session, object_ids: list[int], new_project: int
+                  ) -> dict[str, dict[int, int]]:
+    """Copy the samples, acquisitions and processes the objects use (and the parents of
+    those) into ``new_project``; old -> new ids per object column."""
+    used: dict[str, set[int]] = defaultdict(set)
+    for chunk in _chunks(object_ids):
+        for sid, aid, pid in session.execute(
+                select(Object.sample_id, Object.acquisition_id, Object.process_id)
+                .where(Object.id.in_(chunk))):
+            used["sample_id"].add(sid)
+            used["acquisition_id"].add(aid)
+            used["process_id"].add(pid)
+    acq_ids = _used(used["acquisition_id"], _referenced(
+        session, Process.acquisition_id, Process.id, used["process_id"]))
+    sample_ids = _used(used["sample_id"], _referenced(
+        session, Acquisition.sample_id, Acquisition.id, acq_ids))
+    maps = {"sample_id": _copy_rows(session, Sample, sample_ids, new_project, {})}
+    maps["acquisition_id"] = _copy_rows(session, Acquisition, acq_ids, new_project,
+                                        {"sample_id": maps["sample_id"]})
+    maps["process_id"] = _copy_rows(session, Process, _used(used["process_id"]), new_project,
+                                    {"acquisition_id": maps["acquisition_id"]})
+    return maps
 
 
 def subset_project(inst: Instance, project_id: int, user_id: int, *, title: str,
@@ -191,25 +218,7 @@ def subset_project(inst: Instance, project_id: int, user_id: int, *, title: str,
                 project.settings = dict(source.settings or {})
                 s.flush()
                 new_id = project.id
-                parents: dict[str, set[int]] = defaultdict(set)
-                for chunk in _chunks(chosen):
-                    for sid, aid, pid in s.execute(
-                            select(Object.sample_id, Object.acquisition_id, Object.process_id)
-                            .where(Object.id.in_(chunk))):
-                        parents["sample_id"].add(sid)
-                        parents["acquisition_id"].add(aid)
-                        parents["process_id"].add(pid)
-                # An object's process implies its acquisition and sample: copy those too.
-                acq_ids = _used(parents["acquisition_id"], _referenced(
-                    s, Process.acquisition_id, Process.id, parents["process_id"]))
-                sample_ids = _used(parents["sample_id"], _referenced(
-                    s, Acquisition.sample_id, Acquisition.id, acq_ids))
-                maps: dict[str, dict[int, int]] = {}
-                maps["sample_id"] = _copy_rows(s, Sample, sample_ids, new_id, {})
-                maps["acquisition_id"] = _copy_rows(s, Acquisition, acq_ids, new_id,
-                                                    {"sample_id": maps["sample_id"]})
-                maps["process_id"] = _copy_rows(s, Process, _used(parents["process_id"]), new_id,
-                                                {"acquisition_id": maps["acquisition_id"]})
+                maps = _copy_parents(s, chosen, new_id)
                 id_map = _copy_rows(s, Object, chosen, new_id, maps)
                 _copy_images(s, inst, id_map, written)
                 _copy_features(inst, project_id, new_id, id_map)

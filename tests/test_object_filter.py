@@ -140,8 +140,8 @@ def test_matching_ids_stay_in_the_project(instance, project):
     ({"acquisitions": ["a9"]}, "acquisitions", "has no acquisition ['a9']"),
     ({"instruments": ["flowcam"]}, "instruments", "used ['flowcam']; it has ['uvp5', 'zooscan']"),
     ({"annotators": [987654]}, "annotators", "no user with id [987654]"),
-    ({"conditions": ["esd>1"]}, "conditions", "no free object column 'esd'; it has ['area', "
-                                              "'sex']"),
+    ({"conditions": ["esd>1"]}, "conditions",
+     "no free object column 'esd'; it has ['area', 'sex']"),
     ({"conditions": ["ship=x"]}, "conditions", "no free object column 'ship'"),
     ({"conditions": ["sex>3"]}, "conditions", "sex is a text column: use = or !=, not >"),
     ({"conditions": ["area=big"]}, "conditions", "'big' is not a number"),

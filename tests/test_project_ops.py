@@ -293,7 +293,7 @@ def test_filtered_reset_and_replace(instance, admin, ndsb_subset):
 
 
 def test_delete_objects_by_filter(instance, admin, ndsb_subset):
-    pid, ids, taxa = make_project(instance, ndsb_subset)
+    pid, ids, _ = make_project(instance, ndsb_subset)
     predicted = [ids[i] for i in (2, 5, 8, 11)]
     gone, kept = _files(instance, predicted), _files(instance, sorted(set(ids) - set(predicted)))
     for kwargs, message in (({"object_filter": ObjectFilter()}, "empty filter"),
@@ -377,7 +377,10 @@ def test_subset_copies_in_batches(instance, admin):
     (instance.vault.root / "images").mkdir(parents=True, exist_ok=True)
     (instance.vault.root / "images" / "x.jpg").write_bytes(b"not really a jpeg")
     statements = []
-    listener = lambda *args: statements.append(args[2])  # noqa: E731
+
+    def listener(_conn, _cursor, statement, *_):
+        statements.append(statement)
+
     event.listen(instance.engine, "before_cursor_execute", listener)
     try:
         new = subset_project(instance, pid, admin.id, title="copy",
@@ -399,6 +402,21 @@ def test_subset_copies_in_batches(instance, admin):
         assert all(instance.vault.path(p).read_bytes() == b"not really a jpeg" for p in paths)
 
 
+def test_subset_that_fails_leaves_nothing(instance, admin, ndsb_subset):
+    pid, ids, _ = make_project(instance, ndsb_subset, n=6)
+    _files(instance, ids[4:5])[0].unlink()  # one source image is lost
+    before = sorted(p for p in instance.vault.root.rglob("*") if p.is_file())
+    with pytest.raises(FileNotFoundError):
+        subset_project(instance, pid, admin.id, title="broken",
+                       object_filter=ObjectFilter(statuses=["validated"]))
+    assert sorted(p for p in instance.vault.root.rglob("*") if p.is_file()) == before
+    with instance.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(Project)
+                        .where(Project.title == "broken")) == 0
+        assert s.scalar(select(func.count()).select_from(Object)) == 6
+    assert [p.name for p in instance.features.root.iterdir()] == [f"project_{pid}"]
+
+
 def _set(inst, model, project_id, orig_id, **values):
     with inst.sessions.begin() as s:
         row = s.scalars(select(model).where(model.project_id == project_id,
@@ -408,9 +426,9 @@ def _set(inst, model, project_id, orig_id, **values):
 
 
 def test_merge_refuses_samples_with_other_metadata(instance, admin, ndsb_subset):
-    t_id, t_ids, taxa = make_project(instance, ndsb_subset, title="target", n=4)
-    s_id, s_ids, _ = make_project(instance, ndsb_subset, title="source", prefix="src", n=4,
-                                  taxa=taxa, sample_ids=("s2", "s3"))
+    t_id, _, taxa = make_project(instance, ndsb_subset, title="target", n=4)
+    s_id, _, _ = make_project(instance, ndsb_subset, title="source", prefix="src", n=4,
+                              taxa=taxa, sample_ids=("s2", "s3"))
     with instance.sessions() as s:
         s3 = s.scalars(select(Sample.id).where(Sample.project_id == s_id,
                                                Sample.orig_id == "s3")).one()

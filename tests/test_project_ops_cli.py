@@ -72,7 +72,7 @@ def test_filtered_operations_from_the_cli(cli, sqlite_instance, ndsb_subset):
 
 def test_cli_refuses_bad_or_missing_filters(cli, sqlite_instance, ndsb_subset):
     inst = sqlite_instance
-    pid, ids, taxa = make_project(inst, ndsb_subset, n=6)
+    pid, _, taxa = make_project(inst, ndsb_subset, n=6)
     before = _objects(inst, pid)
     code, out = cli("project", "delete-objects", pid)
     assert code == 1 and "give the object ids or a filter" in out["message"]
