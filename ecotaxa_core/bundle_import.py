@@ -36,11 +36,13 @@ _CODES = {"object_lat": "bad_lat", "object_lon": "bad_lon", "sample_lat": "bad_l
 
 
 def plan_bundle(source: ImportSource, report: ImportReport,
-                tsv_files: Sequence[TsvSourceFile] | None = None) -> ImportPlan:
-    """Read and check the TSVs of ``source`` (images are checked later, by the caller).
+                tsv_files: Sequence[TsvSourceFile] | None = None, *,
+                on_image: Callable[[ImagePlan], None] | None = None) -> ImportPlan:
+    """Read and check the TSVs of ``source`` (images are checked by the caller).
 
     ``tsv_files`` restricts the reading to some of them (a re-import skips the
-    files already loaded).
+    files already loaded). ``on_image`` is called with each image of a new
+    object as soon as its line is read (to check and stage it meanwhile).
     """
     files = list(source.tsv_files if tsv_files is None else tsv_files)
     plan = ImportPlan(source=source.source, kind="ecotaxa_bundle",
@@ -53,7 +55,7 @@ def plan_bundle(source: ImportSource, report: ImportReport,
         if table is None:
             continue
         _merge_free_columns(plan, table, report)
-        _TableReader(plan, tsv, table, report, object_file).read()
+        _TableReader(plan, tsv, table, report, object_file, on_image).read()
         plan.tsv_rows[tsv.rel] = table.n_rows
     return plan
 
@@ -117,8 +119,10 @@ class _TableReader:
     """Checks the rows of one table and adds them to the plan."""
 
     def __init__(self, plan: ImportPlan, tsv: TsvSourceFile, table: TsvTable,
-                 report: ImportReport, object_file: dict[str, tuple[str, int]]):
+                 report: ImportReport, object_file: dict[str, tuple[str, int]],
+                 on_image: Callable[[ImagePlan], None] | None = None):
         self.plan, self.tsv, self.table, self.report = plan, tsv, table, report
+        self.on_image = on_image or (lambda image: None)
         self.object_file = object_file
         self.here: dict[str, ObjectPlan] = {}
         self.base = tsv.base.resolve()
@@ -185,6 +189,7 @@ class _TableReader:
         self.here[orig_id] = obj
         if image is not None:
             obj.images.append(image)
+            self.on_image(image)
         self._parents(row, obj)
         self.plan.objects.append(obj)
 
@@ -203,6 +208,7 @@ class _TableReader:
                                 f"{image.rank} at line {other.line}")
                 return
         obj.images.append(image)
+        self.on_image(image)
 
     def _object_fields(self, row: TsvRow, orig_id: str) -> ObjectPlan:
         rel, line, v = self.table.rel, row.line, lambda n: self.table.value(row, n)

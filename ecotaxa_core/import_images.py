@@ -4,22 +4,24 @@ Each distinct file is read once: its bytes are decoded to the last pixel (a
 truncated file, a text file named ``.jpg`` or a decompression bomb is refused
 here, with the file, line and column that name it), its thumbnail is made from
 the decoded pixels (unless the image is its own thumbnail, see
-:func:`~ecotaxa_core.vault.needs_thumbnail`), and the original bytes and the thumbnail are written
-to the import's staging folder (under the work dir, outside any transaction),
-named by the image's position in the import: ``<index><ext>`` and
-``<index>.thumb.jpg``. The writer later renames them into the vault. Files of
-the import's own extraction area are hard-linked rather than copied; a user's
-file is copied, so that changing it later cannot change the vault.
+:func:`~ecotaxa_core.vault.needs_thumbnail`), and the original bytes and the
+thumbnail are written to the import's staging folder (under the work dir,
+outside any transaction), named by the file's number: ``f<n><ext>`` and
+``f<n>.thumb.jpg``. The writer later moves them into the vault. Files of the
+import's own extraction area are hard-linked rather than copied; a user's file
+is copied, so that changing it later cannot change the vault.
 
-Decoding runs in a thread pool (Pillow releases the GIL while it decodes and
-encodes). Nothing is staged when the report already holds problems or once an
-image fails (the import will be refused; the images are still all checked, to
-report every problem at once).
+An :class:`ImageStager` works in threads (Pillow releases the GIL while it
+decodes and encodes, the kernel while it creates files), then, for a large
+import, in worker processes, while the caller goes on: the bundle reader hands it each image as it reads the line naming it,
+so reading the TSV and staging the images overlap. Only the images the import
+will store count in the end (:meth:`ImageStager.finish`): a problem with a file
+the import does not store (an object already present) is not reported.
 
 >>> from ecotaxa_core.import_plan import ImagePlan
 >>> report = ImportReport()
 >>> im = ImagePlan(Path("/no/such.png"), 0, "such.png", "ecotaxa_a.tsv", 3)
->>> check_and_stage_images([im], report, None)
+>>> _ = check_and_stage_images([im], report, None)
 >>> print(report.issues[0])
 ecotaxa_a.tsv line 3, column img_file_name: cannot read image 'such.png' (file not found)
 """
@@ -27,12 +29,15 @@ ecotaxa_a.tsv line 3, column img_file_name: cannot read image 'such.png' (file n
 from __future__ import annotations
 
 import io
+import multiprocessing
 import os
 import shutil
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+import threading
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 from PIL import Image as PILImage
 
@@ -40,17 +45,26 @@ from ecotaxa_core.image_files import (DISPLAY_MODES, MAX_IMAGE_PIXELS, ImageTooL
                                       describe_image_error, open_image, vault_extension)
 from ecotaxa_core.import_plan import ImagePlan
 from ecotaxa_core.tsv.issues import ImportReport
-from ecotaxa_core.vault import make_thumbnail, needs_thumbnail, save_thumbnail
+from ecotaxa_core.vault import make_thumbnail, needs_thumbnail
 
-__all__ = ["check_and_stage_images", "staged_paths", "ImageProblem", "default_workers"]
+__all__ = ["ImageStager", "check_and_stage_images", "ImageProblem", "default_workers"]
 
 # Larger files are decoded from their path and copied, not read into memory whole.
 _READ_WHOLE_BYTES = 32 * 1024 * 1024
-_WINDOW = 1024  # files submitted to the thread pool at a time
+_IN_FLIGHT = 64  # batches handed to the workers and not done yet, at most
+_PROGRESS_EVERY = 64
+_THREAD_BATCH = 8  # files a thread checks in one go
+_PROCESS_BATCH = 64  # files a worker process checks in one go
+_THREADS_UP_TO = 2048  # files done by threads before worker processes start
 
 
 def default_workers() -> int:
     return max(2, min(8, 2 * (os.cpu_count() or 1)))
+
+
+def default_processes() -> int:
+    """Worker processes of a large import: one core is left to the TSV reading."""
+    return max(1, min(4, (os.cpu_count() or 1) - 1))
 
 
 @dataclass(frozen=True)
@@ -61,10 +75,18 @@ class ImageProblem:
     reason: str
 
 
-def staged_paths(staging: Path, index: int, image: ImagePlan) -> tuple[Path, Path]:
-    """Where image number ``index`` of an import and its thumbnail are staged."""
-    ext = vault_extension(image.src.suffix, image.image_format)
-    return staging / f"{index}{ext}", staging / f"{index}.thumb.jpg"
+@dataclass
+class _File:
+    """What became of one image file."""
+
+    number: int
+    problem: ImageProblem | None = None
+    width: int = 0
+    height: int = 0
+    image_format: str | None = None
+    thumbnail: bool = True
+    original: Path | None = None  # staged copy (None: not staged)
+    thumb: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -75,87 +97,219 @@ class _Decoded:
     thumbnail: PILImage.Image | None  # None: the image is its own thumbnail
 
 
+class ImageStager:
+    """Checks and stages image files in the background, as they are handed to it.
+
+    Use it in a ``with`` block (its workers stop at its end). ``staging`` None:
+    check only. ``progress(done, total)`` is called from the caller's thread now
+    and then; ``total`` counts the files handed so far, so it grows while the
+    bundle is read.
+
+    The first :data:`_THREADS_UP_TO` files go to a thread pool; past them, a
+    large import, batches go to worker processes (``processes`` of them), which
+    do not compete with the caller for Python's GIL while it reads the TSV.
+    Where processes cannot start (inside a daemonic process ...), threads do it all.
+    """
+
+    def __init__(self, staging: Path | None, *, max_pixels: int = MAX_IMAGE_PIXELS,
+                 workers: int | None = None, processes: int | None = None,
+                 progress: Callable[[int, int], None] | None = None):
+        self.staging, self.max_pixels, self.progress = staging, max_pixels, progress
+        if staging is not None:
+            staging.mkdir(parents=True, exist_ok=True)
+        self._threads = ThreadPoolExecutor(max_workers=workers or default_workers())
+        self._n_processes = processes if processes is not None else default_processes()
+        self._processes: ProcessPoolExecutor | None = None
+        self._slots = threading.BoundedSemaphore(_IN_FLIGHT)
+        self._files: dict[Path, _File] = {}
+        self._batch: list[tuple[int, str]] = []
+        self._pending: deque[tuple[Future, int]] = deque()
+        self._done = 0
+        self._stage = staging is not None
+
+    def __enter__(self) -> "ImageStager":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._threads.shutdown(wait=True, cancel_futures=True)
+        if self._processes is not None:
+            self._processes.shutdown(wait=True, cancel_futures=True)
+
+    def submit(self, image: ImagePlan) -> None:
+        """Check (and stage) the file of ``image``, unless it is missing or already handed."""
+        if image.missing or image.src in self._files:
+            return
+        entry = self._files[image.src] = _File(number=len(self._files))
+        self._batch.append((entry.number, str(image.src)))
+        if len(self._batch) >= self._batch_size():
+            self._send()
+        while self._pending and self._pending[0][0].done():
+            self._collect()
+
+    def finish(self, images: Sequence[ImagePlan], report: ImportReport) -> None:
+        """Wait for the files of ``images`` (the images the import stores), handing
+        those not handed yet; give each image its size and real format (a PNG named
+        ``.jpg`` is ``"PNG"``), or report why its file cannot be read.
+
+        Once ``report`` holds a problem, files are only checked, not staged (the
+        import will be refused).
+        """
+        if report.n_issues:
+            self._stage = False
+        for image in images:
+            self.submit(image)
+        self._send()
+        while self._pending:
+            self._collect()
+        self._tell(force=True)
+        for im in images:
+            if im.missing:
+                continue
+            entry = self._files[im.src]
+            if entry.problem is not None:
+                column = "img_file_name" if im.line is not None else None
+                report.add(im.rel, im.line, column, im.original_name, entry.problem.code,
+                           f"cannot read image {im.original_name!r} ({entry.problem.reason})")
+            else:
+                im.width, im.height, im.image_format = (entry.width, entry.height,
+                                                        entry.image_format)
+                im.thumbnail = entry.thumbnail
+
+    def staged(self, image: ImagePlan) -> tuple[Path, Path | None]:
+        """The staged copy of ``image``'s file and its thumbnail (None: it is its own)."""
+        entry = self._files[image.src]
+        if entry.original is None:
+            raise RuntimeError(f"{image.original_name!r} was not staged")
+        return entry.original, entry.thumb
+
+    # -- internals --------------------------------------------------------------------
+    def _batch_size(self) -> int:
+        return _THREAD_BATCH if len(self._files) <= _THREADS_UP_TO else _PROCESS_BATCH
+
+    def _send(self) -> None:
+        if not self._batch:
+            return
+        batch, self._batch = self._batch, []
+        job = _Job(str(self.staging) if self.staging is not None else None, self._stage,
+                   self.max_pixels, batch)
+        pool = self._pool_for(batch[0][0])
+        self._slots.acquire()
+        try:
+            future = pool.submit(_stage_batch, job)
+        except BaseException:
+            self._slots.release()
+            raise
+        future.add_done_callback(lambda _: self._slots.release())
+        self._pending.append((future, len(batch)))
+
+    def _pool_for(self, first_number: int):
+        if first_number < _THREADS_UP_TO or self._n_processes < 1:
+            return self._threads
+        if self._processes is None:
+            try:
+                self._processes = ProcessPoolExecutor(
+                    self._n_processes, mp_context=multiprocessing.get_context("spawn"))
+            except (OSError, AssertionError, ValueError):  # no children here: threads only
+                self._n_processes = 0
+                return self._threads
+        return self._processes
+
+    def _collect(self) -> None:
+        future, _ = self._pending.popleft()
+        for result in future.result():  # raises what the work raised (a full disk ...)
+            entry = self._files[Path(result.path)]
+            (entry.problem, entry.width, entry.height, entry.image_format, entry.thumbnail,
+             entry.original, entry.thumb) = (result.problem, result.width, result.height,
+                                             result.image_format, result.thumbnail,
+                                             result.original, result.thumb)
+            self._done += 1
+            if self._done % _PROGRESS_EVERY == 0:
+                self._tell()
+
+    def _tell(self, force: bool = False) -> None:
+        if self.progress is not None and (force or self._done % _PROGRESS_EVERY == 0):
+            self.progress(self._done, len(self._files))
+
+
+@dataclass(frozen=True)
+class _Job:
+    staging: str | None
+    stage: bool
+    max_pixels: int
+    files: list[tuple[int, str]]  # (number, path)
+    parent: int = field(default_factory=os.getpid)  # the importing process
+
+
+@dataclass(frozen=True)
+class _Result:
+    path: str
+    problem: ImageProblem | None = None
+    width: int = 0
+    height: int = 0
+    image_format: str | None = None
+    thumbnail: bool = True
+    original: Path | None = None
+    thumb: Path | None = None
+
+
+_batch_threads: ThreadPoolExecutor | None = None
+
+
+def _stage_batch(job: _Job) -> list[_Result]:
+    """Check (and stage) a batch of files; in a worker process, a few at a time (their
+    file writes overlap)."""
+    global _batch_threads
+    staging = Path(job.staging) if job.staging is not None else None
+    ours = _under(staging.parent.resolve()) if staging is not None else None
+    if os.getppid() != job.parent and os.getpid() != job.parent:
+        staging = None  # the import was killed (its recovery removes the staging): check only
+    work = [(number, Path(path), staging if job.stage else None, ours, job.max_pixels)
+            for number, path in job.files]
+    if len(work) <= _THREAD_BATCH:
+        return [_stage_file(*w) for w in work]
+    if _batch_threads is None:
+        _batch_threads = ThreadPoolExecutor(max_workers=4)
+    return list(_batch_threads.map(lambda w: _stage_file(*w), work))
+
+
+def _stage_file(number: int, path: Path, staging: Path | None, ours, max_pixels: int
+                ) -> _Result:
+    data = None
+    try:
+        if path.stat().st_size <= _READ_WHOLE_BYTES:
+            data = path.read_bytes()
+        decoded = _decode(io.BytesIO(data) if data is not None else path, path, max_pixels)
+    except OSError as e:
+        decoded = ImageProblem("bad_image", _reason(e, path))
+    if isinstance(decoded, ImageProblem):
+        return _Result(str(path), problem=decoded)
+    result = dict(width=decoded.width, height=decoded.height,
+                  image_format=decoded.image_format, thumbnail=decoded.thumbnail is not None)
+    if staging is None:
+        return _Result(str(path), **result)
+    ext = vault_extension(path.suffix, decoded.image_format)
+    original = staging / f"f{number}{ext}"
+    if ours(path):
+        _link_or_copy(path, original)
+    elif data is not None:
+        original.write_bytes(data)
+    else:
+        shutil.copyfile(path, original)
+    thumb = None
+    if decoded.thumbnail is not None:
+        thumb = staging / f"f{number}.thumb.jpg"
+        decoded.thumbnail.save(thumb, format="JPEG", quality=90)
+    return _Result(str(path), original=original, thumb=thumb, **result)
+
+
 def check_and_stage_images(images: Sequence[ImagePlan], report: ImportReport,
                            staging: Path | None, *,
-                           progress: Callable[[int], None] | None = None,
-                           workers: int | None = None,
-                           max_pixels: int = MAX_IMAGE_PIXELS) -> None:
-    """Check every image of ``images`` that is not ``missing``; stage it unless there are
-    problems, or ``staging`` is None.
-
-    Each checked :class:`ImagePlan` gets its width, height and real format (a
-    PNG named ``.jpg`` is ``"PNG"``); each unreadable one a problem in ``report``.
-    ``progress`` is called now and then with the number of distinct files done.
-    """
-    if staging is not None:
-        staging.mkdir(parents=True, exist_ok=True)
-    stager = _Stager(None if report.n_issues else staging, max_pixels)
-    by_file: dict[Path, list[int]] = {}
-    for index, image in enumerate(images):
-        if not image.missing:
-            by_file.setdefault(image.src, []).append(index)
-    files = list(by_file.items())
-    with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
-        for done, (problem, (_, named)) in enumerate(zip(_in_order(pool, stager, images, files),
-                                                         files), 1):
-            if problem is not None:
-                stager.failed = True  # stage nothing more: the import is refused
-                for im in (images[i] for i in named):
-                    column = "img_file_name" if im.line is not None else None
-                    report.add(im.rel, im.line, column, im.original_name, problem.code,
-                               f"cannot read image {im.original_name!r} ({problem.reason})")
-            if progress is not None and (done % 64 == 0 or done == len(by_file)):
-                progress(done)
-
-
-def _in_order(pool: ThreadPoolExecutor, stager: "_Stager", images: Sequence[ImagePlan],
-              files: list[tuple[Path, list[int]]]) -> Iterator[ImageProblem | None]:
-    """Each file's outcome, in order, with a bounded number of files in flight."""
-    for start in range(0, len(files), _WINDOW):
-        yield from pool.map(lambda job: stager.file(job[0], [images[i] for i in job[1]], job[1]),
-                            files[start:start + _WINDOW])
-
-
-class _Stager:
-    def __init__(self, staging: Path | None, max_pixels: int):
-        self.staging, self.max_pixels = staging, max_pixels
-        self.ours = _under(staging.parent.resolve()) if staging is not None else None
-        self.failed = False
-
-    def file(self, path: Path, images: list[ImagePlan],
-             indices: list[int]) -> ImageProblem | None:
-        """Check one file and stage it for each image naming it; the problem, if any."""
-        data = None
-        try:
-            if path.stat().st_size <= _READ_WHOLE_BYTES:
-                data = path.read_bytes()
-            decoded = _decode(io.BytesIO(data) if data is not None else path, path,
-                              self.max_pixels)
-        except OSError as e:
-            decoded = ImageProblem("bad_image", _reason(e, path))
-        if isinstance(decoded, ImageProblem):
-            return decoded
-        for im in images:
-            im.width, im.height, im.image_format = (decoded.width, decoded.height,
-                                                    decoded.image_format)
-            im.thumbnail = decoded.thumbnail is not None
-        if self.staging is None or self.failed:
-            return None
-        first_original, first_thumb = staged_paths(self.staging, indices[0], images[0])
-        if self.ours(path):
-            _link_or_copy(path, first_original)
-        elif data is not None:
-            first_original.write_bytes(data)
-        else:
-            shutil.copyfile(path, first_original)
-        if decoded.thumbnail is not None:
-            decoded.thumbnail.save(first_thumb, format="JPEG", quality=90)
-        for index, im in zip(indices[1:], images[1:]):  # the same file named again
-            original, thumb = staged_paths(self.staging, index, im)
-            os.link(first_original, original)
-            if decoded.thumbnail is not None:
-                os.link(first_thumb, thumb)
-        return None
+                           progress: Callable[[int, int], None] | None = None,
+                           max_pixels: int = MAX_IMAGE_PIXELS) -> ImageStager:
+    """Check (and stage, unless ``staging`` is None) the files of ``images`` at once."""
+    with ImageStager(staging, max_pixels=max_pixels, progress=progress) as stager:
+        stager.finish(images, report)
+    return stager
 
 
 def _reason(e: BaseException, path: Path) -> str:

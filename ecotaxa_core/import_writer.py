@@ -32,7 +32,7 @@ from ecotaxa_core.db.ids import reserve_ids
 from ecotaxa_core.errors import ProjectNotFound
 from ecotaxa_core.image_files import vault_extension
 from ecotaxa_core.import_features import FeaturePlan, write_features
-from ecotaxa_core.import_images import staged_paths
+from ecotaxa_core.import_images import ImageStager
 from ecotaxa_core.import_journal import ImportJournal, vault_lock
 from ecotaxa_core.import_names import (AnnotatorResolver, NameAnswers, annotator_resolver,
                                        category_resolver)
@@ -57,7 +57,7 @@ class WriteRequest:
     user_id: int | None
     run_id: str
     journal: ImportJournal
-    staging: Path
+    stager: ImageStager  # where each image's file (and thumbnail) was staged
     started_at: datetime = field(default_factory=utcnow)
     imported_files: list[tuple[str, str, int]] = field(default_factory=list)  # path, sha, rows
     # The run's summary (kept in its ``import_runs`` row), from what was written.
@@ -195,8 +195,9 @@ def _insert_rows(s: Session, model, rows: list[dict]) -> list[int]:
     ids = reserve_ids(s, model, len(rows))
     for row, row_id in zip(rows, ids):
         row["id"] = row_id
+    table = model.__table__  # Core, not ORM: one executemany per batch, whatever the Nones
     for start in range(0, len(rows), _BATCH):
-        s.execute(insert(model), rows[start:start + _BATCH])
+        s.execute(table.insert(), rows[start:start + _BATCH])
     return ids
 
 
@@ -256,13 +257,30 @@ def _insert_images(s: Session, inst: Instance, req: WriteRequest,
                  original_name=im.original_name, width=im.width, height=im.height)
             for image_id, (oid, im), (rel, thumb) in zip(image_ids, images, paths)]
     for start in range(0, len(rows), _BATCH):
-        s.execute(insert(Image), rows[start:start + _BATCH])
+        s.execute(Image.__table__.insert(), rows[start:start + _BATCH])
     made: set[Path] = set()
-    for index, ((_, im), (rel, thumb)) in enumerate(zip(images, paths)):
-        original, staged_thumb = staged_paths(req.staging, index, im)
-        _move(original, inst.vault.path(rel), made)
+    placed: dict[Path, Path] = {}  # staged file -> where in the vault it went first
+    for (_, im), (rel, thumb) in zip(images, paths):
+        original, staged_thumb = req.stager.staged(im)
+        _place(original, inst.vault.path(rel), placed, made)
         if thumb is not None:
-            _move(staged_thumb, inst.vault.path(thumb), made)
+            _place(staged_thumb, inst.vault.path(thumb), placed, made)
+
+
+def _place(staged: Path, dest: Path, placed: dict[Path, Path], made: set[Path]) -> None:
+    """Move a staged file into the vault; a file several images name is linked again."""
+    first = placed.get(staged)
+    if first is None:
+        _move(staged, dest, made)
+        placed[staged] = dest
+        return
+    if dest.parent not in made:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        made.add(dest.parent)
+    try:
+        os.link(first, dest)
+    except OSError:
+        shutil.copyfile(first, dest)
 
 
 def _vault_paths(inst: Instance, image_id: int, im: ImagePlan) -> tuple[str, str | None]:

@@ -30,7 +30,7 @@ from ecotaxa_core.db.models import User, utcnow
 from ecotaxa_core.errors import EcoTaxaError, UserNotFound
 from ecotaxa_core.import_checks import check_against_project
 from ecotaxa_core.import_features import backup_path, plan_features
-from ecotaxa_core.import_images import check_and_stage_images
+from ecotaxa_core.import_images import ImageStager
 from ecotaxa_core.import_journal import (ImportJournal, project_lock, recover_project,
                                          undo_or_finish)
 from ecotaxa_core.import_maps import load_taxa_map, load_users_map
@@ -100,8 +100,9 @@ def import_path(inst: Instance, project_id: int, path: str | Path, *, user_id: i
         classification changes of ``update_all`` are recorded as theirs.
     create_missing_taxa : create categories that match no taxon (under the
         parent their label names) instead of stopping.
-    progress : called now and then with (steps done, total steps); a step is
-        one image file checked and staged (copied, with its thumbnail).
+    progress : called now and then with (image files done, image files so far): each
+        file checked and staged (copied, with its thumbnail); the total grows while
+        the TSV files are read.
     taxa_map : a map file (see :mod:`~ecotaxa_core.import_maps`): category names
         of the source -> taxa of this instance (id or display name).
     users_map : a map file: annotator names or e-mails -> e-mails of users.
@@ -196,10 +197,16 @@ class _Run:
         return result
 
     def _checked_and_written(self, journal: ImportJournal) -> ImportResult:
+        staging = self.inst.settings.work_dir / self.staging_name
+        with ImageStager(staging, max_pixels=self.source.limits.max_image_pixels,
+                         progress=self.progress) as stager:
+            return self._staged_and_written(journal, stager)
+
+    def _staged_and_written(self, journal: ImportJournal, stager: ImageStager) -> ImportResult:
         inst, source = self.inst, self.source
         report = ImportReport(source.source)
         with inst.sessions() as s:
-            plan = self._plan(s, report)
+            plan = self._plan(s, report, stager)
             if plan is None:  # every file was loaded before
                 return self._result(ImportPlan(source=source.source, kind=source.kind),
                                     ImportDelta(mode=self.mode), WriteOutcome(), written=False)
@@ -211,11 +218,7 @@ class _Run:
         for image in images:
             if image.missing:
                 report_missing_image(report, image)
-        staging = inst.settings.work_dir / self.staging_name
-        check_and_stage_images(images, report, staging,
-                               progress=self._step(0, len({im.src for im in images
-                                                           if not im.missing})),
-                               max_pixels=source.limits.max_image_pixels)
+        stager.finish(images, report)
         report.raise_if_any()
 
         features = plan_features(inst.features, self.project_id, plan, delta)
@@ -227,12 +230,12 @@ class _Run:
         request = WriteRequest(
             project_id=self.project_id, plan=plan, delta=delta, answers=self.answers,
             features=features, user_id=self.user_id, run_id=self.run_id, journal=journal,
-            staging=staging, started_at=self.started_at, imported_files=self.imported_files,
+            stager=stager, started_at=self.started_at, imported_files=self.imported_files,
             summarize=lambda outcome: self._result(plan, delta, outcome).to_dict())
         outcome = write_delta(inst, request)
         return self._result(plan, delta, outcome)
 
-    def _plan(self, s, report: ImportReport) -> ImportPlan | None:
+    def _plan(self, s, report: ImportReport, stager: ImageStager) -> ImportPlan | None:
         source = self.source
         if source.kind != "ecotaxa_bundle":
             if self.mode != "add":
@@ -247,16 +250,14 @@ class _Run:
             self.files_skipped = [f.rel for f in source.tsv_files if digests[f.rel] in loaded]
             if not to_read:
                 return None
-        plan = plan_bundle(source, report, to_read)
+        # A new object's images are staged while the files are read (an update stores
+        # few images, and only those of objects already present).
+        plan = plan_bundle(source, report, to_read,
+                           on_image=stager.submit if self.mode == "add" else None)
         if self.mode == "add":  # update runs do not make a file "loaded"
             self.imported_files = [(rel, digests[rel], plan.tsv_rows.get(rel, 0))
                                    for rel in plan.tsv_files]
         return plan
-
-    def _step(self, offset: int, total: int) -> Callable[[int], None] | None:
-        if self.progress is None:
-            return None
-        return lambda done: self.progress(offset + done, total)
 
     def _result(self, plan: ImportPlan, delta: ImportDelta, outcome: WriteOutcome,
                 written: bool = True) -> ImportResult:

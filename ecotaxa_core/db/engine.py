@@ -6,12 +6,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+import orjson
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
 __all__ = ["make_engine", "make_session_factory", "session_scope", "upgrade_schema"]
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def _json_dumps(value) -> str:
+    """JSON columns (free columns, settings ...) written by orjson: several times faster
+    than the standard library on an import's 100,000 objects of 60 values."""
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
@@ -31,10 +38,11 @@ def make_engine(url: str) -> Engine:
     'sqlite'
     """
     if url.startswith("sqlite"):
-        engine = create_engine(url, connect_args={"check_same_thread": False})
+        engine = create_engine(url, connect_args={"check_same_thread": False},
+                               json_serializer=_json_dumps)
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
-        engine = create_engine(url, pool_pre_ping=True)
+        engine = create_engine(url, pool_pre_ping=True, json_serializer=_json_dumps)
     return engine
 
 
