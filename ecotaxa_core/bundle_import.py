@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import math
 import re
+from array import array
 from datetime import datetime, timezone
 from typing import Callable, Sequence, TypeVar
 
 from ecotaxa_core.db.models import ObjectStatus
-from ecotaxa_core.import_plan import ImagePlan, ImportPlan, ObjectPlan, ParentPlan
+from ecotaxa_core.import_plan import (FreeValues, ImagePlan, ImportPlan, NumberLayout,
+                                     ObjectPlan, ParentPlan)
 from ecotaxa_core.import_sources import ImportSource, TsvSourceFile
 from ecotaxa_core.tsv.issues import ImportReport
 from ecotaxa_core.tsv.reader import TsvColumn, TsvRow, TsvTable, read_tsv
@@ -91,27 +93,27 @@ class _FreeColumns:
     def __init__(self, columns: list[TsvColumn]):
         self.numeric = [c for c in columns if c.type == "f"]
         self.text = [(c.index, c.field) for c in columns if c.type != "f"]
+        self.layout = NumberLayout(tuple(c.field for c in self.numeric))
         self._indices = [c.index for c in self.numeric]
-        self._fields = [c.field for c in self.numeric]
         self._width = max(self._indices, default=-1) + 1
 
-    def numbers(self, cells: list[str]) -> dict[str, float] | None:
-        """The numeric cells' values (empty ones left out), or None when some cell needs
+    def numbers(self, cells: list[str]) -> array | None:
+        """The numeric cells' values (NaN: empty), or None when some cell needs
         :func:`~ecotaxa_core.tsv.values.parse_float` (to refuse it, or to read ``NaN``)."""
         if not self._indices:
-            return {}
+            return array("d")
         if len(cells) >= self._width:
             texts = [cells[i] for i in self._indices]
         else:
             texts = [cells[i] if i < len(cells) else "" for i in self._indices]
-        if _PLAIN_NUMBERS.fullmatch("\x00".join(texts)) is None:
+        joined = "\x00".join(texts)
+        if _PLAIN_NUMBERS.fullmatch(joined) is None:
             return None
-        values = {}
-        for fld, text in zip(self._fields, texts):
-            if text and not text.isspace():
-                value = float(text)
-                if math.isfinite(value):  # 1e999 is infinite: no value, as in parse_float
-                    values[fld] = value
+        values = array("d", [float(t) if t and not t.isspace() else math.nan for t in texts])
+        if "e" in joined or "E" in joined:  # 1e999 is infinite: no value, as in parse_float
+            for i, value in enumerate(values):
+                if math.isinf(value):
+                    values[i] = math.nan
         return values
 
 
@@ -149,20 +151,19 @@ class _TableReader:
                             code or _CODES.get(name, "bad_float"), str(e))
             return None
 
-    def _free_values(self, row: TsvRow, prefix: str) -> dict[str, float | str]:
+    def _free_values(self, row: TsvRow, prefix: str) -> FreeValues:
         free = self.free[prefix]
-        values = free.numbers(row.cells)
-        if values is None:  # some cell is not a plain number: each one checked, and reported
-            values = {}
-            for col in free.numeric:
+        numbers = free.numbers(row.cells)
+        if numbers is None:  # some cell is not a plain number: each one checked, and reported
+            numbers = array("d", [math.nan] * len(free.numeric))
+            for i, col in enumerate(free.numeric):
                 value = self._parse(row, col.name, parse_float, "bad_float")
                 if value is not None:
-                    values[col.field] = value
+                    numbers[i] = value
         cells, n = row.cells, len(row.cells)
-        for index, fld in free.text:
-            if index < n and (text := cells[index].strip()):
-                values[fld] = text
-        return values
+        texts = {fld: text for index, fld in free.text
+                 if index < n and (text := cells[index].strip())}
+        return FreeValues(free.layout, numbers, texts)
 
     # -- rows -----------------------------------------------------------------
     def _row(self, row: TsvRow) -> None:
@@ -273,17 +274,17 @@ class _TableReader:
             s.present |= self.parent_fields["sample"]
             s.lat = s.lat if s.lat is not None else self._parse(row, "sample_lat", parse_latitude)
             s.lon = s.lon if s.lon is not None else self._parse(row, "sample_lon", parse_longitude)
-            self._merge(s, self._free_values(row, "sample"))
+            self._merge(s, dict(self._free_values(row, "sample")))
         if acq_id:
             a = self._parent(self.plan.acquisitions, acq_id, sample_id, obj, "acquisition",
                              "sample")
             a.present |= self.parent_fields["acq"]
             a.instrument = a.instrument or v("acq_instrument") or None
-            self._merge(a, self._free_values(row, "acq"))
+            self._merge(a, dict(self._free_values(row, "acq")))
         if process_id:
             p = self._parent(self.plan.processes, process_id, acq_id, obj)
             p.present |= self.parent_fields["process"]
-            self._merge(p, self._free_values(row, "process"))
+            self._merge(p, dict(self._free_values(row, "process")))
         obj.sample, obj.acquisition = sample_id or None, acq_id or None
         obj.process = process_id or None
 

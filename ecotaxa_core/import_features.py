@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from ecotaxa_core.import_plan import ImportPlan, ObjectPlan
+from ecotaxa_core.import_plan import FreeValues, ImportPlan, ObjectPlan
 from ecotaxa_core.reimport import ImportDelta
 from ecotaxa_core.store.feature_store import FeatureStore
 
@@ -97,8 +97,26 @@ def _changes_stored_rows(features: FeatureStore, project_id: int, fplan: Feature
 
 
 def _rows(objects: list[ObjectPlan], names: list[str]) -> np.ndarray:
-    return np.array([[o.extra.get(n, math.nan) for n in names] for o in objects],
-                    dtype=np.float32).reshape(len(objects), len(names))
+    """The feature matrix of ``objects``: their numeric free values, NaN where none."""
+    out = np.full((len(objects), len(names)), np.nan, dtype=np.float32)
+    columns = tuple(names)
+    where = {n: j for j, n in enumerate(names)}
+    by_layout: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for i, o in enumerate(objects):
+        extra = o.extra
+        if isinstance(extra, FreeValues):  # packed numbers: copied by position
+            found = by_layout.get(id(extra.layout))
+            if found is None:
+                here, there = extra.layout.positions(columns)
+                found = by_layout[id(extra.layout)] = (np.asarray(here, dtype=np.intp),
+                                                       np.asarray(there, dtype=np.intp))
+            if len(found[0]):
+                out[i, found[1]] = np.frombuffer(extra.numbers, dtype=np.float64)[found[0]]
+        else:
+            for name, value in extra.items():
+                if name in where and isinstance(value, float):
+                    out[i, where[name]] = value
+    return out
 
 
 def write_features(features: FeatureStore, project_id: int, fplan: FeaturePlan,

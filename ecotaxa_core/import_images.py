@@ -105,16 +105,18 @@ class ImageStager:
     and then; ``total`` counts the files handed so far, so it grows while the
     bundle is read.
 
-    The first :data:`_THREADS_UP_TO` files go to a thread pool; past them, a
-    large import, batches go to worker processes (``processes`` of them), which
+    The first ``threads_up_to`` files go to a thread pool; past them, a large
+    import, batches go to worker processes (``processes`` of them), which
     do not compete with the caller for Python's GIL while it reads the TSV.
     Where processes cannot start (inside a daemonic process ...), threads do it all.
     """
 
     def __init__(self, staging: Path | None, *, max_pixels: int = MAX_IMAGE_PIXELS,
                  workers: int | None = None, processes: int | None = None,
+                 threads_up_to: int = _THREADS_UP_TO,
                  progress: Callable[[int, int], None] | None = None):
         self.staging, self.max_pixels, self.progress = staging, max_pixels, progress
+        self._threads_up_to = threads_up_to
         if staging is not None:
             staging.mkdir(parents=True, exist_ok=True)
         self._threads = ThreadPoolExecutor(max_workers=workers or default_workers())
@@ -184,7 +186,7 @@ class ImageStager:
 
     # -- internals --------------------------------------------------------------------
     def _batch_size(self) -> int:
-        return _THREAD_BATCH if len(self._files) <= _THREADS_UP_TO else _PROCESS_BATCH
+        return _THREAD_BATCH if len(self._files) <= self._threads_up_to else _PROCESS_BATCH
 
     def _send(self) -> None:
         if not self._batch:
@@ -195,7 +197,13 @@ class ImageStager:
         pool = self._pool_for(batch[0][0])
         self._slots.acquire()
         try:
-            future = pool.submit(_stage_batch, job)
+            try:
+                future = pool.submit(_stage_batch, job)
+            except (AssertionError, OSError):  # processes start here: a daemon has none
+                if pool is self._threads:
+                    raise
+                self._no_processes()
+                future = self._threads.submit(_stage_batch, job)
         except BaseException:
             self._slots.release()
             raise
@@ -203,16 +211,22 @@ class ImageStager:
         self._pending.append((future, len(batch)))
 
     def _pool_for(self, first_number: int):
-        if first_number < _THREADS_UP_TO or self._n_processes < 1:
+        if first_number < self._threads_up_to or self._n_processes < 1:
             return self._threads
         if self._processes is None:
             try:
                 self._processes = ProcessPoolExecutor(
                     self._n_processes, mp_context=multiprocessing.get_context("spawn"))
             except (OSError, AssertionError, ValueError):  # no children here: threads only
-                self._n_processes = 0
+                self._no_processes()
                 return self._threads
         return self._processes
+
+    def _no_processes(self) -> None:
+        self._n_processes = 0
+        if self._processes is not None:
+            self._processes.shutdown(wait=False, cancel_futures=True)
+            self._processes = None
 
     def _collect(self) -> None:
         future, _ = self._pending.popleft()

@@ -28,6 +28,7 @@ from sqlalchemy.orm import Session
 
 from ecotaxa_core.db.models import (Acquisition, Image, ImportedFile, ImportRun, Object, Process,
                                     Project, Sample, Taxon, User, utcnow)
+from ecotaxa_core.db.bulk import insert_rows
 from ecotaxa_core.db.ids import reserve_ids
 from ecotaxa_core.errors import ProjectNotFound
 from ecotaxa_core.image_files import vault_extension
@@ -185,19 +186,24 @@ def _existing(s: Session, model, project_id: int, orig_ids: Iterable[str]) -> di
     return ids
 
 
-def _insert_rows(s: Session, model, rows: list[dict]) -> list[int]:
-    """Insert ``rows`` in batches under reserved ids; the ids, in the order of ``rows``.
+def _insert_rows(s: Session, model, n: int, make_row: Callable[[int], dict]) -> list[int]:
+    """Insert ``n`` rows (``make_row(i)`` makes row ``i``) in batches under reserved ids;
+    the ids, in order.
 
     Reserving the ids (:func:`~ecotaxa_core.db.ids.reserve_ids`) spares reading
     them back: asked for the ids in order, SQLAlchemy inserts one row at a time
-    on SQLite (no sentinel column).
+    on SQLite (no sentinel column). Rows are made a batch at a time, so memory
+    does not grow with the import, and go in with ``COPY`` on PostgreSQL
+    (:func:`~ecotaxa_core.db.bulk.insert_rows`).
     """
-    ids = reserve_ids(s, model, len(rows))
-    for row, row_id in zip(rows, ids):
-        row["id"] = row_id
-    table = model.__table__  # Core, not ORM: one executemany per batch, whatever the Nones
-    for start in range(0, len(rows), _BATCH):
-        s.execute(table.insert(), rows[start:start + _BATCH])
+    ids = reserve_ids(s, model, n)
+    for start in range(0, n, _BATCH):
+        batch = []
+        for i in range(start, min(n, start + _BATCH)):
+            row = make_row(i)
+            row["id"] = ids[i]
+            batch.append(row)
+        insert_rows(s, model.__table__, batch)
     return ids
 
 
@@ -227,20 +233,23 @@ def _parents(s: Session, project_id: int, named) -> dict[str, dict[str, int]]:
 
 def _insert_objects(s: Session, req: WriteRequest, taxa: dict[str, int], annotators: dict,
                     parent_ids: dict) -> list[int]:
-    rows = []
-    for o in req.delta.new_objects:
+    objects = req.delta.new_objects
+
+    def row(i: int) -> dict:
+        o = objects[i]
         taxon_id = taxa[o.label] if o.label is not None else o.category_id
         annotator = o.annotator_id if o.annotator_id is not None else annotators.get(
             AnnotatorResolver.person(o))
-        rows.append(dict(
+        return dict(
             project_id=req.project_id, orig_id=o.orig_id,
             sample_id=parent_ids["sample"].get(o.sample),
             acquisition_id=parent_ids["acq"].get(o.acquisition),
             process_id=parent_ids["process"].get(o.process), lat=o.lat, lon=o.lon, date=o.date,
             time=o.time, depth_min=o.depth_min, depth_max=o.depth_max, status=o.status,
             taxon_id=taxon_id, annotator_id=annotator, annotation_date=o.annotation_date,
-            extra=o.extra))
-    return _insert_rows(s, Object, rows)
+            extra=dict(o.extra))
+
+    return _insert_rows(s, Object, len(objects), row)
 
 
 def _insert_images(s: Session, inst: Instance, req: WriteRequest,
@@ -253,11 +262,13 @@ def _insert_images(s: Session, inst: Instance, req: WriteRequest,
     with vault_lock(inst.settings.work_dir):
         req.journal.update(vault_files=[[image_id, rel, thumb] for image_id, (rel, thumb)
                                         in zip(image_ids, paths)])
-    rows = [dict(id=image_id, object_id=oid, rank=im.rank, file_path=rel, thumb_path=thumb,
-                 original_name=im.original_name, width=im.width, height=im.height)
-            for image_id, (oid, im), (rel, thumb) in zip(image_ids, images, paths)]
-    for start in range(0, len(rows), _BATCH):
-        s.execute(Image.__table__.insert(), rows[start:start + _BATCH])
+    for start in range(0, len(images), _BATCH):
+        insert_rows(s, Image.__table__, [
+            dict(id=image_ids[i], object_id=images[i][0], rank=images[i][1].rank,
+                 file_path=paths[i][0], thumb_path=paths[i][1],
+                 original_name=images[i][1].original_name, width=images[i][1].width,
+                 height=images[i][1].height)
+            for i in range(start, min(len(images), start + _BATCH))])
     made: set[Path] = set()
     placed: dict[Path, Path] = {}  # staged file -> where in the vault it went first
     for (_, im), (rel, thumb) in zip(images, paths):

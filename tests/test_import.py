@@ -509,3 +509,68 @@ def test_a_free_column_keeps_its_type(sqlite_instance, tmp_path):
         import_path(inst, new_project(inst), as_number, user_id=None)
     assert [(i.path, i.line, i.code) for i in err.value.issues] == [
         ("sub/ecotaxa_more.tsv", 2, "column_type_conflict")]
+
+
+# -- the image stager ---------------------------------------------------------------------
+def _stager_images(folder: Path) -> list:
+    from ecotaxa_core.import_plan import ImagePlan
+
+    folder.mkdir(parents=True, exist_ok=True)
+    images = []
+    for i in range(30):
+        path = folder / f"v{i}.png"
+        PILImage.new("L", (20 + i, 10 + 5 * i), i).save(path)
+        images.append(ImagePlan(path, 0, path.name, "ecotaxa_s.tsv", 3 + i))
+    (folder / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    images.append(ImagePlan(folder / "bad.png", 0, "bad.png", "ecotaxa_s.tsv", 40))
+    images.append(ImagePlan(images[0].src, 1, "v0.png", "ecotaxa_s.tsv", 41))  # named twice
+    return images
+
+
+def _stage_in_a_daemon(folder, out):
+    from ecotaxa_core.import_images import ImageStager
+    from ecotaxa_core.tsv.issues import ImportReport
+
+    images = _stager_images(folder / "src")
+    with ImageStager(folder / "staging", processes=1, threads_up_to=0) as stager:
+        stager.finish(images, ImportReport())
+    out.put(sorted(p.name for p in (folder / "staging").iterdir()))
+
+
+@pytest.mark.parametrize("processes", [0, 1])
+def test_image_stager_checks_and_stages_each_file_once(tmp_path, processes):
+    from ecotaxa_core.import_images import ImageStager
+    from ecotaxa_core.tsv.issues import ImportReport
+
+    images = _stager_images(tmp_path / "src")
+    report, progress = ImportReport(), []
+    with ImageStager(tmp_path / "staging", processes=processes, threads_up_to=5,
+                     progress=lambda d, t: progress.append((d, t))) as stager:
+        for im in images[:10]:  # handed while "reading", the rest at the end
+            stager.submit(im)
+        stager.finish(images, report)
+    assert [(i.line, i.column, i.code) for i in report.issues] == [
+        (40, "img_file_name", "bad_image")]
+    assert progress[-1] == (31, 31)
+    for im in images[:30]:
+        assert (im.width, im.height, im.image_format) == (
+            20 + int(im.src.stem[1:]), 10 + 5 * int(im.src.stem[1:]), "PNG")
+        original, thumb = stager.staged(im)
+        assert original.read_bytes() == im.src.read_bytes()
+        assert (thumb is not None) == (im.height > 128) == im.thumbnail
+    assert stager.staged(images[-1]) == stager.staged(images[0])  # one staged copy
+    staged = sorted(p.name for p in (tmp_path / "staging").iterdir())
+    assert len(staged) == 30 + sum(im.thumbnail for im in images[:30])
+
+
+def test_image_stager_falls_back_to_threads_where_processes_cannot_start(tmp_path):
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    out = ctx.Queue()
+    proc = ctx.Process(target=_stage_in_a_daemon, args=(tmp_path, out), daemon=True)
+    proc.start()
+    staged = out.get(timeout=120)
+    proc.join(timeout=60)
+    assert proc.exitcode == 0
+    assert len([n for n in staged if not n.endswith(".thumb.jpg")]) == 30

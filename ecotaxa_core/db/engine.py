@@ -10,12 +10,12 @@ import orjson
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-__all__ = ["make_engine", "make_session_factory", "session_scope", "upgrade_schema"]
+__all__ = ["make_engine", "make_session_factory", "session_scope", "upgrade_schema", "json_dumps"]
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-def _json_dumps(value) -> str:
+def json_dumps(value) -> str:
     """JSON columns (free columns, settings ...) written by orjson: several times faster
     than the standard library on an import's 100,000 objects of 60 values."""
     return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
@@ -39,10 +39,10 @@ def make_engine(url: str) -> Engine:
     """
     if url.startswith("sqlite"):
         engine = create_engine(url, connect_args={"check_same_thread": False},
-                               json_serializer=_json_dumps)
+                               json_serializer=json_dumps)
         event.listen(engine, "connect", _sqlite_pragmas)
     else:
-        engine = create_engine(url, pool_pre_ping=True, json_serializer=_json_dumps)
+        engine = create_engine(url, pool_pre_ping=True, json_serializer=json_dumps)
     return engine
 
 
