@@ -5,11 +5,14 @@ truncated file, a text file named ``.jpg`` or a decompression bomb is refused
 here, with the file, line and column that name it), its thumbnail is made from
 the decoded pixels (unless the image is its own thumbnail, see
 :func:`~ecotaxa_core.vault.needs_thumbnail`), and the original bytes and the
-thumbnail are written to the import's staging folder (under the work dir,
-outside any transaction), named by the file's number: ``f<n><ext>`` and
-``f<n>.thumb.jpg``. The writer later moves them into the vault. Files of the
-import's own extraction area are hard-linked rather than copied; a user's file
-is copied, so that changing it later cannot change the vault.
+thumbnail are written straight to the run's own folders of the vault
+(:class:`StagingDirs`: ``images/run_<id>/<bucket>/f<n><ext>`` and
+``thumbs/run_<id>/<bucket>/f<n>.jpg``, 10,000 files a bucket), outside any
+transaction, where they stay once the import commits: nothing is moved after.
+The import's journal names those folders, so a failed or killed import removes
+them. Files of the import's own extraction area are hard-linked rather than
+copied; a user's file is copied, so that changing it later cannot change the
+vault.
 
 An :class:`ImageStager` works in threads (Pillow releases the GIL while it
 decodes and encodes, the kernel while it creates files), then, for a large
@@ -47,7 +50,8 @@ from ecotaxa_core.import_plan import ImagePlan
 from ecotaxa_core.tsv.issues import ImportReport
 from ecotaxa_core.vault import make_thumbnail, needs_thumbnail
 
-__all__ = ["ImageStager", "check_and_stage_images", "ImageProblem", "default_workers"]
+__all__ = ["ImageStager", "StagingDirs", "check_and_stage_images", "ImageProblem",
+           "default_workers"]
 
 # Larger files are decoded from their path and copied, not read into memory whole.
 _READ_WHOLE_BYTES = 32 * 1024 * 1024
@@ -56,6 +60,7 @@ _PROGRESS_EVERY = 64
 _THREAD_BATCH = 8  # files a thread checks in one go
 _PROCESS_BATCH = 64  # files a worker process checks in one go
 _THREADS_UP_TO = 2048  # files done by threads before worker processes start
+_BUCKET = 10_000  # files a vault folder holds at most
 
 
 def default_workers() -> int:
@@ -73,6 +78,27 @@ class ImageProblem:
 
     code: str  # "bad_image" | "image_too_large"
     reason: str
+
+
+@dataclass(frozen=True)
+class StagingDirs:
+    """Where an import run writes its images and thumbnails, and what it may link from."""
+
+    originals: Path  # the run's folder under the vault's images/
+    thumbs: Path  # the run's folder under the vault's thumbs/
+    link_from: Path | None = None  # files under it are the import's own: linked, not copied
+
+    @classmethod
+    def for_run(cls, vault_root: Path, run_id: str, work_dir: Path | None) -> "StagingDirs":
+        name = f"run_{run_id}"
+        return cls(Path(vault_root) / "images" / name, Path(vault_root) / "thumbs" / name,
+                   work_dir)
+
+    def original(self, number: int, ext: str) -> Path:
+        return self.originals / f"{number // _BUCKET:04d}" / f"f{number}{ext}"
+
+    def thumb(self, number: int) -> Path:
+        return self.thumbs / f"{number // _BUCKET:04d}" / f"f{number}.jpg"
 
 
 @dataclass
@@ -111,14 +137,12 @@ class ImageStager:
     Where processes cannot start (inside a daemonic process ...), threads do it all.
     """
 
-    def __init__(self, staging: Path | None, *, max_pixels: int = MAX_IMAGE_PIXELS,
+    def __init__(self, staging: StagingDirs | None, *, max_pixels: int = MAX_IMAGE_PIXELS,
                  workers: int | None = None, processes: int | None = None,
                  threads_up_to: int = _THREADS_UP_TO,
                  progress: Callable[[int, int], None] | None = None):
         self.staging, self.max_pixels, self.progress = staging, max_pixels, progress
         self._threads_up_to = threads_up_to
-        if staging is not None:
-            staging.mkdir(parents=True, exist_ok=True)
         self._threads = ThreadPoolExecutor(max_workers=workers or default_workers())
         self._n_processes = processes if processes is not None else default_processes()
         self._processes: ProcessPoolExecutor | None = None
@@ -192,7 +216,7 @@ class ImageStager:
         if not self._batch:
             return
         batch, self._batch = self._batch, []
-        job = _Job(str(self.staging) if self.staging is not None else None, self._stage,
+        job = _Job(self.staging, self._stage,
                    self.max_pixels, batch)
         pool = self._pool_for(batch[0][0])
         self._slots.acquire()
@@ -247,7 +271,7 @@ class ImageStager:
 
 @dataclass(frozen=True)
 class _Job:
-    staging: str | None
+    staging: StagingDirs | None
     stage: bool
     max_pixels: int
     files: list[tuple[int, str]]  # (number, path)
@@ -273,8 +297,9 @@ def _stage_batch(job: _Job) -> list[_Result]:
     """Check (and stage) a batch of files; in a worker process, a few at a time (their
     file writes overlap)."""
     global _batch_threads
-    staging = Path(job.staging) if job.staging is not None else None
-    ours = _under(staging.parent.resolve()) if staging is not None else None
+    staging = job.staging
+    ours = (_under(staging.link_from.resolve()) if staging is not None
+            and staging.link_from is not None else lambda path: False)
     if os.getppid() != job.parent and os.getpid() != job.parent:
         staging = None  # the import was killed (its recovery removes the staging): check only
     work = [(number, Path(path), staging if job.stage else None, ours, job.max_pixels)
@@ -286,7 +311,7 @@ def _stage_batch(job: _Job) -> list[_Result]:
     return list(_batch_threads.map(lambda w: _stage_file(*w), work))
 
 
-def _stage_file(number: int, path: Path, staging: Path | None, ours, max_pixels: int
+def _stage_file(number: int, path: Path, staging: StagingDirs | None, ours, max_pixels: int
                 ) -> _Result:
     data = None
     try:
@@ -302,7 +327,8 @@ def _stage_file(number: int, path: Path, staging: Path | None, ours, max_pixels:
     if staging is None:
         return _Result(str(path), **result)
     ext = vault_extension(path.suffix, decoded.image_format)
-    original = staging / f"f{number}{ext}"
+    original = staging.original(number, ext)
+    _make_parent(original)
     if ours(path):
         _link_or_copy(path, original)
     elif data is not None:
@@ -311,13 +337,14 @@ def _stage_file(number: int, path: Path, staging: Path | None, ours, max_pixels:
         shutil.copyfile(path, original)
     thumb = None
     if decoded.thumbnail is not None:
-        thumb = staging / f"f{number}.thumb.jpg"
+        thumb = staging.thumb(number)
+        _make_parent(thumb)
         decoded.thumbnail.save(thumb, format="JPEG", quality=90)
     return _Result(str(path), original=original, thumb=thumb, **result)
 
 
 def check_and_stage_images(images: Sequence[ImagePlan], report: ImportReport,
-                           staging: Path | None, *,
+                           staging: StagingDirs | None, *,
                            progress: Callable[[int, int], None] | None = None,
                            max_pixels: int = MAX_IMAGE_PIXELS) -> ImageStager:
     """Check (and stage, unless ``staging`` is None) the files of ``images`` at once."""
@@ -343,6 +370,15 @@ def _decode(src, path: Path, max_pixels: int) -> _Decoded | ImageProblem:
         return ImageProblem("image_too_large", str(e))
     except Exception as e:  # any decoder failure is a bad image, reported to the user
         return ImageProblem("bad_image", _reason(e, path))
+
+
+_made: set[Path] = set()  # folders this process has created
+
+
+def _make_parent(path: Path) -> None:
+    if path.parent not in _made:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _made.add(path.parent)
 
 
 def _link_or_copy(src: Path, dest: Path) -> None:

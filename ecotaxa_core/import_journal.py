@@ -6,16 +6,18 @@ the same transaction as the imported rows, is the commit marker, and a
 *journal* on disk says what else the run is about to write:
 
 1. before writing anything, the import writes its journal (JSON, under
-   ``work_dir/import_journals``): run id, project, scratch folders, the row
-   count of the feature store it appends to (or where a rewrite keeps the old
-   store), and, once the rows have ids, the vault files it will create;
+   ``work_dir/import_journals``): run id, project, scratch folders, the run's
+   own vault folders (``images/run_<id>``, ``thumbs/run_<id>``: its images go
+   there as they are checked), the row count of the feature store it appends
+   to (or where a rewrite keeps the old store), and, once the rows have ids,
+   the other vault files it will create (copies of a file several images name);
 2. then it writes vault files, feature rows, and commits the database
    transaction holding the rows and the ``import_runs`` row;
 3. then it deletes the journal.
 
 :func:`recover_interrupted_imports` (run at the start of every import, and
 from the command line) finishes what a dead import left: a journal whose run
-has no committed row is undone (its vault files removed, the feature store
+has no committed row is undone (its vault files and folders removed, the feature store
 truncated or put back, scratch folders removed); a committed one only has its
 leftovers cleaned. Imports of one project are serialised by a lock file
 (``fcntl.flock``, released by the system when a process dies), so a journal
@@ -225,7 +227,8 @@ def undo_or_finish(inst: Instance, journal: ImportJournal,
         else:
             undo_features(inst.features, journal.project_id, int(state.get("n_rows", 0)),
                           backup)
-    removed = 0 if committed else _remove_vault_files(inst, journal)
+    removed = 0 if committed else _remove_vault_files(inst, journal) + _remove_vault_dirs(
+        inst, journal)
     for name in journal.data.get("scratch", []):
         if name and "/" not in name and not name.startswith("."):
             shutil.rmtree(Path(inst.settings.work_dir) / name, ignore_errors=True)
@@ -234,6 +237,21 @@ def undo_or_finish(inst: Instance, journal: ImportJournal,
         (report.finished if committed else report.undone).append(journal.run_id)
         report.vault_files_removed += removed
     return committed
+
+
+def _remove_vault_dirs(inst: Instance, journal: ImportJournal) -> int:
+    """Remove the run's own vault folders (``images/run_<id>`` ...); the files removed."""
+    removed = 0
+    for rel in journal.data.get("vault_dirs", []):
+        parts = rel.split("/")
+        if len(parts) != 2 or parts[0] not in ("images", "thumbs") \
+                or parts[1] != f"run_{journal.run_id}":
+            continue  # never anything else, whatever the journal says
+        folder = inst.vault.path(rel)
+        if folder.is_dir():
+            removed += sum(1 for p in folder.rglob("*") if p.is_file())
+            shutil.rmtree(folder, ignore_errors=True)
+    return removed
 
 
 def _remove_vault_files(inst: Instance, journal: ImportJournal) -> int:

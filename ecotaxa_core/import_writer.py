@@ -1,21 +1,19 @@
 """Writing a checked import: vault files, database rows, feature rows, all or nothing.
 
-The slow part, copying each image and making its thumbnail, happens first in a
-staging folder under the work dir (:mod:`~ecotaxa_core.import_images`, while
-the images are checked), outside any database transaction (SQLite has one
+The slow part, copying each image and making its thumbnail, happens first,
+while the images are checked (:mod:`~ecotaxa_core.import_images`), into the
+run's own vault folders, outside any database transaction (SQLite has one
 writer at a time; a long transaction would block every other writer). Then one
-short transaction: taxa and annotators (when allowed), samples,
-acquisitions, processes, objects and images with bulk inserts, updates of
-existing objects (update modes); the journal gets the vault paths the new
-image ids give; staged files are moved into the vault (a rename); the feature
-rows are written; the ``import_runs`` row (the commit marker) and the
-``imported_files`` rows are inserted; commit. See
-:mod:`~ecotaxa_core.import_journal` for what happens on failure or on a kill.
+short transaction: taxa and annotators (when allowed), samples, acquisitions,
+processes, objects and images with bulk inserts under reserved ids, updates of
+existing objects (update modes); the feature rows are written; the
+``import_runs`` row (the commit marker) and the ``imported_files`` rows are
+inserted; commit. See :mod:`~ecotaxa_core.import_journal` for what happens on
+failure or on a kill.
 """
 
 from __future__ import annotations
 
-import errno
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -31,10 +29,9 @@ from ecotaxa_core.db.models import (Acquisition, Image, ImportedFile, ImportRun,
 from ecotaxa_core.db.bulk import insert_rows
 from ecotaxa_core.db.ids import reserve_ids
 from ecotaxa_core.errors import ProjectNotFound
-from ecotaxa_core.image_files import vault_extension
 from ecotaxa_core.import_features import FeaturePlan, write_features
 from ecotaxa_core.import_images import ImageStager
-from ecotaxa_core.import_journal import ImportJournal, vault_lock
+from ecotaxa_core.import_journal import ImportJournal
 from ecotaxa_core.import_names import (AnnotatorResolver, NameAnswers, annotator_resolver,
                                        category_resolver)
 from ecotaxa_core.import_plan import ImagePlan, ImportPlan, ParentPlan
@@ -72,31 +69,9 @@ class WriteOutcome:
     updates: UpdateCounts = field(default_factory=UpdateCounts)
 
 
-# -- staging (outside the transaction) -------------------------------------------------
-def _extension(image: ImagePlan) -> str:
-    """The vault keeps a file under the extension of its real format."""
-    return vault_extension(image.src.suffix, image.image_format)
-
-
-def _move(src: Path, dest: Path, made: set[Path] | None = None) -> None:
-    """Rename ``src`` to ``dest``; ``made`` remembers the folders already created."""
-    if made is None or dest.parent not in made:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if made is not None:
-            made.add(dest.parent)
-    try:
-        os.replace(src, dest)
-    except OSError as e:
-        if e.errno != errno.EXDEV:
-            raise
-        part = dest.with_name(dest.name + ".part")  # another file system: copy, then rename
-        shutil.copyfile(src, part)
-        os.replace(part, dest)
-
-
 # -- the transaction ---------------------------------------------------------------------
 def write_delta(inst: Instance, req: WriteRequest) -> WriteOutcome:
-    """Write ``req`` in one transaction (images already staged); raises on any failure.
+    """Write ``req`` in one transaction (images already in the vault); raises on any failure.
 
     The caller undoes a failure with the journal (the transaction itself is
     rolled back here).
@@ -254,14 +229,27 @@ def _insert_objects(s: Session, req: WriteRequest, taxa: dict[str, int], annotat
 
 def _insert_images(s: Session, inst: Instance, req: WriteRequest,
                    images: list[tuple[int, ImagePlan]]) -> None:
-    """Image rows, then their files moved from staging into the vault."""
+    """Image rows for the files the stager wrote into the run's vault folders.
+
+    A file several images name (one file, several objects) gets a hard link
+    of its own for each image after the first, next to it, so that deleting one
+    image never takes another one's file.
+    """
     if not images:
         return
     image_ids = reserve_ids(s, Image, len(images))
-    paths = [_vault_paths(inst, image_id, im) for image_id, (_, im) in zip(image_ids, images)]
-    with vault_lock(inst.settings.work_dir):
-        req.journal.update(vault_files=[[image_id, rel, thumb] for image_id, (rel, thumb)
-                                        in zip(image_ids, paths)])
+    root = inst.settings.vault_dir
+    used: set[Path] = set()
+    paths: list[tuple[str, str | None]] = []
+    for image_id, (_, im) in zip(image_ids, images):
+        original, thumb = req.stager.staged(im)
+        if original in used:  # the run's folders: undone with them if the import fails
+            original = _link_next_to(original, image_id)
+            thumb = _link_next_to(thumb, image_id) if thumb is not None else None
+        else:
+            used.add(original)
+        paths.append((original.relative_to(root).as_posix(),
+                      thumb.relative_to(root).as_posix() if thumb is not None else None))
     for start in range(0, len(images), _BATCH):
         insert_rows(s, Image.__table__, [
             dict(id=image_ids[i], object_id=images[i][0], rank=images[i][1].rank,
@@ -269,35 +257,15 @@ def _insert_images(s: Session, inst: Instance, req: WriteRequest,
                  original_name=images[i][1].original_name, width=images[i][1].width,
                  height=images[i][1].height)
             for i in range(start, min(len(images), start + _BATCH))])
-    made: set[Path] = set()
-    placed: dict[Path, Path] = {}  # staged file -> where in the vault it went first
-    for (_, im), (rel, thumb) in zip(images, paths):
-        original, staged_thumb = req.stager.staged(im)
-        _place(original, inst.vault.path(rel), placed, made)
-        if thumb is not None:
-            _place(staged_thumb, inst.vault.path(thumb), placed, made)
 
 
-def _place(staged: Path, dest: Path, placed: dict[Path, Path], made: set[Path]) -> None:
-    """Move a staged file into the vault; a file several images name is linked again."""
-    first = placed.get(staged)
-    if first is None:
-        _move(staged, dest, made)
-        placed[staged] = dest
-        return
-    if dest.parent not in made:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        made.add(dest.parent)
+def _link_next_to(path: Path, image_id: int) -> Path:
+    link = path.with_name(f"{path.stem}.{image_id}{path.suffix}")
     try:
-        os.link(first, dest)
+        os.link(path, link)
     except OSError:
-        shutil.copyfile(first, dest)
-
-
-def _vault_paths(inst: Instance, image_id: int, im: ImagePlan) -> tuple[str, str | None]:
-    """Where the vault keeps an image and its thumbnail (None: the image is its own)."""
-    rel, thumb = inst.vault.rel_paths(image_id, im.rank, _extension(im))
-    return rel, thumb if im.thumbnail else None
+        shutil.copyfile(path, link)
+    return link
 
 
 def _merge_free_columns(project: Project, plan: ImportPlan) -> None:

@@ -30,7 +30,7 @@ from ecotaxa_core.db.models import User, utcnow
 from ecotaxa_core.errors import EcoTaxaError, UserNotFound
 from ecotaxa_core.import_checks import check_against_project
 from ecotaxa_core.import_features import backup_path, plan_features
-from ecotaxa_core.import_images import ImageStager
+from ecotaxa_core.import_images import ImageStager, StagingDirs
 from ecotaxa_core.import_journal import (ImportJournal, project_lock, recover_project,
                                          undo_or_finish)
 from ecotaxa_core.import_maps import load_taxa_map, load_users_map
@@ -175,14 +175,19 @@ class _Run:
         self.user_id, self.answers, self.mode = user_id, answers, mode
         self.progress, self.started, self.started_at = progress, started, started_at
         self.run_id = str(uuid.uuid4())
-        self.staging_name = f"import_staging_{self.run_id}"
+        self.staging = StagingDirs.for_run(inst.settings.vault_dir, self.run_id,
+                                           inst.settings.work_dir)
         self.files_skipped: list[str] = []
         self.imported_files: list[tuple[str, str, int]] = []
 
     def execute(self, scratch: list[str]) -> ImportResult:
         """Check and write, with a journal naming everything a failure must undo."""
         journal = ImportJournal.create(self.inst.settings.work_dir, self.run_id,
-                                       self.project_id, scratch=[self.staging_name] + scratch)
+                                       self.project_id, scratch=scratch,
+                                       vault_dirs=[self.staging.originals.relative_to(
+                                           self.inst.settings.vault_dir).as_posix(),
+                                           self.staging.thumbs.relative_to(
+                                           self.inst.settings.vault_dir).as_posix()])
         try:
             result = self._checked_and_written(journal)
         except BaseException as failure:
@@ -197,8 +202,7 @@ class _Run:
         return result
 
     def _checked_and_written(self, journal: ImportJournal) -> ImportResult:
-        staging = self.inst.settings.work_dir / self.staging_name
-        with ImageStager(staging, max_pixels=self.source.limits.max_image_pixels,
+        with ImageStager(self.staging, max_pixels=self.source.limits.max_image_pixels,
                          progress=self.progress) as stager:
             return self._staged_and_written(journal, stager)
 

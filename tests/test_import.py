@@ -528,23 +528,25 @@ def _stager_images(folder: Path) -> list:
 
 
 def _stage_in_a_daemon(folder, out):
-    from ecotaxa_core.import_images import ImageStager
+    from ecotaxa_core.import_images import ImageStager, StagingDirs
     from ecotaxa_core.tsv.issues import ImportReport
 
     images = _stager_images(folder / "src")
-    with ImageStager(folder / "staging", processes=1, threads_up_to=0) as stager:
+    dirs = StagingDirs(folder / "vault/images/run_x", folder / "vault/thumbs/run_x")
+    with ImageStager(dirs, processes=1, threads_up_to=0) as stager:
         stager.finish(images, ImportReport())
-    out.put(sorted(p.name for p in (folder / "staging").iterdir()))
+    out.put(sorted(p.name for p in (folder / "vault").rglob("*") if p.is_file()))
 
 
 @pytest.mark.parametrize("processes", [0, 1])
 def test_image_stager_checks_and_stages_each_file_once(tmp_path, processes):
-    from ecotaxa_core.import_images import ImageStager
+    from ecotaxa_core.import_images import ImageStager, StagingDirs
     from ecotaxa_core.tsv.issues import ImportReport
 
     images = _stager_images(tmp_path / "src")
     report, progress = ImportReport(), []
-    with ImageStager(tmp_path / "staging", processes=processes, threads_up_to=5,
+    dirs = StagingDirs(tmp_path / "vault/images/run_x", tmp_path / "vault/thumbs/run_x")
+    with ImageStager(dirs, processes=processes, threads_up_to=5,
                      progress=lambda d, t: progress.append((d, t))) as stager:
         for im in images[:10]:  # handed while "reading", the rest at the end
             stager.submit(im)
@@ -559,8 +561,9 @@ def test_image_stager_checks_and_stages_each_file_once(tmp_path, processes):
         assert original.read_bytes() == im.src.read_bytes()
         assert (thumb is not None) == (im.height > 128) == im.thumbnail
     assert stager.staged(images[-1]) == stager.staged(images[0])  # one staged copy
-    staged = sorted(p.name for p in (tmp_path / "staging").iterdir())
+    staged = [p for p in (tmp_path / "vault").rglob("*") if p.is_file()]
     assert len(staged) == 30 + sum(im.thumbnail for im in images[:30])
+    assert {p.parent.name for p in staged} == {"0000"}  # 10,000 files a folder at most
 
 
 def test_image_stager_falls_back_to_threads_where_processes_cannot_start(tmp_path):
@@ -573,4 +576,4 @@ def test_image_stager_falls_back_to_threads_where_processes_cannot_start(tmp_pat
     staged = out.get(timeout=120)
     proc.join(timeout=60)
     assert proc.exitcode == 0
-    assert len([n for n in staged if not n.endswith(".thumb.jpg")]) == 30
+    assert len([n for n in staged if n.endswith(".png")]) == 30

@@ -149,13 +149,17 @@ def test_killed_while_copying_images_then_recovered_by_the_next_import(instance,
         assert report.undone == [] and _journals(inst) == [journal]
     finally:
         _kill(proc)
-    staged = [p for p in inst.settings.work_dir.iterdir() if p.name.startswith("import_staging_")]
-    assert staged and any(staged[0].iterdir()), "the kill came before any image was copied"
-    assert row_counts(inst) == before and vault_files(inst) == files
+    # Images went to the run's own vault folders; the journal names them.
+    run_id = journal.split("_", 2)[2][:-len(".json")]
+    staged = {p for p in vault_files(inst) - files}
+    assert staged, "the kill came before any image was copied"
+    assert all(p.startswith((f"images/run_{run_id}/", f"thumbs/run_{run_id}/")) for p in staged)
+    assert row_counts(inst) == before
 
     result = import_path(inst, pid, bundle, user_id=1, create_missing_taxa=True)
     assert (result.n_objects, result.n_images) == (8 * PER_CLASS, 8 * PER_CLASS)
     assert _journals(inst) == [] and leftovers(inst) == []
+    assert not (inst.settings.vault_dir / "images" / f"run_{run_id}").exists()
     assert inst.features.n_rows(pid, "tsv") == 8 * PER_CLASS
     _consistent(inst, pid)
 
