@@ -126,7 +126,7 @@ def run_one(n: int, seed: int, database_url: str, profile: str | None,
     # Images are checked and staged while the TSV is read: this is the wait after it.
     phases.wrap(ImageStager, "finish", "images: rest of checks + staging")
     for label, name in [("DB rows: objects", "_insert_objects"),
-                        ("DB rows + vault moves: images", "_insert_images"),
+                        ("DB rows: images", "_insert_images"),
                         ("features", "write_features"), ("DB rows: parents", "_parents")]:
         phases.wrap(import_writer, name, label)
 
@@ -158,7 +158,7 @@ def run_one(n: int, seed: int, database_url: str, profile: str | None,
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     inner = sum(v for k, v in phases.seconds.items()
-                if k in ("DB rows: objects", "DB rows + vault moves: images", "features",
+                if k in ("DB rows: objects", "DB rows: images", "features",
                          "DB rows: parents"))
     phases.seconds["transaction: rest + commit"] = phases.seconds["transaction (all)"] - inner
     return dict(n=result.n_objects, images=result.n_images, dialect=dialect,

@@ -69,14 +69,18 @@ class FreeValues(Mapping):
         return value
 
     def __iter__(self) -> Iterator[str]:
-        for name, value in zip(self.layout.names, self.numbers):
-            if not math.isnan(value):
-                yield name
-        if self.texts is not None:
-            yield from self.texts
+        return iter(self.to_dict())
 
     def __len__(self) -> int:
-        return sum(1 for _ in self)
+        return len(self.to_dict())
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict (what the database stores), built in one go."""
+        values = {name: v for name, v in zip(self.layout.names, self.numbers)
+                  if v == v}  # NaN != NaN: no value
+        if self.texts is not None:
+            values.update(self.texts)
+        return values
 
 
 @dataclass(slots=True)

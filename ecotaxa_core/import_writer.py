@@ -34,7 +34,7 @@ from ecotaxa_core.import_images import ImageStager
 from ecotaxa_core.import_journal import ImportJournal
 from ecotaxa_core.import_names import (AnnotatorResolver, NameAnswers, annotator_resolver,
                                        category_resolver)
-from ecotaxa_core.import_plan import ImagePlan, ImportPlan, ParentPlan
+from ecotaxa_core.import_plan import FreeValues, ImagePlan, ImportPlan, ParentPlan
 from ecotaxa_core.instance import Instance
 from ecotaxa_core.reimport import ImportDelta, UpdateCounts, apply_updates
 
@@ -222,7 +222,7 @@ def _insert_objects(s: Session, req: WriteRequest, taxa: dict[str, int], annotat
             process_id=parent_ids["process"].get(o.process), lat=o.lat, lon=o.lon, date=o.date,
             time=o.time, depth_min=o.depth_min, depth_max=o.depth_max, status=o.status,
             taxon_id=taxon_id, annotator_id=annotator, annotation_date=o.annotation_date,
-            extra=dict(o.extra))
+            extra=o.extra.to_dict() if isinstance(o.extra, FreeValues) else dict(o.extra))
 
     return _insert_rows(s, Object, len(objects), row)
 

@@ -1,7 +1,10 @@
 """The image vault: original image files and their thumbnails, by image id.
 
-Paths are derived from the image id (``images/0012/123456_0.jpg``) so the vault
-needs no index of its own and a folder never holds more than 10,000 files.
+Each image row holds the paths of its file and thumbnail. An import writes its
+images into its own run folders (``images/run_<id>/0000/f12.png``, see
+:mod:`~ecotaxa_core.import_images`); other writers (project copies ...) use
+paths derived from the image id (``images/0012/123456_0.jpg``). A folder never
+holds more than 10,000 files.
 Files are written to a temporary name and renamed, so a reader never sees half
 an image; :meth:`Vault.remove` undoes a failed import.
 

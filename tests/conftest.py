@@ -6,6 +6,10 @@ import os
 import uuid
 from pathlib import Path
 
+# Flows run in-process start a temporary Prefect server; on a loaded 2-core machine the
+# default 20 s wait for it is not always enough.
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]

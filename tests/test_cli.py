@@ -26,7 +26,10 @@ COMMANDS = [[], ["init"], ["project"], ["project", "create"], ["project", "list"
 
 def run_cli(args, home: Path, check=True, **env):
     full_env = {**os.environ, "ECOTAXA_HOME": str(home), "PREFECT_HOME": str(home / "prefect"),
-                "PREFECT_SERVER_ANALYTICS_ENABLED": "false", **env}
+                "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                # Each command starts its own temporary Prefect server: give it time on a
+                # loaded 2-core machine (the default 20 s is not always enough).
+                "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120", **env}
     full_env.pop("ECOTAXA_DATABASE_URL", None)
     full_env.pop("PREFECT_API_URL", None)
     proc = subprocess.run([ECOTAXA, *args], capture_output=True, text=True, env=full_env,
