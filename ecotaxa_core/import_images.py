@@ -37,7 +37,7 @@ import os
 import shutil
 import threading
 from collections import deque
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import BrokenExecutor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -101,20 +101,6 @@ class StagingDirs:
         return self.thumbs / f"{number // _BUCKET:04d}" / f"f{number}.jpg"
 
 
-@dataclass
-class _File:
-    """What became of one image file."""
-
-    number: int
-    problem: ImageProblem | None = None
-    width: int = 0
-    height: int = 0
-    image_format: str | None = None
-    thumbnail: bool = True
-    original: Path | None = None  # staged copy (None: not staged)
-    thumb: Path | None = None
-
-
 @dataclass(frozen=True)
 class _Decoded:
     width: int
@@ -147,9 +133,10 @@ class ImageStager:
         self._n_processes = processes if processes is not None else default_processes()
         self._processes: ProcessPoolExecutor | None = None
         self._slots = threading.BoundedSemaphore(_IN_FLIGHT)
-        self._files: dict[Path, _File] = {}
+        self._files: dict[Path, int] = {}  # file -> its number
+        self._results: dict[int, _Result] = {}
         self._batch: list[tuple[int, str]] = []
-        self._pending: deque[tuple[Future, int]] = deque()
+        self._pending: deque[tuple[Future, _Job]] = deque()
         self._done = 0
         self._stage = staging is not None
 
@@ -165,8 +152,8 @@ class ImageStager:
         """Check (and stage) the file of ``image``, unless it is missing or already handed."""
         if image.missing or image.src in self._files:
             return
-        entry = self._files[image.src] = _File(number=len(self._files))
-        self._batch.append((entry.number, str(image.src)))
+        number = self._files[image.src] = len(self._files)
+        self._batch.append((number, str(image.src)))
         if len(self._batch) >= self._batch_size():
             self._send()
         while self._pending and self._pending[0][0].done():
@@ -191,7 +178,7 @@ class ImageStager:
         for im in images:
             if im.missing:
                 continue
-            entry = self._files[im.src]
+            entry = self._results[self._files[im.src]]
             if entry.problem is not None:
                 column = "img_file_name" if im.line is not None else None
                 report.add(im.rel, im.line, column, im.original_name, entry.problem.code,
@@ -203,10 +190,10 @@ class ImageStager:
 
     def staged(self, image: ImagePlan) -> tuple[Path, Path | None]:
         """The staged copy of ``image``'s file and its thumbnail (None: it is its own)."""
-        entry = self._files[image.src]
+        entry = self._results[self._files[image.src]]
         if entry.original is None:
             raise RuntimeError(f"{image.original_name!r} was not staged")
-        return entry.original, entry.thumb
+        return Path(entry.original), Path(entry.thumb) if entry.thumb is not None else None
 
     # -- internals --------------------------------------------------------------------
     def _batch_size(self) -> int:
@@ -223,7 +210,8 @@ class ImageStager:
         try:
             try:
                 future = pool.submit(_stage_batch, job)
-            except (AssertionError, OSError):  # processes start here: a daemon has none
+            except (AssertionError, OSError, BrokenExecutor):  # processes start here (a
+                # daemon has none), or one died
                 if pool is self._threads:
                     raise
                 self._no_processes()
@@ -232,7 +220,7 @@ class ImageStager:
             self._slots.release()
             raise
         future.add_done_callback(lambda _: self._slots.release())
-        self._pending.append((future, len(batch)))
+        self._pending.append((future, job))
 
     def _pool_for(self, first_number: int):
         if first_number < self._threads_up_to or self._n_processes < 1:
@@ -253,13 +241,14 @@ class ImageStager:
             self._processes = None
 
     def _collect(self) -> None:
-        future, _ = self._pending.popleft()
-        for result in future.result():  # raises what the work raised (a full disk ...)
-            entry = self._files[Path(result.path)]
-            (entry.problem, entry.width, entry.height, entry.image_format, entry.thumbnail,
-             entry.original, entry.thumb) = (result.problem, result.width, result.height,
-                                             result.image_format, result.thumbnail,
-                                             result.original, result.thumb)
+        future, job = self._pending.popleft()
+        try:
+            outcome = future.result()  # raises what the work raised (a full disk ...)
+        except BrokenExecutor:  # a worker process died (killed, out of memory): threads
+            self._no_processes()
+            outcome = self._threads.submit(_stage_batch, job).result()
+        for number, result in outcome:
+            self._results[number] = result
             self._done += 1
             if self._done % _PROGRESS_EVERY == 0:
                 self._tell()
@@ -278,22 +267,23 @@ class _Job:
     parent: int = field(default_factory=os.getpid)  # the importing process
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Result:
-    path: str
+    """What became of one image file."""
+
     problem: ImageProblem | None = None
     width: int = 0
     height: int = 0
     image_format: str | None = None
     thumbnail: bool = True
-    original: Path | None = None
-    thumb: Path | None = None
+    original: str | None = None  # its copy in the vault (None: not written)
+    thumb: str | None = None
 
 
 _batch_threads: ThreadPoolExecutor | None = None
 
 
-def _stage_batch(job: _Job) -> list[_Result]:
+def _stage_batch(job: _Job) -> list[tuple[int, _Result]]:
     """Check (and stage) a batch of files; in a worker process, a few at a time (their
     file writes overlap)."""
     global _batch_threads
@@ -305,10 +295,10 @@ def _stage_batch(job: _Job) -> list[_Result]:
     work = [(number, Path(path), staging if job.stage else None, ours, job.max_pixels)
             for number, path in job.files]
     if len(work) <= _THREAD_BATCH:
-        return [_stage_file(*w) for w in work]
+        return [(w[0], _stage_file(*w)) for w in work]
     if _batch_threads is None:
         _batch_threads = ThreadPoolExecutor(max_workers=4)
-    return list(_batch_threads.map(lambda w: _stage_file(*w), work))
+    return list(zip((w[0] for w in work), _batch_threads.map(lambda w: _stage_file(*w), work)))
 
 
 def _stage_file(number: int, path: Path, staging: StagingDirs | None, ours, max_pixels: int
@@ -321,11 +311,11 @@ def _stage_file(number: int, path: Path, staging: StagingDirs | None, ours, max_
     except OSError as e:
         decoded = ImageProblem("bad_image", _reason(e, path))
     if isinstance(decoded, ImageProblem):
-        return _Result(str(path), problem=decoded)
+        return _Result(problem=decoded)
     result = dict(width=decoded.width, height=decoded.height,
                   image_format=decoded.image_format, thumbnail=decoded.thumbnail is not None)
     if staging is None:
-        return _Result(str(path), **result)
+        return _Result(**result)
     ext = vault_extension(path.suffix, decoded.image_format)
     original = staging.original(number, ext)
     _make_parent(original)
@@ -340,7 +330,8 @@ def _stage_file(number: int, path: Path, staging: StagingDirs | None, ours, max_
         thumb = staging.thumb(number)
         _make_parent(thumb)
         decoded.thumbnail.save(thumb, format="JPEG", quality=90)
-    return _Result(str(path), original=original, thumb=thumb, **result)
+    return _Result(original=str(original), thumb=str(thumb) if thumb is not None else None,
+                   **result)
 
 
 def check_and_stage_images(images: Sequence[ImagePlan], report: ImportReport,

@@ -577,3 +577,22 @@ def test_image_stager_falls_back_to_threads_where_processes_cannot_start(tmp_pat
     proc.join(timeout=60)
     assert proc.exitcode == 0
     assert len([n for n in staged if n.endswith(".png")]) == 30
+
+
+def test_image_stager_survives_a_dead_worker_process(tmp_path):
+    from ecotaxa_core.import_images import ImageStager, StagingDirs
+    from ecotaxa_core.tsv.issues import ImportReport
+
+    images = _stager_images(tmp_path / "src")[:30]
+    dirs = StagingDirs(tmp_path / "vault/images/run_x", tmp_path / "vault/thumbs/run_x")
+    report = ImportReport()
+    with ImageStager(dirs, processes=1, threads_up_to=0) as stager:
+        stager.submit(images[0])
+        stager._send()  # the first batch starts the worker process
+        for process in list(stager._processes._processes.values()):
+            process.kill()  # killed (the out-of-memory killer ...)
+        stager.finish(images, report)
+    assert report.n_issues == 0
+    for im in images:
+        original, _ = stager.staged(im)
+        assert original.read_bytes() == im.src.read_bytes()
