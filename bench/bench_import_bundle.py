@@ -172,6 +172,7 @@ def _pg_database(action: str, name: str) -> None:
                          autocommit=True) as conn:
         if action == "create":
             conn.execute(f'CREATE DATABASE "{name}"')
+            conn.execute("CHECKPOINT")  # the copy of the template, written now, not mid-import
         else:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
