@@ -17,6 +17,8 @@ from __future__ import annotations
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
+from ecotaxa_core.errors import EcoTaxaError
+
 __all__ = ["reserve_ids"]
 
 
@@ -36,4 +38,5 @@ def reserve_ids(session: Session, model, n: int) -> list[int]:
             raise RuntimeError("reserve_ids on SQLite needs the write lock of a transaction")
         last = session.scalar(select(func.max(table.c.id))) or 0
         return list(range(last + 1, last + 1 + n))
-    raise NotImplementedError(f"reserve_ids: no way to reserve ids on {dialect}")
+    raise EcoTaxaError(f"unsupported database {dialect!r}: ecotaxa runs on SQLite and "
+                       "PostgreSQL")
