@@ -99,7 +99,6 @@ def _changes_stored_rows(features: FeatureStore, project_id: int, fplan: Feature
 def _rows(objects: list[ObjectPlan], names: list[str]) -> np.ndarray:
     """The feature matrix of ``objects``: their numeric free values, NaN where none."""
     out = np.full((len(objects), len(names)), np.nan, dtype=np.float32)
-    columns = tuple(names)
     where = {n: j for j, n in enumerate(names)}
     by_layout: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for i, o in enumerate(objects):
@@ -107,7 +106,7 @@ def _rows(objects: list[ObjectPlan], names: list[str]) -> np.ndarray:
         if isinstance(extra, FreeValues):  # packed numbers: copied by position
             found = by_layout.get(id(extra.layout))
             if found is None:
-                here, there = extra.layout.positions(columns)
+                here, there = extra.layout.positions(names)
                 found = by_layout[id(extra.layout)] = (np.asarray(here, dtype=np.intp),
                                                        np.asarray(there, dtype=np.intp))
             if len(found[0]):

@@ -24,7 +24,8 @@ the import does not store (an object already present) is not reported.
 >>> from ecotaxa_core.import_plan import ImagePlan
 >>> report = ImportReport()
 >>> im = ImagePlan(Path("/no/such.png"), 0, "such.png", "ecotaxa_a.tsv", 3)
->>> _ = check_and_stage_images([im], report, None)
+>>> with ImageStager(None) as stager:  # None: check only
+...     stager.finish([im], report)
 >>> print(report.issues[0])
 ecotaxa_a.tsv line 3, column img_file_name: cannot read image 'such.png' (file not found)
 """
@@ -50,8 +51,7 @@ from ecotaxa_core.import_plan import ImagePlan
 from ecotaxa_core.tsv.issues import ImportReport
 from ecotaxa_core.vault import make_thumbnail, needs_thumbnail
 
-__all__ = ["ImageStager", "StagingDirs", "check_and_stage_images", "ImageProblem",
-           "default_workers"]
+__all__ = ["ImageStager", "StagingDirs", "ImageProblem", "default_workers"]
 
 # Larger files are decoded from their path and copied, not read into memory whole.
 _READ_WHOLE_BYTES = 32 * 1024 * 1024
@@ -250,8 +250,7 @@ class ImageStager:
         for number, result in outcome:
             self._results[number] = result
             self._done += 1
-            if self._done % _PROGRESS_EVERY == 0:
-                self._tell()
+            self._tell()
 
     def _tell(self, force: bool = False) -> None:
         if self.progress is not None and (force or self._done % _PROGRESS_EVERY == 0):
@@ -332,16 +331,6 @@ def _stage_file(number: int, path: Path, staging: StagingDirs | None, ours, max_
         decoded.thumbnail.save(thumb, format="JPEG", quality=90)
     return _Result(original=str(original), thumb=str(thumb) if thumb is not None else None,
                    **result)
-
-
-def check_and_stage_images(images: Sequence[ImagePlan], report: ImportReport,
-                           staging: StagingDirs | None, *,
-                           progress: Callable[[int, int], None] | None = None,
-                           max_pixels: int = MAX_IMAGE_PIXELS) -> ImageStager:
-    """Check (and stage, unless ``staging`` is None) the files of ``images`` at once."""
-    with ImageStager(staging, max_pixels=max_pixels, progress=progress) as stager:
-        stager.finish(images, report)
-    return stager
 
 
 def _reason(e: BaseException, path: Path) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from array import array
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -26,21 +26,17 @@ FREE_COLUMN_PREFIXES = ("object", "sample", "acq", "process")
 class NumberLayout:
     """The numeric free columns of one file, in order, shared by its objects."""
 
-    __slots__ = ("names", "index", "_positions")
+    __slots__ = ("names", "index")
 
     def __init__(self, names: tuple[str, ...]):
         self.names = names
         self.index = {name: i for i, name in enumerate(names)}
-        self._positions: dict[tuple[str, ...], tuple[list[int], list[int]]] = {}
 
-    def positions(self, columns: tuple[str, ...]) -> tuple[list[int], list[int]]:
-        """(indices here, indices in ``columns``) of the names both hold (cached)."""
-        found = self._positions.get(columns)
-        if found is None:
-            where = {name: j for j, name in enumerate(columns)}
-            pairs = [(i, where[name]) for i, name in enumerate(self.names) if name in where]
-            found = self._positions[columns] = ([i for i, _ in pairs], [j for _, j in pairs])
-        return found
+    def positions(self, columns: Sequence[str]) -> tuple[list[int], list[int]]:
+        """(indices here, indices in ``columns``) of the names both hold."""
+        where = {name: j for j, name in enumerate(columns)}
+        pairs = [(i, where[name]) for i, name in enumerate(self.names) if name in where]
+        return [i for i, _ in pairs], [j for _, j in pairs]
 
 
 class FreeValues(Mapping):
