@@ -121,14 +121,16 @@ def run_one(n: int, seed: int, database_url: str, profile: str | None,
     phases = _Phases()
     for label, name in [("read + check TSV (+ images)", "plan_bundle"),
                         ("compare with project", "plan_delta"), ("check names", "check_names"),
+                        ("check against project", "check_against_project"),
                         ("transaction (all)", "write_delta")]:
         phases.wrap(importer, name, label)
     # Images are checked and staged while the TSV is read: this is the wait after it.
     phases.wrap(ImageStager, "finish", "images: rest of checks + staging")
-    for label, name in [("DB rows: objects", "_insert_objects"),
-                        ("DB rows: images", "_insert_images"),
+    for label, name in [("DB rows: objects + images", "_insert_objects"),
                         ("features", "write_features"), ("DB rows: parents", "_parents")]:
         phases.wrap(import_writer, name, label)
+    for name in ("add", "done"):  # objects and their images go in batch by batch
+        phases.wrap(import_writer._ImageRows, name, "  of which image rows")
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_bundle_", dir=workdir))
     try:
@@ -158,8 +160,7 @@ def run_one(n: int, seed: int, database_url: str, profile: str | None,
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     inner = sum(v for k, v in phases.seconds.items()
-                if k in ("DB rows: objects", "DB rows: images", "features",
-                         "DB rows: parents"))
+                if k in ("DB rows: objects + images", "features", "DB rows: parents"))
     phases.seconds["transaction: rest + commit"] = phases.seconds["transaction (all)"] - inner
     return dict(n=result.n_objects, images=result.n_images, dialect=dialect,
                 generated_s=round(generated, 1), total_s=total, phases=phases.seconds,

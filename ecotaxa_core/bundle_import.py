@@ -12,15 +12,19 @@ parent of the same id, since the database always links them.
 from __future__ import annotations
 
 import math
+import os
 import re
+import stat
 from array import array
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 
 from ecotaxa_core.db.models import ObjectStatus
 from ecotaxa_core.import_plan import (FreeValues, ImagePlan, ImportPlan, NumberLayout,
                                      ObjectPlan, ParentPlan)
 from ecotaxa_core.import_sources import ImportSource, TsvSourceFile
+from ecotaxa_core.import_spool import ObjectSpool
 from ecotaxa_core.tsv.issues import ImportReport
 from ecotaxa_core.tsv.reader import TsvColumn, TsvRow, TsvTable, read_tsv
 from ecotaxa_core.tsv.values import (parse_date, parse_float, parse_int, parse_latitude,
@@ -39,27 +43,63 @@ _CODES = {"object_lat": "bad_lat", "object_lon": "bad_lon", "sample_lat": "bad_l
 
 def plan_bundle(source: ImportSource, report: ImportReport,
                 tsv_files: Sequence[TsvSourceFile] | None = None, *,
-                on_image: Callable[[ImagePlan], None] | None = None) -> ImportPlan:
+                on_image: Callable[[ImagePlan], None] | None = None,
+                spill_dir: Path | None = None) -> ImportPlan:
     """Read and check the TSVs of ``source`` (images are checked by the caller).
 
     ``tsv_files`` restricts the reading to some of them (a re-import skips the
     files already loaded). ``on_image`` is called with each image of a new
-    object as soon as its line is read (to check and stage it meanwhile).
+    object as soon as its line is read (to check and stage it meanwhile). The
+    objects spool to ``spill_dir`` (see :mod:`~ecotaxa_core.import_spool`).
     """
     files = list(source.tsv_files if tsv_files is None else tsv_files)
     plan = ImportPlan(source=source.source, kind="ecotaxa_bundle",
-                      tsv_files=[f.rel for f in files])
-    object_file: dict[str, tuple[str, int]] = {}
-    for tsv in files:
+                      tsv_files=[f.rel for f in files], objects=ObjectSpool(spill_dir))
+    seen = _SeenObjects()
+    for number, tsv in enumerate(files):
         table = read_tsv(tsv.path, tsv.rel, report,
                          max_line_chars=source.limits.max_tsv_line_chars,
                          max_field_chars=source.limits.max_tsv_field_chars)
         if table is None:
             continue
         _merge_free_columns(plan, table, report)
-        _TableReader(plan, tsv, table, report, object_file, on_image).read()
+        _TableReader(plan, tsv, number, table, report, seen, on_image).read()
         plan.tsv_rows[tsv.rel] = table.n_rows
+    plan.objects.attach_late_images(lambda obj, image: _new_image(report, obj, image))
     return plan
+
+
+class _SeenObjects:
+    """Where each object of the bundle was read, a few bytes an object (a dict entry and
+    two array items), so that memory stays flat while its rows go to disk."""
+
+    def __init__(self) -> None:
+        self.position: dict[str, int] = {}  # orig_id -> position in the plan's spool
+        self.file = array("I")  # number of the file, per position
+        self.line = array("Q")  # its line there, per position
+
+    def add(self, orig_id: str, file_number: int, line: int) -> None:
+        self.position[orig_id] = len(self.file)
+        self.file.append(file_number)
+        self.line.append(line)
+
+
+def _new_image(report: ImportReport, obj: ObjectPlan, image: ImagePlan) -> bool:
+    """Whether ``image`` (of another row of ``obj``) is one more image of it, or a
+    duplicate row (reported)."""
+    for other in obj.images:
+        if other.original_name == image.original_name:
+            report.add(image.rel, image.line, "img_file_name", image.original_name,
+                       "duplicate_object",
+                       f"(object {obj.orig_id!r}, image {image.original_name!r}) is "
+                       f"already in this file at line {other.line}")
+            return False
+        if other.rank == image.rank:
+            report.add(image.rel, image.line, "img_rank", str(image.rank), "duplicate_object",
+                       f"object {obj.orig_id!r} already has an image of rank "
+                       f"{image.rank} at line {other.line}")
+            return False
+    return True
 
 
 def report_missing_image(report: ImportReport, image: ImagePlan) -> None:
@@ -117,17 +157,53 @@ class _FreeColumns:
         return values
 
 
+class _ImageLocator:
+    """Where an image a TSV names lies, if inside the bundle: ``(path, is a file)``.
+
+    Symbolic links are followed (a link out of the bundle is refused), with one
+    ``lstat`` per image: folders are resolved once each.
+    """
+
+    def __init__(self, base: Path, tsv_folder: Path):
+        self.base = os.path.realpath(base)
+        self.folder = str(tsv_folder)
+        self._real: dict[str, str] = {}  # folder -> its real path
+
+    def _inside(self, path: str) -> bool:
+        return path == self.base or path.startswith(self.base.rstrip(os.sep) + os.sep)
+
+    def __call__(self, name: str) -> tuple[str, bool] | None:
+        joined = os.path.normpath(os.path.join(self.folder, name.replace("\\", "/")))
+        folder, file_name = os.path.split(joined)
+        real = self._real.get(folder)
+        if real is None:
+            real = self._real[folder] = os.path.realpath(folder)
+        path = os.path.join(real, file_name)
+        if not self._inside(real) or not file_name:
+            return None
+        try:
+            mode = os.lstat(path).st_mode
+        except OSError:
+            return path, False
+        if stat.S_ISLNK(mode):
+            path = os.path.realpath(path)
+            if not self._inside(path):
+                return None
+            return path, os.path.isfile(path)
+        return path, stat.S_ISREG(mode)
+
+
 class _TableReader:
     """Checks the rows of one table and adds them to the plan."""
 
-    def __init__(self, plan: ImportPlan, tsv: TsvSourceFile, table: TsvTable,
-                 report: ImportReport, object_file: dict[str, tuple[str, int]],
+    def __init__(self, plan: ImportPlan, tsv: TsvSourceFile, number: int, table: TsvTable,
+                 report: ImportReport, seen: _SeenObjects,
                  on_image: Callable[[ImagePlan], None] | None = None):
-        self.plan, self.tsv, self.table, self.report = plan, tsv, table, report
+        self.plan, self.tsv, self.number, self.table = plan, tsv, number, table
+        self.report, self.seen = report, seen
         self.on_image = on_image or (lambda image: None)
-        self.object_file = object_file
-        self.here: dict[str, ObjectPlan] = {}
-        self.base = tsv.base.resolve()
+        self.files = plan.tsv_files
+        self.locate = _ImageLocator(tsv.base, tsv.path.parent)
         self.free = {prefix: _FreeColumns(table.free_columns(prefix))
                      for prefix in ("object", "sample", "acq", "process")}
         self.present = frozenset(c.name for c in table.columns)
@@ -176,40 +252,28 @@ class _TableReader:
             if image is not None and image.missing:
                 report_missing_image(self.report, image)
             return
-        previous = self.here.get(orig_id)
-        if previous is not None:
-            if image is not None:
-                self._add_image(previous, image)
+        seen = self.seen
+        position = seen.position.get(orig_id)
+        if position is not None:
+            if seen.file[position] != self.number:
+                self.report.add(rel, line, "object_id", orig_id, "duplicate_object",
+                                f"object {orig_id!r} is already in "
+                                f"{self.files[seen.file[position]]} line {seen.line[position]}")
+            elif image is not None:  # one more image of an object of this file
+                previous = self.plan.objects.in_memory(position)
+                if previous is None:  # rows far apart: added once the files are read
+                    self.plan.objects.add_late_image(position, orig_id, image)
+                    self.on_image(image)
+                elif _new_image(self.report, previous, image):
+                    previous.images.append(image)
+                    self.on_image(image)
             return
-        elsewhere = self.object_file.get(orig_id)
-        if elsewhere is not None:
-            self.report.add(rel, line, "object_id", orig_id, "duplicate_object",
-                            f"object {orig_id!r} is already in {elsewhere[0]} line {elsewhere[1]}")
-            return
-        self.object_file[orig_id] = (rel, line)
-        self.here[orig_id] = obj
+        seen.add(orig_id, self.number, line)
         if image is not None:
             obj.images.append(image)
             self.on_image(image)
         self._parents(row, obj)
         self.plan.objects.append(obj)
-
-    def _add_image(self, obj: ObjectPlan, image: ImagePlan) -> None:
-        for other in obj.images:
-            if other.original_name == image.original_name:
-                self.report.add(self.table.rel, image.line, "img_file_name", image.original_name,
-                                "duplicate_object",
-                                f"(object {obj.orig_id!r}, image {image.original_name!r}) is "
-                                f"already in this file at line {other.line}")
-                return
-            if other.rank == image.rank:
-                self.report.add(self.table.rel, image.line, "img_rank", str(image.rank),
-                                "duplicate_object",
-                                f"object {obj.orig_id!r} already has an image of rank "
-                                f"{image.rank} at line {other.line}")
-                return
-        obj.images.append(image)
-        self.on_image(image)
 
     def _object_fields(self, row: TsvRow, orig_id: str) -> ObjectPlan:
         rel, line, v = self.table.rel, row.line, lambda n: self.table.value(row, n)
@@ -254,15 +318,16 @@ class _TableReader:
         if not name:
             self.report.add(rel, line, "img_file_name", "", "missing_image", "no image file name")
             return None
-        path = (self.tsv.path.parent / name.replace("\\", "/")).resolve()
-        if not path.is_relative_to(self.base):
+        found = self.locate(name)
+        if found is None:
             self.report.add(rel, line, "img_file_name", name, "unsafe_image_path",
                             f"image {name!r} is outside the bundle")
             return None
         # A missing file is a problem only if the image is to be stored: a re-import
         # skips the rows of images already in the project, and their files may be gone.
+        path, is_file = found
         return ImagePlan(src=path, rank=rank or 0, original_name=name, rel=rel, line=line,
-                         missing=not path.is_file())
+                         missing=not is_file)
 
     def _parents(self, row: TsvRow, obj: ObjectPlan) -> None:
         v = lambda n: self.table.value(row, n)  # noqa: E731

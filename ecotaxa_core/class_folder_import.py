@@ -8,6 +8,8 @@ stem). An object's id is the image's file stem, made unique in the project
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -15,13 +17,16 @@ from ecotaxa_core.db.models import Object, ObjectStatus, utcnow
 from ecotaxa_core.import_checks import existing_orig_ids
 from ecotaxa_core.import_plan import ImagePlan, ImportPlan, ObjectPlan, ParentPlan
 from ecotaxa_core.import_sources import IMAGE_SUFFIXES, ImportSource
+from ecotaxa_core.import_spool import ObjectSpool
 
 __all__ = ["plan_class_folders"]
 
 
 def plan_class_folders(session: Session, project_id: int, source: ImportSource, *,
-                       user_id: int | None) -> ImportPlan:
-    plan = ImportPlan(source=source.source, kind="class_folders")
+                       user_id: int | None, spill_dir: Path | None = None) -> ImportPlan:
+    """The plan of the class folders of ``source``; its objects spool to ``spill_dir``."""
+    plan = ImportPlan(source=source.source, kind="class_folders",
+                      objects=ObjectSpool(spill_dir))
     sample = ParentPlan(orig_id=source.name, rel=source.name, line=None)
     plan.samples[sample.orig_id] = sample
     files = [(folder, f) for folder in source.class_folders for f in sorted(folder.iterdir())
@@ -35,7 +40,7 @@ def plan_class_folders(session: Session, project_id: int, source: ImportSource, 
         obj = ObjectPlan(orig_id=orig_id, rel=rel, line=None, sample=sample.orig_id,
                          status=ObjectStatus.VALIDATED.value, label=folder.name,
                          annotator_id=user_id, annotation_date=when)
-        obj.images.append(ImagePlan(src=f, rank=0, original_name=rel, rel=rel, line=None))
+        obj.images.append(ImagePlan(src=str(f), rank=0, original_name=rel, rel=rel, line=None))
         plan.objects.append(obj)
     return plan
 

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from ecotaxa_core.db.models import Acquisition, Object, Project, Sample, Taxon
 from ecotaxa_core.import_features import TSV_FEATURE_SET
+from ecotaxa_core.import_names import NameSurvey
 from ecotaxa_core.import_plan import ImportPlan, ObjectPlan
 from ecotaxa_core.tsv.issues import ImportReport
 
@@ -39,15 +40,17 @@ def existing_orig_ids(session: Session, project_id: int, orig_ids: Iterable[str]
 
 
 def check_against_project(session: Session, project_id: int, plan: ImportPlan,
-                          classified: list[ObjectPlan], report: ImportReport) -> None:
+                          names: NameSurvey, classified: Iterable[ObjectPlan],
+                          report: ImportReport) -> None:
     """Problems of ``plan`` against project ``project_id``, into ``report``.
 
-    ``classified`` are the objects whose classification the import writes.
+    ``classified`` are the objects whose classification the import writes,
+    ``names`` what they name.
     """
     project = session.get(Project, project_id)
     _acquisitions_elsewhere(session, project_id, plan, report)
     _free_column_types(project, plan, report)
-    _category_ids(session, classified, report)
+    _category_ids(session, names.ids_alone, classified, report)
 
 
 def _acquisitions_elsewhere(session: Session, project_id: int, plan: ImportPlan,
@@ -79,13 +82,15 @@ def _free_column_types(project: Project, plan: ImportPlan, report: ImportReport)
                            f"project {project.id}")
 
 
-def _category_ids(session: Session, objects: list[ObjectPlan], report: ImportReport) -> None:
+def _category_ids(session: Session, alone: set[int], objects: Iterable[ObjectPlan],
+                  report: ImportReport) -> None:
     """A category id given without a name must be a taxon of this instance."""
-    alone = {o.category_id for o in objects if o.label is None and o.category_id is not None}
     known: set[int] = set()
     for chunk in _chunks(alone):
         known.update(session.scalars(select(Taxon.id).where(Taxon.id.in_(chunk))))
-    for obj in objects:
+    if alone <= known:
+        return
+    for obj in objects:  # a refusal: each line is reported
         if obj.label is None and obj.category_id is not None and obj.category_id not in known:
             report.add(obj.rel, obj.line, "object_annotation_category_id", str(obj.category_id),
                        "unknown_category_id",

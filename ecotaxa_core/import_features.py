@@ -16,7 +16,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -40,7 +40,7 @@ class FeaturePlan:
     rewrite: bool = False
     # Rows of existing objects to set (update modes): {object id: {feature: value}}.
     updated: dict[int, dict[str, float]] = field(default_factory=dict)
-    new_objects: list[ObjectPlan] = field(default_factory=list)
+    new_objects: Iterable[ObjectPlan] = ()  # re-iterable (see reimport.NewObjects)
 
     @property
     def writes(self) -> bool:
@@ -64,7 +64,7 @@ def plan_features(features: FeatureStore, project_id: int, plan: ImportPlan,
     stored = features.feature_names(project_id, TSV_FEATURE_SET) if exists else []
     names = stored + [n for n in plan.feature_names if n not in stored]
     fplan = FeaturePlan(names=names, n_rows_before=features.n_rows(project_id, TSV_FEATURE_SET),
-                        new_objects=list(delta.new_objects))
+                        new_objects=delta.new_objects)
     for object_id, obj in delta.updates:
         present = _numeric_present(plan, obj)
         if present:
@@ -96,7 +96,7 @@ def _changes_stored_rows(features: FeatureStore, project_id: int, fplan: Feature
     return False
 
 
-def _rows(objects: list[ObjectPlan], names: list[str]) -> np.ndarray:
+def _rows(objects: Sequence[ObjectPlan], names: list[str]) -> np.ndarray:
     """The feature matrix of ``objects``: their numeric free values, NaN where none."""
     out = np.full((len(objects), len(names)), np.nan, dtype=np.float32)
     where = {n: j for j, n in enumerate(names)}
@@ -127,15 +127,32 @@ def write_features(features: FeatureStore, project_id: int, fplan: FeaturePlan,
         return _rewrite(features, project_id, fplan, new_ids, run_id)
     stored = set(features.object_ids(project_id, TSV_FEATURE_SET).tolist())
     updated_ids = [i for i in sorted(fplan.updated) if i not in stored]
-    ids = list(new_ids) + updated_ids
-    values = np.vstack([_rows(fplan.new_objects, fplan.names),
-                        np.array([[fplan.updated[i].get(n, math.nan) for n in fplan.names]
-                                  for i in updated_ids], dtype=np.float32)
-                        .reshape(len(updated_ids), len(fplan.names))])
-    if not ids:
-        return 0
-    return features.append(project_id, TSV_FEATURE_SET, ids, values, fplan.names,
-                           producer=_PRODUCER)
+    n = 0
+    if updated_ids:
+        values = np.array([[fplan.updated[i].get(name, math.nan) for name in fplan.names]
+                           for i in updated_ids], dtype=np.float32)
+        n += features.append(project_id, TSV_FEATURE_SET, updated_ids, values, fplan.names,
+                             producer=_PRODUCER)
+    for start, batch in _batches(fplan.new_objects):  # a few MB at a time
+        n += features.append(project_id, TSV_FEATURE_SET, new_ids[start:start + len(batch)],
+                             _rows(batch, fplan.names), fplan.names, producer=_PRODUCER)
+    return n
+
+
+_APPEND_ROWS = 16384  # rows a feature store append holds at most
+
+
+def _batches(objects: Iterable[ObjectPlan]) -> Iterator[tuple[int, list[ObjectPlan]]]:
+    """``(position of the first, objects)``, :data:`_APPEND_ROWS` objects at a time."""
+    batch: list[ObjectPlan] = []
+    start = 0
+    for obj in objects:
+        batch.append(obj)
+        if len(batch) == _APPEND_ROWS:
+            yield start, batch
+            start, batch = start + len(batch), []
+    if batch:
+        yield start, batch
 
 
 def _rewrite(features: FeatureStore, project_id: int, fplan: FeaturePlan, new_ids: list[int],
@@ -161,7 +178,7 @@ def _rewrite(features: FeatureStore, project_id: int, fplan: FeaturePlan, new_id
             row[column[name]] = value
     all_ids = ids + extra_ids + list(new_ids)
     all_values = np.vstack([values] + [r[None, :] for r in extra_rows]
-                           + [_rows(fplan.new_objects, fplan.names)])
+                           + [_rows(list(fplan.new_objects), fplan.names)])
     path = features.store_path(project_id, TSV_FEATURE_SET)
     os.replace(path, backup_path(features, project_id, run_id))
     return features.append(project_id, TSV_FEATURE_SET, all_ids, all_values, fplan.names,

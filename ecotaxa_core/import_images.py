@@ -23,9 +23,9 @@ the import does not store (an object already present) is not reported.
 
 >>> from ecotaxa_core.import_plan import ImagePlan
 >>> report = ImportReport()
->>> im = ImagePlan(Path("/no/such.png"), 0, "such.png", "ecotaxa_a.tsv", 3)
+>>> im = ImagePlan("/no/such.png", 0, "such.png", "ecotaxa_a.tsv", 3)
 >>> with ImageStager(None) as stager:  # None: check only
-...     stager.finish([im], report)
+...     stager.finish(lambda: [im], report)
 >>> print(report.issues[0])
 ecotaxa_a.tsv line 3, column img_file_name: cannot read image 'such.png' (file not found)
 """
@@ -37,11 +37,12 @@ import multiprocessing
 import os
 import shutil
 import threading
+from array import array
 from collections import deque
 from concurrent.futures import BrokenExecutor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterable
 
 from PIL import Image as PILImage
 
@@ -51,7 +52,7 @@ from ecotaxa_core.import_plan import ImagePlan
 from ecotaxa_core.tsv.issues import ImportReport
 from ecotaxa_core.vault import make_thumbnail, needs_thumbnail
 
-__all__ = ["ImageStager", "StagingDirs", "ImageProblem", "default_workers"]
+__all__ = ["ImageStager", "StagingDirs", "StagedImage", "ImageProblem", "default_workers"]
 
 # Larger files are decoded from their path and copied, not read into memory whole.
 _READ_WHOLE_BYTES = 32 * 1024 * 1024
@@ -99,6 +100,7 @@ class StagingDirs:
 
     def thumb(self, number: int) -> Path:
         return self.thumbs / f"{number // _BUCKET:04d}" / f"f{number}.jpg"
+    # ImageStager.staged() spells the same paths as text, faster
 
 
 @dataclass(frozen=True)
@@ -133,12 +135,13 @@ class ImageStager:
         self._n_processes = processes if processes is not None else default_processes()
         self._processes: ProcessPoolExecutor | None = None
         self._slots = threading.BoundedSemaphore(_IN_FLIGHT)
-        self._files: dict[Path, int] = {}  # file -> its number
-        self._results: dict[int, _Result] = {}
+        self._files: dict[str, int] = {}  # file -> its number
+        self._results = _Results()
         self._batch: list[tuple[int, str]] = []
         self._pending: deque[tuple[Future, _Job]] = deque()
         self._done = 0
         self._stage = staging is not None
+        self._prefixes: tuple[str, str] | None = None  # the staging folders, as text
 
     def __enter__(self) -> "ImageStager":
         return self
@@ -153,47 +156,59 @@ class ImageStager:
         if image.missing or image.src in self._files:
             return
         number = self._files[image.src] = len(self._files)
-        self._batch.append((number, str(image.src)))
+        self._results.grow()
+        self._batch.append((number, image.src))
         if len(self._batch) >= self._batch_size():
             self._send()
         while self._pending and self._pending[0][0].done():
             self._collect()
 
-    def finish(self, images: Sequence[ImagePlan], report: ImportReport) -> None:
-        """Wait for the files of ``images`` (the images the import stores), handing
-        those not handed yet; give each image its size and real format (a PNG named
-        ``.jpg`` is ``"PNG"``), or report why its file cannot be read.
+    def finish(self, images: Callable[[], Iterable[ImagePlan]], report: ImportReport, *,
+               all_handed: bool = False) -> None:
+        """Wait for the files of the images ``images()`` gives (the images the import
+        stores), handing those not handed yet (none when ``all_handed``), and report
+        each one whose file cannot be read.
 
         Once ``report`` holds a problem, files are only checked, not staged (the
         import will be refused).
         """
         if report.n_issues:
             self._stage = False
-        for image in images:
-            self.submit(image)
+        if not all_handed:
+            for image in images():
+                self.submit(image)
         self._send()
         while self._pending:
             self._collect()
         self._tell(force=True)
-        for im in images:
+        if not self._results.problems:
+            return
+        for im in images():
             if im.missing:
                 continue
-            entry = self._results[self._files[im.src]]
-            if entry.problem is not None:
+            problem = self._results.problems.get(self._files[im.src])
+            if problem is not None:
                 column = "img_file_name" if im.line is not None else None
-                report.add(im.rel, im.line, column, im.original_name, entry.problem.code,
-                           f"cannot read image {im.original_name!r} ({entry.problem.reason})")
-            else:
-                im.width, im.height, im.image_format = (entry.width, entry.height,
-                                                        entry.image_format)
-                im.thumbnail = entry.thumbnail
+                report.add(im.rel, im.line, column, im.original_name, problem.code,
+                           f"cannot read image {im.original_name!r} ({problem.reason})")
 
-    def staged(self, image: ImagePlan) -> tuple[Path, Path | None]:
-        """The staged copy of ``image``'s file and its thumbnail (None: it is its own)."""
-        entry = self._results[self._files[image.src]]
-        if entry.original is None:
+    def number(self, image: ImagePlan) -> int:
+        """The number of ``image``'s file (images naming one file share it)."""
+        return self._files[image.src]
+
+    def staged(self, image: ImagePlan) -> StagedImage:
+        """Where ``image``'s file was staged, and what it holds."""
+        number = self._files[image.src]
+        found = self._results.get(number)
+        if found is None or not found.staged or self.staging is None:
             raise RuntimeError(f"{image.original_name!r} was not staged")
-        return Path(entry.original), Path(entry.thumb) if entry.thumb is not None else None
+        ext = vault_extension(os.path.splitext(image.src)[1], found.image_format)
+        if self._prefixes is None:
+            self._prefixes = (str(self.staging.originals), str(self.staging.thumbs))
+        bucket = f"{number // _BUCKET:04d}"
+        return StagedImage(f"{self._prefixes[0]}/{bucket}/f{number}{ext}",
+                           f"{self._prefixes[1]}/{bucket}/f{number}.jpg" if found.thumbnail
+                           else None, found.width, found.height, found.image_format)
 
     # -- internals --------------------------------------------------------------------
     def _batch_size(self) -> int:
@@ -248,13 +263,76 @@ class ImageStager:
             self._no_processes()
             outcome = self._threads.submit(_stage_batch, job).result()
         for number, result in outcome:
-            self._results[number] = result
+            self._results.set(number, result)
             self._done += 1
             self._tell()
 
     def _tell(self, force: bool = False) -> None:
         if self.progress is not None and (force or self._done % _PROGRESS_EVERY == 0):
             self.progress(self._done, len(self._files))
+
+
+@dataclass(frozen=True, slots=True)
+class StagedImage:
+    """An image file as staged: the paths of its copy in the vault and of its thumbnail
+    there (None: the image is its own), its size and real format (a PNG named ``.jpg``
+    is ``"PNG"``)."""
+
+    original: str
+    thumb: str | None
+    width: int
+    height: int
+    image_format: str | None
+
+
+class _Results:
+    """What became of each file, by number, packed: a few bytes a file, so that the
+    stager's memory stays flat however many files an import holds. A problem is kept
+    whole (they are few: an import with any is refused)."""
+
+    def __init__(self) -> None:
+        self.width, self.height = array("I"), array("I")
+        self.format = bytearray()  # index in ``formats`` + 1; 0: not done yet
+        self.flags = bytearray()  # _STAGED | _THUMB
+        self.formats: list[str | None] = []
+        self.problems: dict[int, ImageProblem] = {}
+
+    def grow(self) -> None:
+        self.width.append(0)
+        self.height.append(0)
+        self.format.append(0)
+        self.flags.append(0)
+
+    def set(self, number: int, result: "_Result") -> None:
+        if result.problem is not None:
+            self.problems[number] = result.problem
+            return
+        if result.image_format not in self.formats:
+            self.formats.append(result.image_format)
+        self.width[number], self.height[number] = result.width, result.height
+        self.format[number] = self.formats.index(result.image_format) + 1
+        self.flags[number] = ((_STAGED if result.original is not None else 0)
+                              | (_THUMB if result.thumb is not None else 0))
+
+    def get(self, number: int) -> _Found | None:
+        if number in self.problems or not self.format[number]:
+            return None
+        flags = self.flags[number]
+        return _Found(self.width[number], self.height[number],
+                      self.formats[self.format[number] - 1], bool(flags & _STAGED),
+                      bool(flags & _THUMB))
+
+
+_STAGED, _THUMB = 1, 2
+
+
+@dataclass(frozen=True, slots=True)
+class _Found:
+    width: int
+    height: int
+    image_format: str | None
+    staged: bool
+    thumbnail: bool
 
 
 @dataclass(frozen=True)

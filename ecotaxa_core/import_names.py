@@ -25,12 +25,12 @@ from sqlalchemy.orm import Session
 
 from ecotaxa_core.db.models import Taxon
 from ecotaxa_core.errors import UnknownAnnotators, UnknownCategories, UnmatchedNames
-from ecotaxa_core.import_plan import ImportPlan, ObjectPlan
+from ecotaxa_core.import_plan import ObjectPlan
 from ecotaxa_core.taxonomy import CategoryResolver
 from ecotaxa_core.tsv.issues import ImportReport
 from ecotaxa_core.users import create_annotator, find_annotator
 
-__all__ = ["NameAnswers", "AnnotatorResolver", "category_resolver", "annotator_resolver",
+__all__ = ["NameAnswers", "NameSurvey", "AnnotatorResolver", "category_resolver", "annotator_resolver",
            "check_names", "check_category_ids"]
 
 Person = tuple[str | None, str | None]  # (name, e-mail) as the source gives them
@@ -103,43 +103,90 @@ class AnnotatorResolver:
                 (obj.annotator_email or "").strip().lower() or None)
 
 
-def _where(plan: ImportPlan, obj: ObjectPlan) -> str:
-    if plan.kind == "class_folders":
+def _where(plan_kind: str, obj: ObjectPlan) -> str:
+    if plan_kind == "class_folders":
         return f"folder {Path(obj.rel).parent.as_posix()}"
     return obj.where
 
 
-def category_resolver(plan: ImportPlan, objects: Iterable[ObjectPlan],
-                      answers: NameAnswers, create: bool) -> CategoryResolver:
-    resolver = CategoryResolver(create_missing=create, mapping=answers.taxa_map)
-    for obj in objects:
-        if obj.label is not None:
-            resolver.add(obj.label, _where(plan, obj), obj.category_id)
-    return resolver
+_MAX_PLACES = 20  # places kept per name, as the resolvers keep them
 
 
-def annotator_resolver(objects: Iterable[ObjectPlan], answers: NameAnswers,
-                       create: bool) -> AnnotatorResolver:
-    resolver = AnnotatorResolver(mapping=answers.users_map, create_missing=create)
-    for obj in objects:
+class NameSurvey:
+    """The names the classified objects of an import give, gathered in one pass over
+    them (:meth:`add`): category labels and annotators with the first places they
+    appear, and the category ids given with or without a label.
+
+    Resolvers are built from it (:func:`category_resolver`,
+    :func:`annotator_resolver`), so the objects (on disk, see
+    :mod:`~ecotaxa_core.import_spool`) are read once; only a refused import reads
+    them again, to report each line.
+    """
+
+    def __init__(self, plan_kind: str):
+        self.plan_kind = plan_kind
+        self.labels: dict[str, list[str]] = {}  # label -> places
+        self.label_ids: dict[str, int] = {}  # label -> first id given with it
+        self.people: dict[tuple[str | None, str | None], list[str]] = {}  # person -> places
+        self.ids_alone: set[int] = set()  # ids given without a label
+        self.pairs: set[tuple[str, int]] = set()  # (label, id) given together
+
+    def add(self, obj: ObjectPlan) -> None:
+        label, category_id = obj.label, obj.category_id
+        if label is not None:
+            places = self.labels.get(label)
+            if places is None:
+                places = self.labels[label] = []
+            if len(places) < _MAX_PLACES:
+                where = _where(self.plan_kind, obj)
+                if where not in places:
+                    places.append(where)
+            if category_id is not None:
+                self.label_ids.setdefault(label, category_id)
+                self.pairs.add((label, category_id))
+        elif category_id is not None:
+            self.ids_alone.add(category_id)
         if obj.annotator_id is None and (obj.annotator_name or obj.annotator_email):
-            resolver.add(obj.annotator_name, obj.annotator_email, obj.where)
+            person = AnnotatorResolver.person(obj)
+            places = self.people.get(person)
+            if places is None:
+                places = self.people[person] = []
+            if len(places) < _MAX_PLACES and (where := obj.where) not in places:
+                places.append(where)
+
+
+def category_resolver(survey: NameSurvey, answers: NameAnswers, create: bool
+                      ) -> CategoryResolver:
+    resolver = CategoryResolver(create_missing=create, mapping=answers.taxa_map)
+    for label, places in survey.labels.items():
+        for where in places:
+            resolver.add(label, where, survey.label_ids.get(label))
     return resolver
 
 
-def check_names(session: Session, plan: ImportPlan, objects: list[ObjectPlan],
+def annotator_resolver(survey: NameSurvey, answers: NameAnswers, create: bool
+                       ) -> AnnotatorResolver:
+    resolver = AnnotatorResolver(mapping=answers.users_map, create_missing=create)
+    for (name, email), places in survey.people.items():
+        for where in places:
+            resolver.add(name, email, where)
+    return resolver
+
+
+def check_names(session: Session, survey: NameSurvey, objects: Iterable[ObjectPlan],
                 answers: NameAnswers, report: ImportReport) -> None:
-    """Match every name ``objects`` give, read-only; raise what stays unmatched.
+    """Match every name of ``survey`` (of ``objects``), read-only; raise what stays
+    unmatched.
 
     Category ids that contradict a matched name go to ``report`` (see
     :func:`check_category_ids`); the caller raises it before this function's
     own error, a file problem being the first thing to fix.
     """
-    categories = category_resolver(plan, objects, answers, create=False)
+    categories = category_resolver(survey, answers, create=False)
     taxa, unknown_taxa = categories.resolve_known(session)
-    check_category_ids(session, objects, taxa, answers, report)
+    check_category_ids(session, survey, objects, taxa, answers, report)
     report.raise_if_any()
-    _, unknown_people = annotator_resolver(objects, answers, create=False).resolve_known(session)
+    _, unknown_people = annotator_resolver(survey, answers, create=False).resolve_known(session)
     if answers.create_missing_taxa:
         unknown_taxa = {}
     if answers.create_missing_users:
@@ -152,8 +199,8 @@ def check_names(session: Session, plan: ImportPlan, objects: list[ObjectPlan],
         raise UnknownAnnotators(unknown_people)
 
 
-def check_category_ids(session: Session, objects: Iterable[ObjectPlan], taxa: dict[str, int],
-                       answers: NameAnswers, report: ImportReport) -> None:
+def check_category_ids(session: Session, survey: NameSurvey, objects: Iterable[ObjectPlan],
+                       taxa: dict[str, int], answers: NameAnswers, report: ImportReport) -> None:
     """A category id given with a name must not contradict it.
 
     Ids in EcoTaxa files are EcoTaxa's own; a taxon created from such a file
@@ -163,15 +210,17 @@ def check_category_ids(session: Session, objects: Iterable[ObjectPlan], taxa: di
     ids and EcoTaxa ids share one range and may collide.) A label the user
     mapped is not checked: the map is their answer.
     """
-    objects = [o for o in objects if o.label is not None and o.category_id is not None
-               and o.label in taxa and taxa[o.label] != o.category_id
-               and o.label.strip().lower() not in answers.taxa_map]
-    ids = sorted({o.category_id for o in objects})
+    pairs = {(label, i) for label, i in survey.pairs
+             if label in taxa and taxa[label] != i and label.strip().lower() not in answers.taxa_map}
+    ids = sorted({i for _, i in pairs})
     local: set[int] = set()
     for start in range(0, len(ids), 500):
         local.update(session.scalars(select(Taxon.id).where(Taxon.id.in_(ids[start:start + 500]))))
-    for obj in objects:
-        if obj.category_id not in local:
+    wrong = {(label, i) for label, i in pairs if i not in local}
+    if not wrong:
+        return
+    for obj in objects:  # a refusal: each line is reported
+        if obj.label is not None and (obj.label, obj.category_id) in wrong:
             report.add(obj.rel, obj.line, "object_annotation_category_id", str(obj.category_id),
                        "unknown_category_id",
                        f"category id {obj.category_id} is not a taxon of this instance, while "

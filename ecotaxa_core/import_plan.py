@@ -12,10 +12,12 @@ from array import array
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ecotaxa_core.db.models import ObjectStatus
+
+if TYPE_CHECKING:
+    from ecotaxa_core.import_spool import ObjectSpool
 
 __all__ = ["ParentPlan", "ImagePlan", "ObjectPlan", "ImportPlan", "FREE_COLUMN_PREFIXES",
            "NumberLayout", "FreeValues"]
@@ -102,16 +104,12 @@ class ParentPlan:
 
 @dataclass(slots=True)
 class ImagePlan:
-    src: Path
+    src: str  # the file's absolute path (a str: a Path costs microseconds to rebuild)
     rank: int
     original_name: str
     rel: str  # file that names it (TSV, or the image itself for class folders)
     line: int | None
-    width: int = 0
-    height: int = 0
     missing: bool = False  # the file named is not there (a problem if it is to be stored)
-    image_format: str | None = None  # as decoded (a PNG named .jpg is stored as .png)
-    thumbnail: bool = True  # False: a small browser-ready image, its own thumbnail
 
 
 @dataclass(slots=True)
@@ -146,24 +144,33 @@ class ObjectPlan:
         return self.rel if self.line is None else f"{self.rel} line {self.line}"
 
 
+def _spool() -> "ObjectSpool":
+    from ecotaxa_core.import_spool import ObjectSpool  # it stores the plans defined here
+
+    return ObjectSpool()
+
+
 @dataclass
 class ImportPlan:
+    """What to import. ``objects`` is an :class:`~ecotaxa_core.import_spool.ObjectSpool`
+    (on disk but the last few thousand): iterate it, do not index it; :meth:`close`
+    frees it."""
+
     source: str
     kind: str  # "ecotaxa_bundle" | "class_folders"
     tsv_files: list[str] = field(default_factory=list)
     samples: dict[str, ParentPlan] = field(default_factory=dict)
     acquisitions: dict[str, ParentPlan] = field(default_factory=dict)
     processes: dict[str, ParentPlan] = field(default_factory=dict)
-    objects: list[ObjectPlan] = field(default_factory=list)
+    objects: ObjectSpool = field(default_factory=lambda: _spool())
     # Free columns per prefix, {"object": {"area": "f"}, ...}, in order of appearance.
     free_columns: dict[str, dict[str, str]] = field(
         default_factory=lambda: {p: {} for p in FREE_COLUMN_PREFIXES})
     column_files: dict[str, str] = field(default_factory=dict)  # column -> first file with it
     tsv_rows: dict[str, int] = field(default_factory=dict)  # data lines per TSV file read
 
-    @property
-    def images(self) -> list[ImagePlan]:
-        return [im for o in self.objects for im in o.images]
+    def close(self) -> None:
+        self.objects.close()
 
     @property
     def n_images(self) -> int:

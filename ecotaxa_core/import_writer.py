@@ -19,7 +19,7 @@ import shutil
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 from sqlalchemy import event, insert, select, text
 from sqlalchemy.orm import Session
@@ -85,10 +85,10 @@ def write_delta(inst: Instance, req: WriteRequest) -> WriteOutcome:
             raise ProjectNotFound(req.project_id)
         taxa, annotators = _resolve_names(s, req, outcome)
         parent_ids = _parents(s, req.project_id, delta.named_parents(plan))
-        object_ids = _insert_objects(s, req, taxa, annotators, parent_ids)
-        images = [(oid, im) for oid, o in zip(object_ids, delta.new_objects) for im in o.images]
-        images += [(oid, im) for oid, _, im in delta.added_images]
-        _insert_images(s, inst, req, images)
+        images = _ImageRows(s, inst, req)
+        object_ids = _insert_objects(s, req, taxa, annotators, parent_ids, images)
+        images.add([(oid, im) for oid, _, im in delta.added_images])
+        images.done()
         outcome.updates = apply_updates(s, plan, delta, parent_ids, taxa, annotators,
                                         req.user_id)
         _merge_free_columns(project, plan)
@@ -140,12 +140,11 @@ def _created_during(s: Session, model, resolve: Callable[[], object]) -> tuple[o
 
 
 def _resolve_names(s: Session, req: WriteRequest, outcome: WriteOutcome):
-    objects = req.delta.classified
-    categories = category_resolver(req.plan, objects, req.answers,
-                                   create=req.answers.create_missing_taxa)
+    names = req.delta.names
+    categories = category_resolver(names, req.answers, create=req.answers.create_missing_taxa)
     taxa, new_taxa = _created_during(s, Taxon, lambda: categories.resolve(s))
     outcome.taxa_created = [t.display_name for t in new_taxa]
-    people = annotator_resolver(objects, req.answers, create=req.answers.create_missing_users)
+    people = annotator_resolver(names, req.answers, create=req.answers.create_missing_users)
     annotators, new_users = _created_during(s, User, lambda: people.resolve(s))
     outcome.users_created = [u.email for u in new_users]
     return taxa, annotators
@@ -158,27 +157,6 @@ def _existing(s: Session, model, project_id: int, orig_ids: Iterable[str]) -> di
         chunk = orig_ids[start:start + 500]
         ids.update(s.execute(select(model.orig_id, model.id).where(
             model.project_id == project_id, model.orig_id.in_(chunk))).all())
-    return ids
-
-
-def _insert_rows(s: Session, model, n: int, make_row: Callable[[int], dict]) -> list[int]:
-    """Insert ``n`` rows (``make_row(i)`` makes row ``i``) in batches under reserved ids;
-    the ids, in order.
-
-    Reserving the ids (:func:`~ecotaxa_core.db.ids.reserve_ids`) spares reading
-    them back: asked for the ids in order, SQLAlchemy inserts one row at a time
-    on SQLite (no sentinel column). Rows are made a batch at a time, so memory
-    does not grow with the import, and go in with ``COPY`` on PostgreSQL
-    (:func:`~ecotaxa_core.db.bulk.insert_rows`).
-    """
-    ids = reserve_ids(s, model, n)
-    for start in range(0, n, _BATCH):
-        batch = []
-        for i in range(start, min(n, start + _BATCH)):
-            row = make_row(i)
-            row["id"] = ids[i]
-            batch.append(row)
-        insert_rows(s, model.__table__, batch)
     return ids
 
 
@@ -207,60 +185,94 @@ def _parents(s: Session, project_id: int, named) -> dict[str, dict[str, int]]:
 
 
 def _insert_objects(s: Session, req: WriteRequest, taxa: dict[str, int], annotators: dict,
-                    parent_ids: dict) -> list[int]:
+                    parent_ids: dict, images: "_ImageRows") -> Sequence[int]:
+    """Insert the new objects a batch at a time under reserved ids, and their images;
+    the ids, in order.
+
+    Reserving the ids (:func:`~ecotaxa_core.db.ids.reserve_ids`) spares reading
+    them back: asked for the ids in order, SQLAlchemy inserts one row at a time
+    on SQLite (no sentinel column). Rows are made a batch at a time from the
+    plan's spool, so memory does not grow with the import, and go in with
+    ``COPY`` on PostgreSQL (:func:`~ecotaxa_core.db.bulk.insert_rows`).
+    """
     objects = req.delta.new_objects
+    ids = reserve_ids(s, Object, len(objects))
+    samples, acqs, processes = parent_ids["sample"], parent_ids["acq"], parent_ids["process"]
+    person = AnnotatorResolver.person
+    project_id, start = req.project_id, 0
+    for batch in objects.batches(_BATCH):
+        rows = []
+        for object_id, o in zip(ids[start:start + len(batch)], batch):
+            label = o.label
+            rows.append(dict(
+                id=object_id, project_id=project_id, orig_id=o.orig_id,
+                sample_id=samples.get(o.sample), acquisition_id=acqs.get(o.acquisition),
+                process_id=processes.get(o.process), lat=o.lat, lon=o.lon, date=o.date,
+                time=o.time, depth_min=o.depth_min, depth_max=o.depth_max, status=o.status,
+                taxon_id=taxa[label] if label is not None else o.category_id,
+                annotator_id=(o.annotator_id if o.annotator_id is not None
+                              else annotators.get(person(o))),
+                annotation_date=o.annotation_date,
+                extra=o.extra.to_dict() if isinstance(o.extra, FreeValues) else dict(o.extra)))
+        insert_rows(s, Object.__table__, rows)
+        images.add([(row["id"], im) for row, o in zip(rows, batch) for im in o.images])
+        start += len(batch)
+    return ids
 
-    def row(i: int) -> dict:
-        o = objects[i]
-        taxon_id = taxa[o.label] if o.label is not None else o.category_id
-        annotator = o.annotator_id if o.annotator_id is not None else annotators.get(
-            AnnotatorResolver.person(o))
-        return dict(
-            project_id=req.project_id, orig_id=o.orig_id,
-            sample_id=parent_ids["sample"].get(o.sample),
-            acquisition_id=parent_ids["acq"].get(o.acquisition),
-            process_id=parent_ids["process"].get(o.process), lat=o.lat, lon=o.lon, date=o.date,
-            time=o.time, depth_min=o.depth_min, depth_max=o.depth_max, status=o.status,
-            taxon_id=taxon_id, annotator_id=annotator, annotation_date=o.annotation_date,
-            extra=o.extra.to_dict() if isinstance(o.extra, FreeValues) else dict(o.extra))
 
-    return _insert_rows(s, Object, len(objects), row)
-
-
-def _insert_images(s: Session, inst: Instance, req: WriteRequest,
-                   images: list[tuple[int, ImagePlan]]) -> None:
-    """Image rows for the files the stager wrote into the run's vault folders.
+class _ImageRows:
+    """Image rows for the files the stager wrote into the run's vault folders, inserted
+    a batch at a time under ids reserved for all of them at once.
 
     A file several images name (one file, several objects) gets a hard link
     of its own for each image after the first, next to it, so that deleting one
     image never takes another one's file.
     """
-    if not images:
-        return
-    image_ids = reserve_ids(s, Image, len(images))
-    root = inst.settings.vault_dir
-    used: set[Path] = set()
-    paths: list[tuple[str, str | None]] = []
-    for image_id, (_, im) in zip(image_ids, images):
-        original, thumb = req.stager.staged(im)
-        if original in used:  # the run's folders: undone with them if the import fails
-            original = _link_next_to(original, image_id)
-            thumb = _link_next_to(thumb, image_id) if thumb is not None else None
-        else:
-            used.add(original)
-        paths.append((original.relative_to(root).as_posix(),
-                      thumb.relative_to(root).as_posix() if thumb is not None else None))
-    for start in range(0, len(images), _BATCH):
-        insert_rows(s, Image.__table__, [
-            dict(id=image_ids[i], object_id=images[i][0], rank=images[i][1].rank,
-                 file_path=paths[i][0], thumb_path=paths[i][1],
-                 original_name=images[i][1].original_name, width=images[i][1].width,
-                 height=images[i][1].height)
-            for i in range(start, min(len(images), start + _BATCH))])
+
+    def __init__(self, s: Session, inst: Instance, req: WriteRequest):
+        self.s, self.stager = s, req.stager
+        self.root = str(inst.settings.vault_dir).rstrip(os.sep) + os.sep
+        self.ids = reserve_ids(s, Image, req.delta.n_images_to_store)
+        self.n = 0
+        self.used = bytearray()  # per file number: 1 once an image row uses its file
+        self.pending: list[dict] = []
+
+    def add(self, images: list[tuple[int, ImagePlan]]) -> None:
+        for object_id, im in images:
+            image_id = self.ids[self.n]
+            self.n += 1
+            staged = self.stager.staged(im)
+            number = self.stager.number(im)
+            if number >= len(self.used):
+                self.used.extend(bytes(number + 1 - len(self.used)))
+            original, thumb = staged.original, staged.thumb
+            if self.used[number]:  # the run's folders: undone with them if the import fails
+                original = _link_next_to(original, image_id)
+                thumb = _link_next_to(thumb, image_id) if thumb is not None else None
+            self.used[number] = 1
+            self.pending.append(dict(
+                id=image_id, object_id=object_id, rank=im.rank,
+                file_path=self._in_vault(original),
+                thumb_path=self._in_vault(thumb) if thumb is not None else None,
+                original_name=im.original_name, width=staged.width, height=staged.height))
+        if len(self.pending) >= _BATCH:
+            self.done()
+
+    def _in_vault(self, path: str) -> str:
+        """A staged file's path in the vault, as the database keeps it."""
+        if not path.startswith(self.root):
+            raise RuntimeError(f"{path} was staged outside the vault {self.root}")
+        return path[len(self.root):].replace(os.sep, "/")
+
+    def done(self) -> None:
+        if self.pending:
+            insert_rows(self.s, Image.__table__, self.pending)
+            self.pending = []
 
 
-def _link_next_to(path: Path, image_id: int) -> Path:
-    link = path.with_name(f"{path.stem}.{image_id}{path.suffix}")
+def _link_next_to(path: str, image_id: int) -> str:
+    stem, suffix = os.path.splitext(path)
+    link = f"{stem}.{image_id}{suffix}"
     try:
         os.link(path, link)
     except OSError:

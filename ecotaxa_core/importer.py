@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ecotaxa_core.bundle_import import plan_bundle, report_missing_image
+from ecotaxa_core.bundle_import import plan_bundle
 from ecotaxa_core.class_folder_import import plan_class_folders
 from ecotaxa_core.db.models import User, utcnow
 from ecotaxa_core.errors import EcoTaxaError, UserNotFound
@@ -214,15 +214,21 @@ class _Run:
             if plan is None:  # every file was loaded before
                 return self._result(ImportPlan(source=source.source, kind=source.kind),
                                     ImportDelta(mode=self.mode), WriteOutcome(), written=False)
-            delta = plan_delta(s, self.project_id, plan, self.mode, report)
-            check_against_project(s, self.project_id, plan, delta.classified, report)
-            if not report.n_issues:
-                check_names(s, plan, delta.classified, self.answers, report)
-        images = delta.images_to_store
-        for image in images:
-            if image.missing:
-                report_missing_image(report, image)
-        stager.finish(images, report)
+            try:
+                return self._checked_plan_written(s, journal, stager, plan, report)
+            finally:
+                plan.close()
+
+    def _checked_plan_written(self, s, journal: ImportJournal, stager: ImageStager,
+                              plan: ImportPlan, report: ImportReport) -> ImportResult:
+        inst = self.inst
+        delta = plan_delta(s, self.project_id, plan, self.mode, report)
+        check_against_project(s, self.project_id, plan, delta.names, delta.classified, report)
+        if not report.n_issues:
+            check_names(s, delta.names, delta.classified, self.answers, report)
+        s.rollback()  # the checks are done: no read transaction stays open while writing
+        stager.finish(delta.images_to_store, report,  # a bundle added hands them while read
+                      all_handed=self.mode == "add" and plan.kind == "ecotaxa_bundle")
         report.raise_if_any()
 
         features = plan_features(inst.features, self.project_id, plan, delta)
@@ -245,7 +251,8 @@ class _Run:
             if self.mode != "add":
                 raise EcoTaxaError(f"mode {self.mode!r} needs an EcoTaxa bundle (ecotaxa*.tsv "
                                    f"files); {source.source} holds class folders")
-            return plan_class_folders(s, self.project_id, source, user_id=self.user_id)
+            return plan_class_folders(s, self.project_id, source, user_id=self.user_id,
+                                      spill_dir=self.inst.settings.work_dir)
         digests = {f.rel: file_sha256(f.path) for f in source.tsv_files}
         to_read = list(source.tsv_files)
         if self.mode == "add":
@@ -257,7 +264,8 @@ class _Run:
         # A new object's images are staged while the files are read (an update stores
         # few images, and only those of objects already present).
         plan = plan_bundle(source, report, to_read,
-                           on_image=stager.submit if self.mode == "add" else None)
+                           on_image=stager.submit if self.mode == "add" else None,
+                           spill_dir=self.inst.settings.work_dir)
         if self.mode == "add":  # update runs do not make a file "loaded"
             self.imported_files = [(rel, digests[rel], plan.tsv_rows.get(rel, 0))
                                    for rel in plan.tsv_files]
@@ -265,13 +273,13 @@ class _Run:
 
     def _result(self, plan: ImportPlan, delta: ImportDelta, outcome: WriteOutcome,
                 written: bool = True) -> ImportResult:
-        objs = delta.new_objects
+        samples, acquisitions, processes = delta.parents_used if delta.mode == "add" else (
+            (), (), ())
         return ImportResult(
-            project_id=self.project_id, source=plan.source, kind=plan.kind, n_objects=len(objs),
-            n_images=len(delta.images_to_store),
-            n_samples=len({o.sample for o in objs if o.sample}),
-            n_acquisitions=len({o.acquisition for o in objs if o.acquisition}),
-            n_processes=len({o.process for o in objs if o.process}),
+            project_id=self.project_id, source=plan.source, kind=plan.kind,
+            n_objects=delta.n_new if delta.mode == "add" else 0,
+            n_images=delta.n_images_to_store, n_samples=len(samples),
+            n_acquisitions=len(acquisitions), n_processes=len(processes),
             tsv_files=list(plan.tsv_files), taxa_created=list(outcome.taxa_created),
             seconds=round(time.perf_counter() - self.started, 3), mode=self.mode,
             run_id=self.run_id if written else None,

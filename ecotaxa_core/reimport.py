@@ -37,10 +37,13 @@ from sqlalchemy.orm import Session
 from ecotaxa_core.db.models import (Acquisition, AnnotationHistory, Image, ImportedFile, Object,
                                     Process, Sample, utcnow)
 from ecotaxa_core.errors import EcoTaxaError
+from ecotaxa_core.bundle_import import report_missing_image
+from ecotaxa_core.import_names import NameSurvey
 from ecotaxa_core.import_plan import ImagePlan, ImportPlan, ObjectPlan, ParentPlan
+from ecotaxa_core.import_spool import ObjectSpool
 from ecotaxa_core.tsv.issues import ImportReport
 
-__all__ = ["MODES", "ImportDelta", "check_mode", "file_sha256", "loaded_files", "plan_delta",
+__all__ = ["MODES", "ImportDelta", "NewObjects", "check_mode", "file_sha256", "loaded_files", "plan_delta",
            "apply_updates", "UpdateCounts"]
 
 MODES = ("add", "update_metadata", "update_all")
@@ -91,40 +94,102 @@ def loaded_files(session: Session, project_id: int, digests: Iterable[str]) -> s
     return found
 
 
+class NewObjects:
+    """The objects of a plan that the project does not hold yet, in order; iterable
+    any number of times (each time read back from the plan's spool)."""
+
+    def __init__(self, objects: ObjectSpool, skip: dict[str, int], n: int):
+        self._objects, self._skip, self._n = objects, skip, n
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __bool__(self) -> bool:
+        return self._n > 0
+
+    def __iter__(self) -> Iterator[ObjectPlan]:
+        skip = self._skip
+        if not skip:
+            return iter(self._objects)
+        return (o for o in self._objects if o.orig_id not in skip)
+
+    def batches(self, size: int) -> Iterator[list[ObjectPlan]]:
+        batch: list[ObjectPlan] = []
+        for obj in self:
+            batch.append(obj)
+            if len(batch) == size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+
 @dataclass
 class ImportDelta:
-    """What an import writes, once compared with what the project holds."""
+    """What an import writes, once compared with what the project holds.
+
+    Built in one pass over the plan's objects (:func:`plan_delta`), which also
+    gathers what the checks and the writer need about them: the names they give
+    (``names``), the parents they use, how many images are to be stored.
+    """
 
     mode: str
-    new_objects: list[ObjectPlan] = field(default_factory=list)
+    # Objects already present: {orig_id: object id}.
+    present: dict[str, int] = field(default_factory=dict)
+    objects: ObjectSpool | None = None  # the plan's objects
+    n_new: int = 0
+    n_images_to_store: int = 0
     # Images for objects already present: (object id, object plan, image).
     added_images: list[tuple[int, ObjectPlan, ImagePlan]] = field(default_factory=list)
     # Objects already present to update (update modes): (object id, object plan).
     updates: list[tuple[int, ObjectPlan]] = field(default_factory=list)
     n_skipped: int = 0
     not_found: list[str] = field(default_factory=list)
+    names: NameSurvey = field(default_factory=lambda: NameSurvey("ecotaxa_bundle"))
+    # orig_ids of the samples, acquisitions and processes the written objects use.
+    parents_used: tuple[set[str], set[str], set[str]] = field(
+        default_factory=lambda: (set(), set(), set()))
 
     @property
-    def images_to_store(self) -> list[ImagePlan]:
-        return [im for o in self.new_objects for im in o.images] + \
-            [im for _, _, im in self.added_images]
+    def new_objects(self) -> NewObjects:
+        if self.objects is None or self.mode != "add":
+            return NewObjects(_NO_OBJECTS, {}, 0)
+        return NewObjects(self.objects, self.present, self.n_new)
+
+    def images_to_store(self) -> Iterator[ImagePlan]:
+        """The images whose files go to the vault (``n_images_to_store`` of them)."""
+        for obj in self.new_objects:
+            yield from obj.images
+        for _, _, im in self.added_images:
+            yield im
 
     @property
-    def classified(self) -> list[ObjectPlan]:
-        """Objects whose classification this import writes."""
+    def classified(self) -> Iterable[ObjectPlan]:
+        """Objects whose classification this import writes (iterable again and again)."""
         if self.mode == "update_all":
             return [o for _, o in self.updates if "object_annotation_status" in o.present]
-        return self.new_objects
+        if self.mode == "add":
+            return self.new_objects
+        return []
 
     def named_parents(self, plan: ImportPlan) -> tuple[dict[str, ParentPlan], ...]:
         """The samples, acquisitions and processes of the objects this import writes."""
-        objects = self.new_objects + [o for _, o in self.updates]
-        samples = {o.sample for o in objects if o.sample}
-        acqs = {o.acquisition for o in objects if o.acquisition}
-        processes = {o.process for o in objects if o.process}
+        samples, acqs, processes = self.parents_used
         return ({k: v for k, v in plan.samples.items() if k in samples},
                 {k: v for k, v in plan.acquisitions.items() if k in acqs},
                 {k: v for k, v in plan.processes.items() if k in processes})
+
+    def _use_parents(self, obj: ObjectPlan) -> None:
+        samples, acqs, processes = self.parents_used
+        if obj.sample:
+            samples.add(obj.sample)
+        if obj.acquisition:
+            acqs.add(obj.acquisition)
+        if obj.process:
+            processes.add(obj.process)
+
+
+_NO_OBJECTS: list[ObjectPlan] = []
 
 
 def existing_objects(session: Session, project_id: int, orig_ids: Iterable[str]) -> dict[str, int]:
@@ -138,21 +203,52 @@ def existing_objects(session: Session, project_id: int, orig_ids: Iterable[str])
 
 def plan_delta(session: Session, project_id: int, plan: ImportPlan, mode: str,
                report: ImportReport) -> ImportDelta:
-    """Split ``plan`` by what the project holds; image rank clashes go to ``report``."""
-    delta = ImportDelta(mode=mode)
-    there = existing_objects(session, project_id, (o.orig_id for o in plan.objects))
-    if mode != "add":
-        for obj in plan.objects:
-            if obj.orig_id in there:
-                delta.updates.append((there[obj.orig_id], obj))
-            else:
-                delta.not_found.append(obj.orig_id)
-        return delta
-    images = _images_of(session, sorted(there.values()))
-    for obj in plan.objects:
+    """Split ``plan`` by what the project holds, in one pass over its objects; image
+    rank clashes and missing image files to store go to ``report``."""
+    delta = ImportDelta(mode=mode, objects=plan.objects, names=NameSurvey(plan.kind))
+    empty = session.scalar(select(Object.id).where(Object.project_id == project_id)
+                           .limit(1)) is None
+    for batch in plan.objects.batches(_CHUNK):
+        there = {} if empty else existing_objects(session, project_id,
+                                                  (o.orig_id for o in batch))
+        if mode != "add":
+            _split_updates(delta, batch, there)
+        else:
+            _split_new(session, delta, batch, there, report)
+    return delta
+
+
+def _split_updates(delta: ImportDelta, batch: list[ObjectPlan], there: dict[str, int]) -> None:
+    for obj in batch:
         object_id = there.get(obj.orig_id)
         if object_id is None:
-            delta.new_objects.append(obj)
+            delta.not_found.append(obj.orig_id)
+            continue
+        delta.present[obj.orig_id] = object_id
+        delta.updates.append((object_id, obj))
+        delta._use_parents(obj)
+        if delta.mode == "update_all" and "object_annotation_status" in obj.present:
+            delta.names.add(obj)
+
+
+def _split_new(session: Session, delta: ImportDelta, batch: list[ObjectPlan],
+               there: dict[str, int], report: ImportReport) -> None:
+    for obj in batch:
+        if obj.orig_id not in there:
+            delta.n_new += 1
+            delta.n_images_to_store += len(obj.images)
+            delta.names.add(obj)
+            delta._use_parents(obj)
+            for im in obj.images:
+                if im.missing:
+                    report_missing_image(report, im)
+    if not there:
+        return
+    delta.present.update(there)
+    images = _images_of(session, sorted(there.values()))
+    for obj in batch:
+        object_id = there.get(obj.orig_id)
+        if object_id is None:
             continue
         delta.n_skipped += 1
         names, ranks = images.get(object_id, ({}, {}))
@@ -165,8 +261,10 @@ def plan_delta(session: Session, project_id: int, plan: ImportPlan, mode: str,
                            f"{ranks[im.rank]!r} of rank {im.rank}; give {im.original_name!r} "
                            "another img_rank")
                 continue
+            if im.missing:
+                report_missing_image(report, im)
             delta.added_images.append((object_id, obj, im))
-    return delta
+            delta.n_images_to_store += 1
 
 
 def _images_of(session: Session, object_ids: list[int]) -> dict[int, tuple[dict, dict]]:

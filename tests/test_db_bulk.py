@@ -31,9 +31,9 @@ def test_rows_go_in_under_reserved_ids_with_their_json(instance, admin):
         pid = create_project(s, "bulk", owner=s.merge(admin)).id
     with instance.sessions.begin() as s:
         _begin(s)
-        first = reserve_ids(s, Object, 3)
+        first = list(reserve_ids(s, Object, 3))
         insert_rows(s, Object.__table__, _rows(pid, first))
-        second = reserve_ids(s, Object, 2)
+        second = list(reserve_ids(s, Object, 2))
         insert_rows(s, Object.__table__, _rows(pid, second))
     assert first == sorted(first) and min(second) > max(first) and len(set(first + second)) == 5
     with instance.sessions() as s:

@@ -141,6 +141,24 @@ def test_symlink_entries_are_refused(sqlite_instance, tmp_path):
     assert "'b/a.jpg' is a symbolic link" in str(err)
 
 
+def test_folder_images_named_or_linked_out_of_the_bundle_are_refused(sqlite_instance, tmp_path):
+    outside = tmp_path / "secret"
+    outside.mkdir()
+    (outside / "s.jpg").write_bytes(JPG.read_bytes())
+    src = bundle(tmp_path / "b", {"a.jpg": JPG.read_bytes()}, HEADER + "".join(
+        f"o{i}\t{name}\n" for i, name in enumerate(
+            ["a.jpg", "../secret/s.jpg", "link.jpg", "dir/s.jpg", "sub/../a.jpg", "inner.jpg"])))
+    (src / "link.jpg").symlink_to(outside / "s.jpg")  # a file linked from outside
+    (src / "dir").symlink_to(outside)  # a folder linked from outside
+    (src / "inner.jpg").symlink_to(src / "a.jpg")  # a link inside the bundle: fine
+    err = refused(sqlite_instance, src)
+    assert [(i.line, i.column, i.code, i.value) for i in err.issues] == [
+        (4, "img_file_name", "unsafe_image_path", "../secret/s.jpg"),
+        (5, "img_file_name", "unsafe_image_path", "link.jpg"),
+        (6, "img_file_name", "unsafe_image_path", "dir/s.jpg")]
+    assert "image '../secret/s.jpg' is outside the bundle" in str(err)
+
+
 @pytest.mark.parametrize("first, second", [
     ("b/img.jpg", "b/IMG.jpg"),
     ("b/" + unicodedata.normalize("NFC", "é.jpg"), "b/" + unicodedata.normalize("NFD", "é.jpg")),

@@ -357,6 +357,35 @@ def test_rows_of_one_object_are_its_images_and_ids_alone_name_local_taxa(sqlite_
         (4, "img_rank", "duplicate_object")}
 
 
+def test_rows_of_one_object_far_apart_are_its_images_though_it_went_to_disk(sqlite_instance,
+                                                                          tmp_path):
+    """More rows than the spool keeps in memory between two rows of one object."""
+    from ecotaxa_core.import_spool import CHUNK
+
+    inst = sqlite_instance
+    header, types = ["object_id", "img_file_name", "img_rank", "object_area"], [
+        "[t]", "[t]", "[f]", "[f]"]
+    one, other = "m106_mn01_n2_sml_1.jpg", "m106_mn01_n2_sml_1081.jpg"
+    rows = [["a", one, "0", "1"]] + [[f"o{i}", one, "0", str(i)] for i in range(CHUNK + 50)]
+    ok = _tiny_bundle(tmp_path / "ok", rows + [["a", other, "1", "1"]], header, types)
+    pid = new_project(inst)
+    result = import_path(inst, pid, ok, user_id=None)
+    assert (result.n_objects, result.n_images) == (CHUNK + 51, CHUNK + 52)
+    objs = objects_by_orig_id(inst, pid)
+    assert [(im.rank, im.original_name) for im in objs["a"].images] == [(0, one), (1, other)]
+    assert objs[f"o{CHUNK}"].extra == {"area": float(CHUNK)}
+
+    last = len(rows) + 3  # the line of the row added after ``rows``
+    bad = _tiny_bundle(tmp_path / "bad", rows + [["a", other, "0", "1"], ["a", one, "2", "1"]],
+                       header, types)
+    with pytest.raises(TsvFormatError) as err:
+        import_path(inst, new_project(inst), bad, user_id=None)
+    assert [(i.line, i.column, i.code) for i in err.value.issues] == [
+        (last, "img_rank", "duplicate_object"), (last + 1, "img_file_name", "duplicate_object")]
+    assert "already has an image of rank 0 at line 3" in err.value.issues[0].message
+    assert leftovers(inst) == []
+
+
 def test_uvp6_bundles_inside_zips(sqlite_instance):
     inst = sqlite_instance
     for source in (IMPORT_CASES / "UVP6_example.zip", IMPORT_CASES / "import_uvp6_zip_in_dir"):
@@ -520,9 +549,9 @@ def _stager_images(folder: Path) -> list:
     for i in range(30):
         path = folder / f"v{i}.png"
         PILImage.new("L", (20 + i, 10 + 5 * i), i).save(path)
-        images.append(ImagePlan(path, 0, path.name, "ecotaxa_s.tsv", 3 + i))
+        images.append(ImagePlan(str(path), 0, path.name, "ecotaxa_s.tsv", 3 + i))
     (folder / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
-    images.append(ImagePlan(folder / "bad.png", 0, "bad.png", "ecotaxa_s.tsv", 40))
+    images.append(ImagePlan(str(folder / "bad.png"), 0, "bad.png", "ecotaxa_s.tsv", 40))
     images.append(ImagePlan(images[0].src, 1, "v0.png", "ecotaxa_s.tsv", 41))  # named twice
     return images
 
@@ -534,7 +563,7 @@ def _stage_in_a_daemon(folder, out):
     images = _stager_images(folder / "src")
     dirs = StagingDirs(folder / "vault/images/run_x", folder / "vault/thumbs/run_x")
     with ImageStager(dirs, processes=1, threads_up_to=0) as stager:
-        stager.finish(images, ImportReport())
+        stager.finish(lambda: images, ImportReport())
     out.put(sorted(p.name for p in (folder / "vault").rglob("*") if p.is_file()))
 
 
@@ -550,19 +579,24 @@ def test_image_stager_checks_and_stages_each_file_once(tmp_path, processes):
                      progress=lambda d, t: progress.append((d, t))) as stager:
         for im in images[:10]:  # handed while "reading", the rest at the end
             stager.submit(im)
-        stager.finish(images, report)
+        stager.finish(lambda: images, report)
     assert [(i.line, i.column, i.code) for i in report.issues] == [
         (40, "img_file_name", "bad_image")]
     assert progress[-1] == (31, 31)
+    n_thumbs = 0
     for im in images[:30]:
-        assert (im.width, im.height, im.image_format) == (
-            20 + int(im.src.stem[1:]), 10 + 5 * int(im.src.stem[1:]), "PNG")
-        original, thumb = stager.staged(im)
-        assert original.read_bytes() == im.src.read_bytes()
-        assert (thumb is not None) == (im.height > 128) == im.thumbnail
+        i = int(Path(im.src).stem[1:])
+        got = stager.staged(im)
+        assert (got.width, got.height, got.image_format) == (20 + i, 10 + 5 * i, "PNG")
+        assert Path(got.original).read_bytes() == Path(im.src).read_bytes()
+        assert (got.thumb is not None) == (got.height > 128)
+        n_thumbs += got.thumb is not None
     assert stager.staged(images[-1]) == stager.staged(images[0])  # one staged copy
+    assert stager.number(images[-1]) == stager.number(images[0])
+    with pytest.raises(RuntimeError, match="not staged"):
+        stager.staged(images[30])  # the truncated file
     staged = [p for p in (tmp_path / "vault").rglob("*") if p.is_file()]
-    assert len(staged) == 30 + sum(im.thumbnail for im in images[:30])
+    assert len(staged) == 30 + n_thumbs
     assert {p.parent.name for p in staged} == {"0000"}  # 10,000 files a folder at most
 
 
@@ -591,8 +625,7 @@ def test_image_stager_survives_a_dead_worker_process(tmp_path):
         stager._send()  # the first batch starts the worker process
         for process in list(stager._processes._processes.values()):
             process.kill()  # killed (the out-of-memory killer ...)
-        stager.finish(images, report)
+        stager.finish(lambda: images, report)
     assert report.n_issues == 0
     for im in images:
-        original, _ = stager.staged(im)
-        assert original.read_bytes() == im.src.read_bytes()
+        assert Path(stager.staged(im).original).read_bytes() == Path(im.src).read_bytes()

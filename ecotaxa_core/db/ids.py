@@ -14,6 +14,9 @@ batches without asking the database which ids it gave:
 
 from __future__ import annotations
 
+from array import array
+from typing import Sequence
+
 from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
@@ -22,21 +25,22 @@ from ecotaxa_core.errors import EcoTaxaError
 __all__ = ["reserve_ids"]
 
 
-def reserve_ids(session: Session, model, n: int) -> list[int]:
-    """``n`` unused ids of ``model``'s integer primary key ``id``, increasing."""
+def reserve_ids(session: Session, model, n: int) -> Sequence[int]:
+    """``n`` unused ids of ``model``'s integer primary key ``id``, increasing (a
+    ``range`` or a packed array: 8 bytes an id at most)."""
     if n <= 0:
-        return []
+        return range(0)
     table = model.__table__
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
         rows = session.execute(
             text("SELECT nextval(pg_get_serial_sequence(:table, 'id')) "
                  "FROM generate_series(1, :n)"), {"table": table.name, "n": n})
-        return sorted(int(r[0]) for r in rows)
+        return array("q", sorted(r[0] for r in rows))
     if dialect == "sqlite":
         if not session.in_transaction():
             raise RuntimeError("reserve_ids on SQLite needs the write lock of a transaction")
         last = session.scalar(select(func.max(table.c.id))) or 0
-        return list(range(last + 1, last + 1 + n))
+        return range(last + 1, last + 1 + n)
     raise EcoTaxaError(f"unsupported database {dialect!r}: ecotaxa runs on SQLite and "
                        "PostgreSQL")

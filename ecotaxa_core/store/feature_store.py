@@ -95,7 +95,7 @@ class FeatureStore:
 
     def missing(self, project_id: int, feature_set: str, object_ids: Sequence[int]) -> np.ndarray:
         """The ids among ``object_ids`` that have no row yet, in their given order."""
-        ids = np.asarray(object_ids, dtype=np.int64)
+        ids = _int64(object_ids)
         return ids[~np.isin(ids, self.object_ids(project_id, feature_set))]
 
     def read(self, project_id: int, feature_set: str,
@@ -113,7 +113,7 @@ class FeatureStore:
             return FeatureMatrix(stored, names, np.asarray(arr.values, dtype=np.float32))
         import pandas as pd
 
-        wanted = np.asarray(object_ids, dtype=np.int64)
+        wanted = _int64(object_ids)
         pos = pd.Index(stored).get_indexer(wanted)
         out = np.full((len(wanted), len(names)), np.nan, dtype=np.float32)
         found = pos >= 0
@@ -135,7 +135,7 @@ class FeatureStore:
         """
         import xarray as xr
 
-        ids = np.asarray(object_ids, dtype=np.int64)
+        ids = _int64(object_ids)
         values = np.asarray(values, dtype=np.float32)
         names = [str(f) for f in feature_names]
         if values.ndim != 2 or values.shape != (len(ids), len(names)):
@@ -195,3 +195,9 @@ class FeatureStore:
 
     def delete(self, project_id: int, feature_set: str) -> None:
         shutil.rmtree(self.store_path(project_id, feature_set), ignore_errors=True)
+
+
+def _int64(values) -> np.ndarray:
+    """``values`` as int64 (an ``array("q")`` reads as numpy's longlong, which zarr
+    does not know though it is the same type)."""
+    return np.asarray(values).astype(np.int64, copy=False).view(np.int64)
