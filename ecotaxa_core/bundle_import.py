@@ -149,7 +149,10 @@ class _FreeColumns:
         joined = "\x00".join(texts)
         if _PLAIN_NUMBERS.fullmatch(joined) is None:
             return None
-        values = array("d", [float(t) if t and not t.isspace() else math.nan for t in texts])
+        try:  # every cell is a number (the usual case)
+            values = array("d", map(float, texts))
+        except ValueError:  # some are empty
+            values = array("d", [float(t) if t and not t.isspace() else math.nan for t in texts])
         if "e" in joined or "E" in joined:  # 1e999 is infinite: no value, as in parse_float
             for i, value in enumerate(values):
                 if math.isinf(value):
@@ -207,6 +210,12 @@ class _TableReader:
         self.free = {prefix: _FreeColumns(table.free_columns(prefix))
                      for prefix in ("object", "sample", "acq", "process")}
         self.present = frozenset(c.name for c in table.columns)
+        self._absent: dict[str, object] = {}
+        # The cells of the parent columns of the last row, when reading them raised no
+        # problem: a row naming the same parents with the same cells changes nothing.
+        self._parent_columns = [c.index for c in table.columns
+                                if c.prefix in ("sample", "acq", "process")]
+        self._last_parents: list[str] | None = None
         # Fields of each parent kind this file has columns for ("lat", a free field ...).
         self.parent_fields = {
             prefix: {c.field for c in table.columns if c.prefix == prefix and c.field != "id"}
@@ -219,6 +228,10 @@ class _TableReader:
     # -- cells ----------------------------------------------------------------
     def _parse(self, row: TsvRow, name: str, parser: Callable[[str], T],
                code: str | None = None) -> T | None:
+        if name not in self.present:  # the value of an empty cell, once per file
+            if name not in self._absent:
+                self._absent[name] = parser("")
+            return self._absent[name]
         text = self.table.value(row, name)
         try:
             return parser(text)
@@ -334,6 +347,19 @@ class _TableReader:
         sample_id, acq_id, process_id = v("sample_id"), v("acq_id"), v("process_id")
         acq_id = acq_id or process_id
         sample_id = sample_id or acq_id
+        cells, n = row.cells, len(row.cells)
+        parent_cells = [cells[i] if i < n else "" for i in self._parent_columns]
+        if parent_cells == self._last_parents:  # rows of one sample follow each other
+            obj.sample, obj.acquisition = sample_id or None, acq_id or None
+            obj.process = process_id or None
+            return
+        issues = self.report.n_issues
+        self._read_parents(row, obj, sample_id, acq_id, process_id)
+        self._last_parents = parent_cells if self.report.n_issues == issues else None
+
+    def _read_parents(self, row: TsvRow, obj: ObjectPlan, sample_id: str, acq_id: str,
+                      process_id: str) -> None:
+        v = lambda n: self.table.value(row, n)  # noqa: E731
         if sample_id:
             s = self._parent(self.plan.samples, sample_id, None, obj)
             s.present |= self.parent_fields["sample"]

@@ -6,8 +6,9 @@ here, with the file, line and column that name it), its thumbnail is made from
 the decoded pixels (unless the image is its own thumbnail, see
 :func:`~ecotaxa_core.vault.needs_thumbnail`), and the original bytes and the
 thumbnail are written straight to the run's own folders of the vault
-(:class:`StagingDirs`: ``images/run_<id>/<bucket>/f<n><ext>`` and
-``thumbs/run_<id>/<bucket>/f<n>.jpg``, 10,000 files a bucket), outside any
+(:class:`StagingDirs`: ``images/run_<id>/<bucket>/<k>/f<n><ext>`` and
+``thumbs/run_<id>/<bucket>/<k>/f<n>.jpg``, 10,000 files a bucket spread over 16
+folders ``k``), outside any
 transaction, where they stay once the import commits: nothing is moved after.
 The import's journal names those folders, so a failed or killed import removes
 them. Files of the import's own extraction area are hard-linked rather than
@@ -61,7 +62,8 @@ _PROGRESS_EVERY = 64
 _THREAD_BATCH = 8  # files a thread checks in one go
 _PROCESS_BATCH = 64  # files a worker process checks in one go
 _THREADS_UP_TO = 2048  # files done by threads before worker processes start
-_BUCKET = 10_000  # files a vault folder holds at most
+_BUCKET = 10_000  # files a vault folder (of _SPREAD sub-folders) holds at most
+_SPREAD = 16
 
 
 def default_workers() -> int:
@@ -81,6 +83,13 @@ class ImageProblem:
     reason: str
 
 
+def _bucket(number: int) -> str:
+    """The folder of file ``number`` in a run's folder: ``<n // 10,000>/<n % 16>``, so
+    that consecutive files, written at once by several workers, land in different
+    folders (creating files in one folder takes turns on its lock)."""
+    return f"{number // _BUCKET:04d}/{number % _SPREAD:x}"
+
+
 @dataclass(frozen=True)
 class StagingDirs:
     """Where an import run writes its images and thumbnails, and what it may link from."""
@@ -96,10 +105,10 @@ class StagingDirs:
                    work_dir)
 
     def original(self, number: int, ext: str) -> Path:
-        return self.originals / f"{number // _BUCKET:04d}" / f"f{number}{ext}"
+        return self.originals / _bucket(number) / f"f{number}{ext}"
 
     def thumb(self, number: int) -> Path:
-        return self.thumbs / f"{number // _BUCKET:04d}" / f"f{number}.jpg"
+        return self.thumbs / _bucket(number) / f"f{number}.jpg"
     # ImageStager.staged() spells the same paths as text, faster
 
 
@@ -205,7 +214,7 @@ class ImageStager:
         ext = vault_extension(os.path.splitext(image.src)[1], found.image_format)
         if self._prefixes is None:
             self._prefixes = (str(self.staging.originals), str(self.staging.thumbs))
-        bucket = f"{number // _BUCKET:04d}"
+        bucket = _bucket(number)
         return StagedImage(f"{self._prefixes[0]}/{bucket}/f{number}{ext}",
                            f"{self._prefixes[1]}/{bucket}/f{number}.jpg" if found.thumbnail
                            else None, found.width, found.height, found.image_format)

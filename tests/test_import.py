@@ -597,7 +597,8 @@ def test_image_stager_checks_and_stages_each_file_once(tmp_path, processes):
         stager.staged(images[30])  # the truncated file
     staged = [p for p in (tmp_path / "vault").rglob("*") if p.is_file()]
     assert len(staged) == 30 + n_thumbs
-    assert {p.parent.name for p in staged} == {"0000"}  # 10,000 files a folder at most
+    assert {p.parent.parent.name for p in staged} == {"0000"}  # 10,000 files a bucket at most
+    assert {p.parent.name for p in staged} == {f"{i:x}" for i in range(16)}  # spread
 
 
 def test_image_stager_falls_back_to_threads_where_processes_cannot_start(tmp_path):
