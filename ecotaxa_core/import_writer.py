@@ -60,6 +60,8 @@ class WriteRequest:
     imported_files: list[tuple[str, str, int]] = field(default_factory=list)  # path, sha, rows
     # The run's summary (kept in its ``import_runs`` row), from what was written.
     summarize: Callable[["WriteOutcome"], dict] = lambda outcome: {}
+    # Waits for the images still being staged, raising if one is refused (None: all done).
+    images_ready: Callable[[], None] | None = None
 
 
 @dataclass
@@ -71,10 +73,13 @@ class WriteOutcome:
 
 # -- the transaction ---------------------------------------------------------------------
 def write_delta(inst: Instance, req: WriteRequest) -> WriteOutcome:
-    """Write ``req`` in one transaction (images already in the vault); raises on any failure.
+    """Write ``req`` in one transaction; raises on any failure.
 
-    The caller undoes a failure with the journal (the transaction itself is
-    rolled back here).
+    The images are in the vault already, or, when ``req.images_ready`` is given,
+    still being staged: the object rows and the feature rows go in meanwhile, then
+    ``images_ready()`` waits for the images (raising if one is refused) before
+    the image rows. The caller undoes a failure with the journal (the transaction
+    itself is rolled back here).
     """
     outcome = WriteOutcome()
     plan, delta = req.plan, req.delta
@@ -85,14 +90,14 @@ def write_delta(inst: Instance, req: WriteRequest) -> WriteOutcome:
             raise ProjectNotFound(req.project_id)
         taxa, annotators = _resolve_names(s, req, outcome)
         parent_ids = _parents(s, req.project_id, delta.named_parents(plan))
-        images = _ImageRows(s, inst, req)
-        object_ids = _insert_objects(s, req, taxa, annotators, parent_ids, images)
-        images.add([(oid, im) for oid, _, im in delta.added_images])
-        images.done()
+        object_ids = _insert_objects(s, req, taxa, annotators, parent_ids)
+        write_features(inst.features, req.project_id, req.features, object_ids, req.run_id)
+        if req.images_ready is not None:
+            req.images_ready()
+        _insert_images(s, inst, req, object_ids)
         outcome.updates = apply_updates(s, plan, delta, parent_ids, taxa, annotators,
                                         req.user_id)
         _merge_free_columns(project, plan)
-        write_features(inst.features, req.project_id, req.features, object_ids, req.run_id)
         s.add(ImportRun(id=req.run_id, project_id=req.project_id, source=plan.source,
                         user_id=req.user_id, started_at=req.started_at, committed_at=utcnow(),
                         summary=req.summarize(outcome)))
@@ -185,9 +190,8 @@ def _parents(s: Session, project_id: int, named) -> dict[str, dict[str, int]]:
 
 
 def _insert_objects(s: Session, req: WriteRequest, taxa: dict[str, int], annotators: dict,
-                    parent_ids: dict, images: "_ImageRows") -> Sequence[int]:
-    """Insert the new objects a batch at a time under reserved ids, and their images;
-    the ids, in order.
+                    parent_ids: dict) -> Sequence[int]:
+    """Insert the new objects a batch at a time under reserved ids; the ids, in order.
 
     Reserving the ids (:func:`~ecotaxa_core.db.ids.reserve_ids`) spares reading
     them back: asked for the ids in order, SQLAlchemy inserts one row at a time
@@ -215,9 +219,22 @@ def _insert_objects(s: Session, req: WriteRequest, taxa: dict[str, int], annotat
                 annotation_date=o.annotation_date,
                 extra=o.extra.to_dict() if isinstance(o.extra, FreeValues) else dict(o.extra)))
         insert_rows(s, Object.__table__, rows)
-        images.add([(row["id"], im) for row, o in zip(rows, batch) for im in o.images])
         start += len(batch)
     return ids
+
+
+def _insert_images(s: Session, inst: Instance, req: WriteRequest,
+                   object_ids: Sequence[int]) -> None:
+    """The image rows of the new objects (``object_ids``, in order) and the images
+    added to objects already present."""
+    images = _ImageRows(s, inst, req)
+    start = 0
+    for batch in req.delta.new_objects.batches(_BATCH):
+        images.add([(object_id, im) for object_id, o in
+                    zip(object_ids[start:start + len(batch)], batch) for im in o.images])
+        start += len(batch)
+    images.add([(oid, im) for oid, _, im in req.delta.added_images])
+    images.done()
 
 
 class _ImageRows:

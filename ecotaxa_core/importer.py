@@ -227,9 +227,20 @@ class _Run:
         if not report.n_issues:
             check_names(s, delta.names, delta.classified, self.answers, report)
         s.rollback()  # the checks are done: no read transaction stays open while writing
-        stager.finish(delta.images_to_store, report,  # a bundle added hands them while read
-                      all_handed=self.mode == "add" and plan.kind == "ecotaxa_bundle")
-        report.raise_if_any()
+        all_handed = self.mode == "add" and plan.kind == "ecotaxa_bundle"  # while read
+
+        def images_ready() -> None:
+            stager.finish(delta.images_to_store, report, all_handed=all_handed)
+            report.raise_if_any()
+
+        # PostgreSQL writes the object and feature rows while the last images are
+        # staged: a long transaction blocks nobody there (SQLite has one writer), unless
+        # it creates names (it then holds a lock that other imports creating names need).
+        creates = self.answers.create_missing_taxa or self.answers.create_missing_users
+        overlap = (inst.engine.dialect.name == "postgresql" and all_handed and not creates
+                   and not report.n_issues)
+        if not overlap:
+            images_ready()
 
         features = plan_features(inst.features, self.project_id, plan, delta)
         backup = None
@@ -241,7 +252,8 @@ class _Run:
             project_id=self.project_id, plan=plan, delta=delta, answers=self.answers,
             features=features, user_id=self.user_id, run_id=self.run_id, journal=journal,
             stager=stager, started_at=self.started_at, imported_files=self.imported_files,
-            summarize=lambda outcome: self._result(plan, delta, outcome).to_dict())
+            summarize=lambda outcome: self._result(plan, delta, outcome).to_dict(),
+            images_ready=images_ready if overlap else None)
         outcome = write_delta(inst, request)
         return self._result(plan, delta, outcome)
 

@@ -306,6 +306,18 @@ def test_images_declaring_huge_sizes_are_refused(instance, tmp_path, width, heig
     assert f"{width * height:,} pixels is above the limit of 100,000,000 pixels" in str(err)
 
 
+def test_a_bad_image_found_while_rows_are_written_leaves_nothing(instance, tmp_path):
+    """On PostgreSQL object and feature rows go in while the last images are checked:
+    a refused image there rolls them back."""
+    jpg = JPG.read_bytes()
+    images = {f"v{i}.jpg": jpg for i in range(40)} | {"zz_cut.jpg": jpg[:len(jpg) // 2]}
+    tsv = "object_id\timg_file_name\tobject_area\n[t]\t[t]\t[f]\n" + "".join(
+        f"o{i}\t{name}\t{i}.5\n" for i, name in enumerate(images))
+    err = refused(instance, bundle(tmp_path / "b", images, tsv))
+    assert [(i.line, i.column, i.code, i.value) for i in err.issues] == [
+        (43, "img_file_name", "bad_image", "zz_cut.jpg")]
+
+
 def test_truncated_and_fake_images_are_refused(sqlite_instance, tmp_path):
     jpg = JPG.read_bytes()
     png = encoded(PILImage.new("L", (64, 64), 3), "PNG")

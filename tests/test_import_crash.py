@@ -75,15 +75,13 @@ def hold():
     time.sleep(300)
 
 if when == "features":
-    # Stop right after the feature rows are written: the vault files are in place,
-    # the database transaction is not committed.
-    from ecotaxa_core.store.feature_store import FeatureStore
-    append = FeatureStore.append
-    def append_then_hold(self, *args, **kwargs):
-        n = append(self, *args, **kwargs)
+    # Stop once the feature rows are written and every image is staged (on PostgreSQL
+    # the object and feature rows go in while the last images are staged), before the
+    # image rows: the vault files are in place, the transaction is not committed.
+    from ecotaxa_core import import_writer
+    def hold_before_image_rows(*args, **kwargs):
         hold()
-        return n
-    FeatureStore.append = append_then_hold
+    import_writer._insert_images = hold_before_image_rows
 
 def progress(done, total):
     # Some images are checked and staged, not all.
@@ -207,17 +205,18 @@ def test_a_failure_after_the_vault_files_are_moved_undoes_everything(instance, m
     inst = instance
     pid = new_project(inst)
     before, files = row_counts(inst), vault_files(inst)
-    write_features = import_writer.write_features
+    insert_images = import_writer._insert_images
 
-    def write_then_fail(*args, **kwargs):
-        write_features(*args, **kwargs)
+    def write_then_fail(*args, **kwargs):  # after the feature rows and the image rows
+        insert_images(*args, **kwargs)
+        assert inst.features.exists(pid, "tsv")
         stored = vault_files(inst)
         # 11 images (8 files) are in place, and a thumbnail for those over THUMB_SIZE pixels.
         assert len([p for p in stored if p.startswith("images/")]) == 11
         assert 0 < len([p for p in stored if p.startswith("thumbs/")]) < 11
         raise RuntimeError("injected failure before the commit")
 
-    monkeypatch.setattr(import_writer, "write_features", write_then_fail)
+    monkeypatch.setattr(import_writer, "_insert_images", write_then_fail)
     with pytest.raises(RuntimeError, match="injected failure"):
         import_path(inst, pid, IMPORT_TEST, user_id=1, create_missing_taxa=True,
                     create_missing_users=True)
