@@ -120,6 +120,80 @@ def prefect_server(tmp_path_factory):
         yield
 
 
+PREFECT_API_STARTUP_TIMEOUT_S = 120
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _api_healthy(url: str) -> bool:
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+            return response.status == 200
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+@pytest.fixture(scope="session")
+def prefect_api_url(tmp_path_factory) -> str:
+    """The API URL of one real ``prefect server start`` shared by the whole session.
+
+    For ``ecotaxa`` subprocesses: given as ``PREFECT_API_URL``, they run their flows
+    against it instead of each starting a temporary server (10-20 s apiece here). The
+    server has its own PREFECT_HOME (its SQLite database) and is stopped at the end.
+    """
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    home = tmp_path_factory.mktemp("prefect_api_home")
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    # This process's own Prefect settings (the in-process test harness) must not leak in.
+    env.pop("PREFECT_API_URL", None)
+    env.pop("PREFECT_SERVER_DATABASE_CONNECTION_URL", None)
+    log_path = home / "server.log"
+    with open(log_path, "wb") as log:
+        # No UI, scheduler or late-run service: no deployment runs here, and the 2-core
+        # test machine is better spent on the flows.
+        server = subprocess.Popen(
+            [str(Path(sys.executable).with_name("prefect")), "server", "start",
+             "--host", "127.0.0.1", "--port", str(port), "--no-ui", "--no-scheduler",
+             "--no-late-runs", "--analytics-off"],
+            env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True)
+    try:
+        deadline = time.monotonic() + PREFECT_API_STARTUP_TIMEOUT_S
+        while not _api_healthy(url):
+            if server.poll() is not None or time.monotonic() > deadline:
+                state = (f"exited with code {server.returncode}" if server.returncode is not None
+                         else f"did not answer {url}/health within "
+                              f"{PREFECT_API_STARTUP_TIMEOUT_S} s")
+                pytest.fail(f"the test Prefect server ({' '.join(server.args)}) {state}; "
+                            f"its log ({log_path}):\n{log_path.read_text(errors='replace')}",
+                            pytrace=False)
+            time.sleep(0.5)
+        yield url
+    finally:
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+                server.wait()
+
+
 NDSB_TEST_CLASSES = ("acantharia_protist", "chaetognath_other", "copepod_cyclopoid_oithona_eggs",
                      "detritus_other", "hydromedusae_solmaris", "protist_noctiluca",
                      "trichodesmium_puff", "diatom_chain_string")
