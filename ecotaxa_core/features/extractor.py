@@ -67,14 +67,14 @@ class UnknownExtractor(EcoTaxaError, ValueError):
 
 
 def _morpho(*, input_size: int, batch_size: int, bottom_crop: int,
-            num_threads: int | None) -> FeatureExtractor:
+            num_threads: int | None, pixel_size_um: float | None) -> FeatureExtractor:
     from ecotaxa_core.features.morphology import MorphologyExtractor
 
-    return MorphologyExtractor(bottom_crop=bottom_crop)
+    return MorphologyExtractor(bottom_crop=bottom_crop, pixel_size_um=pixel_size_um)
 
 
 def _deep_effnetlite0(*, input_size: int, batch_size: int, bottom_crop: int,
-                      num_threads: int | None) -> FeatureExtractor:
+                      num_threads: int | None, pixel_size_um: float | None) -> FeatureExtractor:
     from ecotaxa_core.features.deep import EfficientNetLite0Extractor
 
     return EfficientNetLite0Extractor(input_size=input_size, batch_size=batch_size,
@@ -93,7 +93,8 @@ def available_extractors() -> list[str]:
 
 
 def get_extractor(name: str, *, input_size: int = 224, batch_size: int = 64,
-                  bottom_crop: int = 0, num_threads: int | None = None) -> FeatureExtractor:
+                  bottom_crop: int = 0, num_threads: int | None = None,
+                  pixel_size_um: float | None = None) -> FeatureExtractor:
     """The extractor filling feature set ``name``.
 
     Parameters
@@ -106,14 +107,17 @@ def get_extractor(name: str, *, input_size: int = 224, batch_size: int = 64,
         :func:`~ecotaxa_core.features.preprocessing.default_bottom_crop`).
     num_threads : torch intra-op threads for a deep network (process-wide; None
         leaves torch's choice).
+    pixel_size_um : size of a pixel in micrometres (``Project.pixel_size_um``),
+        for morphology's areas in mm² and lengths in mm; None when unknown.
 
     Extractors ignore the settings they have no use for (morphology has no
-    input size). Batch size and threads change speed, not values, so they stay
-    out of ``producer()``.
+    input size, a network no pixel size). Batch size and threads change speed,
+    not values, so they stay out of ``producer()``.
     """
     try:
         factory = _REGISTRY[name]
     except KeyError:
         raise UnknownExtractor(name) from None
     return factory(input_size=int(input_size), batch_size=int(batch_size),
-                   bottom_crop=int(bottom_crop), num_threads=num_threads)
+                   bottom_crop=int(bottom_crop), num_threads=num_threads,
+                   pixel_size_um=None if pixel_size_um is None else float(pixel_size_um))
