@@ -9,7 +9,9 @@ Measures, at each input size:
     temporary instance: Prefect, an embedded Dask LocalCluster, the vault and
     the Zarr store included;
 
-and the morphological extractor on its own. Prints a table of images/s.
+and the morphological extractor on its own. Prints a table of images/s, and
+the deep set's rate in the flow as a share of (a), both measured in this run.
+``bench_features_scaling.py`` compares 1 and 2 Dask worker processes.
 
     python bench/bench_features.py 2000 --sizes 224 128 --batch-size 64
 """
@@ -55,7 +57,8 @@ def bench_forward(paths: list[Path], size: int, batch_size: int) -> tuple[float,
     start = time.perf_counter()
     batch = ex.preprocess_batch(paths)
     preprocess_rate = rate(len(paths), time.perf_counter() - start)
-    ex.forward(batch[:batch_size])  # load the model, warm up
+    for _ in range(2):  # load the model, warm up (the first passes are slower)
+        ex.forward(batch[:batch_size])
     start = time.perf_counter()
     for i in range(0, len(batch), batch_size):
         ex.forward(batch[i:i + batch_size])
@@ -148,8 +151,10 @@ def main(argv: list[str] | None = None) -> None:
               f"torch {torch.__version__} with {torch.get_num_threads()} threads, "
               f"{os.cpu_count()} CPUs", file=sys.stderr)
         rows: dict[str, dict[int, str]] = {}
+        forward_rates: dict[int, float] = {}
         for size in args.sizes:
             forward, prep = bench_forward(paths, size, args.batch_size)
+            forward_rates[size] = forward
             rows.setdefault("(a) forward pass alone", {})[size] = f"{forward:8.1f}"
             rows.setdefault("(b) decode + preprocess", {})[size] = f"{prep:8.1f}"
         morpho = bench_morphology(paths)
@@ -161,6 +166,8 @@ def main(argv: list[str] | None = None) -> None:
                 deep, mor = sets["deep_effnetlite0"], sets["morpho"]
                 rows.setdefault("(c) flow: deep_effnetlite0", {})[size] = \
                     f"{deep['images_per_s']:8.1f}"
+                rows.setdefault("(c) deep in flow / (a)", {})[size] = \
+                    f"{deep['images_per_s'] / forward_rates[size]:8.0%}"
                 rows.setdefault("(c) flow: morpho", {})[size] = f"{mor['images_per_s']:8.1f}"
                 pca = sets.get("deep_effnetlite0_pca50", {}).get("seconds", float("nan"))
                 rows.setdefault("(c) flow: PCA-50 refit (s)", {})[size] = f"{pca:8.2f}"

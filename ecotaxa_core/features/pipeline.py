@@ -5,20 +5,33 @@ of a project have no row yet in a feature set. :func:`compute_chunk` is the
 plain function a Dask worker runs on a list of image paths; it keeps one
 extractor per worker process (:func:`cached_extractor`), so a deep network is
 loaded once per process and per producer settings, not once per chunk.
-:func:`append_chunk` writes a computed chunk from the single writer, undoing a
-half-written append.
+:func:`append_chunk` writes a computed chunk from the single writer.
+
+A killed writer leaves nothing half written. The writer of a project's
+feature sets holds :func:`feature_writer_lock` (``fcntl.flock``, which the
+system releases when the process dies), and every write goes through
+:func:`journaled_write`: a journal file under ``work_dir/feature_journals``
+names the row count to go back to, is written before the store is touched and
+removed once the write is complete. An error undoes the write at once; a
+killed process leaves its journal, and :func:`recover_interrupted_writes`,
+run by the next writer under the lock, cuts the store back. Appends skip ids
+already stored, so the objects whose rows were cut are simply computed again:
+each object ends with exactly one row.
 
 >>> rows = compute_chunk("morpho", {}, [])
->>> rows.shape, rows.dtype
-((0, 29), dtype('float32'))
+>>> rows.shape == (0, len(get_extractor("morpho").feature_names)), rows.dtype
+(True, dtype('float32'))
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 from sqlalchemy import select
@@ -32,7 +45,13 @@ if TYPE_CHECKING:
     from ecotaxa_core.instance import Instance
 
 __all__ = ["pending_objects", "compute_chunk", "cached_extractor", "append_chunk",
-           "check_producer", "split_chunks", "balanced_chunk_size", "project_bottom_crop"]
+           "check_producer", "split_chunks", "balanced_chunk_size", "project_bottom_crop",
+           "project_pixel_size_um",
+           "feature_writer_lock", "journaled_write", "recover_interrupted_writes",
+           "JOURNAL_DIR", "LOCK_DIR"]
+
+JOURNAL_DIR = "feature_journals"
+LOCK_DIR = "feature_locks"
 
 
 def pending_objects(inst: "Instance", project_id: int,
@@ -64,6 +83,12 @@ def project_bottom_crop(inst: "Instance", project_id: int) -> int:
 
     with inst.sessions() as session:
         return default_bottom_crop(get_project(session, project_id).instrument)
+
+
+def project_pixel_size_um(inst: "Instance", project_id: int) -> float | None:
+    """The size of a pixel of this project's images in micrometres (None: unknown)."""
+    with inst.sessions() as session:
+        return get_project(session, project_id).pixel_size_um
 
 
 def split_chunks(n_items: int, chunk_size: int) -> list[slice]:
@@ -141,14 +166,147 @@ def append_chunk(inst: "Instance", project_id: int, extractor: FeatureExtractor,
                  object_ids: np.ndarray, values: np.ndarray) -> int:
     """Append one computed chunk to the extractor's feature set; rows written.
 
-    Ids already stored are skipped. If the append fails half-way, the store
-    is truncated back to its former length before the error propagates.
+    Ids already stored are skipped. The append is journaled
+    (:func:`journaled_write`): if it fails half-way the store is cut back to
+    its former length before the error propagates, and if the process dies
+    the next writer cuts it back. Call it from the project's single writer
+    (the features flow holds :func:`feature_writer_lock`).
     """
     store = inst.features
-    n_before = store.n_rows(project_id, extractor.name)
-    try:
+    recover_interrupted_writes(inst, project_id, [extractor.name])
+    with journaled_write(inst, project_id, extractor.name,
+                         store.n_rows(project_id, extractor.name)):
         return store.append(project_id, extractor.name, object_ids, values,
                             extractor.feature_names, extractor.producer())
+
+
+# -- one writer per project, and nothing half written when it dies -------------------
+def _work_path(inst: "Instance", folder: str, project_id: int) -> Path:
+    return Path(inst.settings.work_dir) / folder / f"project_{int(project_id)}"
+
+
+@contextmanager
+def feature_writer_lock(inst: "Instance", project_id: int) -> Iterator[None]:
+    """Hold the lock of the writer of a project's feature sets; waits for a running one.
+
+    A lock file under ``work_dir/feature_locks``, locked with ``fcntl.flock``:
+    the system releases it when its process dies, so holding it means no other
+    live process writes the project's feature stores, and journals left behind
+    belong to a dead one. The lock is taken once per process (a second take in
+    the same process waits forever).
+
+    >>> import tempfile
+    >>> from types import SimpleNamespace
+    >>> from ecotaxa_core.settings import Settings
+    >>> inst = SimpleNamespace(settings=Settings(home=tempfile.mkdtemp()))
+    >>> with feature_writer_lock(inst, 1), feature_writer_lock(inst, 2):
+    ...     sorted(p.name for p in (inst.settings.work_dir / LOCK_DIR).iterdir())
+    ['project_1.lock', 'project_2.lock']
+    """
+    path = _work_path(inst, LOCK_DIR, project_id).with_suffix(".lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by child processes
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def _journal_path(inst: "Instance", project_id: int, feature_set: str) -> Path:
+    inst.features.store_path(project_id, feature_set)  # validates the name
+    return _work_path(inst, JOURNAL_DIR, project_id) / f"{feature_set}.json"
+
+
+def _write_journal(path: Path, data: dict[str, Any]) -> None:
+    """Write ``path`` whole or not at all, and on disk before the store is touched."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(data, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+@contextmanager
+def journaled_write(inst: "Instance", project_id: int, feature_set: str,
+                    keep_rows: int) -> Iterator[None]:
+    """Around a write to a feature set whose first ``keep_rows`` rows must survive it.
+
+    The journal is on disk before the block runs and removed after it ends
+    (that removal is the commit). If the block raises, the store is cut back
+    to ``keep_rows`` rows (deleted when 0: a rewrite from scratch); if the
+    process dies, :func:`recover_interrupted_writes` does it later.
+    """
+    path = _journal_path(inst, project_id, feature_set)
+    _write_journal(path, {"feature_set": feature_set, "keep_rows": int(keep_rows),
+                          "pid": os.getpid()})
+    try:
+        yield
     except BaseException:
-        store.truncate(project_id, extractor.name, n_before)
+        _cut_back(inst, project_id, feature_set, int(keep_rows))
+        path.unlink(missing_ok=True)
         raise
+    path.unlink()
+
+
+def recover_interrupted_writes(inst: "Instance", project_id: int,
+                               feature_sets: Sequence[str] | None = None) -> dict[str, int]:
+    """Undo the feature-store writes of the project that a dead process left half done.
+
+    Each journaled feature set (of ``feature_sets``, or all) is cut back to
+    the row count its journal names, then the journal is removed; returns the
+    rows kept per feature set recovered. Run it from the project's single
+    writer (under :func:`feature_writer_lock`): a live writer's journal would
+    be undone too.
+    """
+    folder = _work_path(inst, JOURNAL_DIR, project_id)
+    if not folder.is_dir():
+        return {}
+    if feature_sets is None:
+        journals = sorted(folder.glob("*.json"))
+        for tmp in folder.glob("*.json.tmp"):  # a journal never finished: nothing written
+            tmp.unlink(missing_ok=True)
+    else:
+        journals = [p for p in (_journal_path(inst, project_id, n) for n in feature_sets)
+                    if p.exists()]
+    recovered = {}
+    for path in journals:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+            feature_set, keep_rows = str(data["feature_set"]), int(data["keep_rows"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ValueError(f"unreadable feature-store journal {path}: {exc}; the feature "
+                             f"set it names may be half written: delete that feature set "
+                             f"and this file, then run the features flow again") from exc
+        recovered[feature_set] = _cut_back(inst, project_id, feature_set, keep_rows)
+        path.unlink()
+    return recovered
+
+
+def _cut_back(inst: "Instance", project_id: int, feature_set: str, keep_rows: int) -> int:
+    """Cut a possibly half-appended feature set back to ``keep_rows`` rows; rows left."""
+    store = inst.features
+    if keep_rows <= 0:
+        store.delete(project_id, feature_set)
+        return 0
+    store.truncate(project_id, feature_set, keep_rows)
+    try:
+        return store.n_rows(project_id, feature_set)
+    except ValueError:
+        # xarray appends the ``object`` coordinate before ``values``, and
+        # FeatureStore.truncate only shortens ``object`` along with a longer
+        # ``values``: a process killed between the two leaves ``object`` longer
+        # than ``values``, which no cut to ``keep_rows`` mends. One row less
+        # makes both arrays shorter; that row's object is computed again.
+        store.truncate(project_id, feature_set, keep_rows - 1)
+        return store.n_rows(project_id, feature_set)

@@ -203,10 +203,12 @@ class FeatureStore:
             return
         group = zarr.open_group(self.store_path(project_id, feature_set), mode="r+",
                                 zarr_format=3)
-        values = group["values"]
+        # Each array on its own: a writer killed between them leaves them of unequal length.
+        values, ids = group["values"], group["object"]
         if values.shape[0] > n_rows:
             values.resize((n_rows, values.shape[1]))
-            group["object"].resize((n_rows,))
+        if ids.shape[0] > n_rows:
+            ids.resize((n_rows,))
 
     def delete(self, project_id: int, feature_set: str) -> None:
         shutil.rmtree(self.store_path(project_id, feature_set), ignore_errors=True)
