@@ -18,7 +18,6 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 from sqlalchemy import event, insert, select, text
