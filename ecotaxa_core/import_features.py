@@ -16,11 +16,12 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from ecotaxa_core.import_plan import FreeValues, ImportPlan, ObjectPlan
+from ecotaxa_core.import_spool import batched
 from ecotaxa_core.reimport import ImportDelta
 from ecotaxa_core.store.feature_store import FeatureStore
 
@@ -133,26 +134,15 @@ def write_features(features: FeatureStore, project_id: int, fplan: FeaturePlan,
                            for i in updated_ids], dtype=np.float32)
         n += features.append(project_id, TSV_FEATURE_SET, updated_ids, values, fplan.names,
                              producer=_PRODUCER)
-    for start, batch in _batches(fplan.new_objects):  # a few MB at a time
+    start = 0
+    for batch in batched(fplan.new_objects, _APPEND_ROWS):  # a few MB at a time
         n += features.append(project_id, TSV_FEATURE_SET, new_ids[start:start + len(batch)],
                              _rows(batch, fplan.names), fplan.names, producer=_PRODUCER)
+        start += len(batch)
     return n
 
 
 _APPEND_ROWS = 16384  # rows a feature store append holds at most
-
-
-def _batches(objects: Iterable[ObjectPlan]) -> Iterator[tuple[int, list[ObjectPlan]]]:
-    """``(position of the first, objects)``, :data:`_APPEND_ROWS` objects at a time."""
-    batch: list[ObjectPlan] = []
-    start = 0
-    for obj in objects:
-        batch.append(obj)
-        if len(batch) == _APPEND_ROWS:
-            yield start, batch
-            start, batch = start + len(batch), []
-    if batch:
-        yield start, batch
 
 
 def _rewrite(features: FeatureStore, project_id: int, fplan: FeaturePlan, new_ids: list[int],

@@ -32,19 +32,17 @@ names, under a short instance-wide lock that journals take to list their files.
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 import shutil
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from sqlalchemy import select
 
 from ecotaxa_core.db.models import Image, ImportRun
+from ecotaxa_core.durable_files import file_lock, write_json_atomically
 from ecotaxa_core.errors import EcoTaxaError
 from ecotaxa_core.import_features import finish_features, undo_features
 from ecotaxa_core.instance import Instance
@@ -57,24 +55,6 @@ LOCK_DIR = "import_locks"
 
 
 # -- locks ---------------------------------------------------------------------------
-@contextmanager
-def _flock(path: Path, blocking: bool) -> Iterator[bool]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
-        except BlockingIOError:
-            yield False
-            return
-        try:
-            yield True
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
-
-
 def project_lock(work_dir: Path, project_id: int, blocking: bool = True):
     """Context manager holding the import lock of a project; yields whether it got it.
 
@@ -84,29 +64,15 @@ def project_lock(work_dir: Path, project_id: int, blocking: bool = True):
     ...     got, again
     (True, False)
     """
-    return _flock(Path(work_dir) / LOCK_DIR / f"project_{int(project_id)}.lock", blocking)
+    return file_lock(Path(work_dir) / LOCK_DIR / f"project_{int(project_id)}.lock", blocking)
 
 
 def vault_lock(work_dir: Path):
     """Short instance-wide lock: journals listing vault files, recovery deleting them."""
-    return _flock(Path(work_dir) / LOCK_DIR / "vault.lock", True)
+    return file_lock(Path(work_dir) / LOCK_DIR / "vault.lock", True)
 
 
 # -- journals ------------------------------------------------------------------------
-def _write_atomically(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 @dataclass
 class ImportJournal:
     """The journal file of one import run."""
@@ -122,7 +88,7 @@ class ImportJournal:
                 "started_at": datetime.now(timezone.utc).isoformat(), "scratch": [],
                 "features": {}, "vault_files": [], **fields}
         journal = cls(folder / f"project_{int(project_id)}_{run_id}.json", data)
-        _write_atomically(journal.path, data)
+        write_json_atomically(journal.path, data)
         return journal
 
     @classmethod
@@ -142,7 +108,7 @@ class ImportJournal:
 
     def update(self, **fields: Any) -> None:
         self.data.update(fields)
-        _write_atomically(self.path, self.data)
+        write_json_atomically(self.path, self.data)
 
     def delete(self) -> None:
         self.path.unlink(missing_ok=True)

@@ -173,10 +173,6 @@ class ImportPlan:
         self.objects.close()
 
     @property
-    def n_images(self) -> int:
-        return sum(len(o.images) for o in self.objects)
-
-    @property
     def feature_names(self) -> list[str]:
         """Numeric object free columns: the "tsv" feature set."""
         return [name for name, kind in self.free_columns["object"].items() if kind == "f"]

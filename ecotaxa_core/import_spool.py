@@ -32,13 +32,31 @@ from array import array
 from collections.abc import Callable, Iterable, Iterator
 from operator import attrgetter
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from ecotaxa_core.import_plan import FreeValues, ImagePlan, ObjectPlan
 
-__all__ = ["ObjectSpool", "CHUNK"]
+__all__ = ["ObjectSpool", "CHUNK", "batched"]
 
 CHUNK = 2000  # objects pickled together
+T = TypeVar("T")
+
+
+def batched(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """``items`` in order, ``size`` at a time (the last batch may be shorter); Python
+    3.12's ``itertools.batched``, as lists.
+
+    >>> list(batched(range(5), 2))
+    [[0, 1], [2, 3], [4]]
+    """
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 class ObjectSpool:
@@ -126,15 +144,7 @@ class ObjectSpool:
 
     def batches(self, size: int) -> Iterator[list[ObjectPlan]]:
         """The objects, in order, ``size`` at a time (the last batch may be shorter)."""
-        batch: list[ObjectPlan] = []
-        for chunk in self._chunks():
-            for obj in chunk:
-                batch.append(obj)
-                if len(batch) == size:
-                    yield batch
-                    batch = []
-        if batch:
-            yield batch
+        return batched(self, size)
 
     # -- internals ------------------------------------------------------------------
     def _chunks(self) -> Iterator[list[ObjectPlan]]:

@@ -40,7 +40,7 @@ from ecotaxa_core.errors import EcoTaxaError
 from ecotaxa_core.bundle_import import report_missing_image
 from ecotaxa_core.import_names import NameSurvey
 from ecotaxa_core.import_plan import ImagePlan, ImportPlan, ObjectPlan, ParentPlan
-from ecotaxa_core.import_spool import ObjectSpool
+from ecotaxa_core.import_spool import ObjectSpool, batched
 from ecotaxa_core.tsv.issues import ImportReport
 
 __all__ = ["MODES", "ImportDelta", "NewObjects", "check_mode", "file_sha256", "loaded_files", "plan_delta",
@@ -114,14 +114,7 @@ class NewObjects:
         return (o for o in self._objects if o.orig_id not in skip)
 
     def batches(self, size: int) -> Iterator[list[ObjectPlan]]:
-        batch: list[ObjectPlan] = []
-        for obj in self:
-            batch.append(obj)
-            if len(batch) == size:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
+        return batched(self, size)
 
 
 @dataclass

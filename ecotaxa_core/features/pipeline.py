@@ -25,7 +25,6 @@ each object ends with exactly one row.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import os
 from contextlib import contextmanager
@@ -37,6 +36,7 @@ import numpy as np
 from sqlalchemy import select
 
 from ecotaxa_core.db.models import Image, Object
+from ecotaxa_core.durable_files import file_lock, write_json_atomically
 from ecotaxa_core.features.extractor import FeatureExtractor, get_extractor
 from ecotaxa_core.projects import get_project
 from ecotaxa_core.store.feature_store import FeatureSetMismatch
@@ -203,38 +203,13 @@ def feature_writer_lock(inst: "Instance", project_id: int) -> Iterator[None]:
     ...     sorted(p.name for p in (inst.settings.work_dir / LOCK_DIR).iterdir())
     ['project_1.lock', 'project_2.lock']
     """
-    path = _work_path(inst, LOCK_DIR, project_id).with_suffix(".lock")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # not inherited by child processes
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
-        os.close(fd)
+    with file_lock(_work_path(inst, LOCK_DIR, project_id).with_suffix(".lock")):
+        yield
 
 
 def _journal_path(inst: "Instance", project_id: int, feature_set: str) -> Path:
     inst.features.store_path(project_id, feature_set)  # validates the name
     return _work_path(inst, JOURNAL_DIR, project_id) / f"{feature_set}.json"
-
-
-def _write_journal(path: Path, data: dict[str, Any]) -> None:
-    """Write ``path`` whole or not at all, and on disk before the store is touched."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 @contextmanager
@@ -248,7 +223,7 @@ def journaled_write(inst: "Instance", project_id: int, feature_set: str,
     process dies, :func:`recover_interrupted_writes` does it later.
     """
     path = _journal_path(inst, project_id, feature_set)
-    _write_journal(path, {"feature_set": feature_set, "keep_rows": int(keep_rows),
+    write_json_atomically(path, {"feature_set": feature_set, "keep_rows": int(keep_rows),
                           "pid": os.getpid()})
     try:
         yield
