@@ -43,6 +43,9 @@ def _settings() -> Settings:
         prefect_home.mkdir(parents=True, exist_ok=True)
         os.environ["PREFECT_HOME"] = str(prefect_home)
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # A flow run without a Prefect server starts a temporary one; Prefect gives it 20 s,
+    # which a busy laptop (or a first start, creating its database) can exceed.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     return settings
 
 
