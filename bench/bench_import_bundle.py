@@ -13,6 +13,14 @@ figures across sizes mean memory does not grow with the bundle.
 
     python bench/bench_import_bundle.py [--sizes 25000,50000,100000] [--postgres]
            [--database-url URL] [--seed 0] [--profile FILE] [--workdir DIR]
+           [--names created|existing]
+
+``--names created`` (default): the instance starts without the bundle's 20
+categories and its annotator, and the import creates them. ``--names existing``:
+an instance that has them already (as one with its taxonomy loaded): a 20-row
+bundle naming them all is imported into another project first, untimed. On
+PostgreSQL an import that creates names stages all its images before its
+transaction; one that does not writes its rows while the last images are staged.
 
 ``--workdir`` holds the bundle and the instance home (default: the system's
 temporary folder). File creation speed differs between folders of one machine
@@ -44,6 +52,21 @@ sys.path.insert(0, str(ROOT))
 
 PG_SERVER = "postgresql+psycopg://postgres@127.0.0.1:5432"
 N_FEATURES, N_SAMPLES, N_CATEGORIES, POOL = 60, 100, 20, 500
+
+
+def make_names_bundle(folder: Path) -> None:
+    """A bundle of one object per category of :func:`make_bundle`, all validated by its
+    annotator, images included: importing it creates every name the bench bundle uses."""
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = ["object_id\timg_file_name\tobject_annotation_status\t"
+             "object_annotation_category\tobject_annotation_person_name", "[t]\t[t]\t[t]\t[t]\t[t]"]
+    for c in range(N_CATEGORIES):
+        Image.new("L", (8, 8), 128).save(folder / f"names_{c:02d}.png")
+        lines.append(f"names_{c:02d}\tnames_{c:02d}.png\tvalidated\tbench_cat_{c:02d}\t"
+                     "Bench Annotator")
+    (folder / "ecotaxa_names.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def make_bundle(folder: Path, n: int, seed: int) -> None:
@@ -120,7 +143,7 @@ class _Phases:
 
 
 def run_one(n: int, seed: int, database_url: str, profile: str | None,
-            workdir: str | None) -> dict:
+            workdir: str | None, names: str = "created") -> dict:
     from ecotaxa_core import import_writer, importer
     from ecotaxa_core.import_images import ImageStager
     from ecotaxa_core.importer import import_path
@@ -153,6 +176,12 @@ def run_one(n: int, seed: int, database_url: str, profile: str | None,
                              "admin@example.org", "bench-password")
         with inst.sessions.begin() as s:
             project_id = create_project(s, "bundle bench").id
+            seed_project = create_project(s, "names").id
+        if names == "existing":
+            make_names_bundle(tmp / "names")
+            import_path(inst, seed_project, tmp / "names", user_id=1, create_missing_taxa=True,
+                        create_missing_users=True)
+            phases.seconds.clear()
         prof = None
         if profile:
             import cProfile
@@ -172,7 +201,7 @@ def run_one(n: int, seed: int, database_url: str, profile: str | None,
     inner = sum(v for k, v in phases.seconds.items()
                 if k.startswith(("DB rows", "features")) or k.endswith("(in transaction)"))
     phases.seconds["transaction: rest + commit"] = phases.seconds["transaction (all)"] - inner
-    return dict(n=result.n_objects, images=result.n_images, dialect=dialect,
+    return dict(n=result.n_objects, images=result.n_images, dialect=dialect, names=names,
                 generated_s=round(generated, 1), total_s=total, phases=phases.seconds,
                 peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
@@ -190,8 +219,8 @@ def _pg_database(action: str, name: str) -> None:
 
 def _print(r: dict) -> None:
     n, total = r["n"], r["total_s"]
-    print(f"\n== {n:,} objects ({r['images']:,} images) on {r['dialect']} "
-          f"(bundle generated in {r['generated_s']} s)")
+    print(f"\n== {n:,} objects ({r['images']:,} images) on {r['dialect']}, names "
+          f"{r['names']} (bundle generated in {r['generated_s']} s)")
     for label, sec in r["phases"].items():
         if label == "transaction (all)":
             continue
@@ -210,12 +239,14 @@ def main() -> None:
     parser.add_argument("--postgres", action="store_true")
     parser.add_argument("--profile", default=None, help="cProfile output file (one size)")
     parser.add_argument("--workdir", default=None, help="folder for the bundle and the home")
+    parser.add_argument("--names", choices=["created", "existing"], default="created",
+                        help="whether the import creates its categories and annotator")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     sizes = [args.n] if args.n else [int(x) for x in args.sizes.split(",")]
     if args.child:
         print(json.dumps(run_one(sizes[0], args.seed, args.database_url, args.profile,
-                                 args.workdir)))
+                                 args.workdir, args.names)))
         return
     results = []
     for n in sizes:  # one process per size: each peak RSS is that size's alone
@@ -226,7 +257,7 @@ def main() -> None:
             url = f"{PG_SERVER}/{db}"
         try:
             cmd = [sys.executable, __file__, "--child", "--n", str(n), "--seed",
-                   str(args.seed), "--database-url", url]
+                   str(args.seed), "--database-url", url, "--names", args.names]
             if args.profile:
                 cmd += ["--profile", args.profile]
             if args.workdir:

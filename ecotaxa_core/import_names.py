@@ -174,9 +174,10 @@ def annotator_resolver(survey: NameSurvey, answers: NameAnswers, create: bool
 
 
 def check_names(session: Session, survey: NameSurvey, objects: Iterable[ObjectPlan],
-                answers: NameAnswers, report: ImportReport) -> None:
+                answers: NameAnswers, report: ImportReport) -> bool:
     """Match every name of ``survey`` (of ``objects``), read-only; raise what stays
-    unmatched.
+    unmatched. Returns whether the import will create names (``answers`` let it
+    create some that are missing).
 
     Category ids that contradict a matched name go to ``report`` (see
     :func:`check_category_ids`); the caller raises it before this function's
@@ -187,6 +188,8 @@ def check_names(session: Session, survey: NameSurvey, objects: Iterable[ObjectPl
     check_category_ids(session, survey, objects, taxa, answers, report)
     report.raise_if_any()
     _, unknown_people = annotator_resolver(survey, answers, create=False).resolve_known(session)
+    creates = bool((answers.create_missing_taxa and unknown_taxa)
+                   or (answers.create_missing_users and unknown_people))
     if answers.create_missing_taxa:
         unknown_taxa = {}
     if answers.create_missing_users:
@@ -197,6 +200,7 @@ def check_names(session: Session, survey: NameSurvey, objects: Iterable[ObjectPl
         raise UnknownCategories(unknown_taxa)
     if unknown_people:
         raise UnknownAnnotators(unknown_people)
+    return creates
 
 
 def check_category_ids(session: Session, survey: NameSurvey, objects: Iterable[ObjectPlan],

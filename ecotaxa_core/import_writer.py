@@ -35,6 +35,7 @@ from ecotaxa_core.import_names import (AnnotatorResolver, NameAnswers, annotator
                                        category_resolver)
 from ecotaxa_core.import_plan import FreeValues, ImagePlan, ImportPlan, ParentPlan
 from ecotaxa_core.instance import Instance
+from ecotaxa_core.pixel_size import pixel_size_of
 from ecotaxa_core.reimport import ImportDelta, UpdateCounts, apply_updates
 
 __all__ = ["WriteRequest", "WriteOutcome", "write_delta"]
@@ -55,6 +56,9 @@ class WriteRequest:
     run_id: str
     journal: ImportJournal
     stager: ImageStager  # where each image's file (and thumbnail) was staged
+    # Whether the checks found names to create (the write takes turns with other
+    # imports that create names only then).
+    creates_names: bool = False
     started_at: datetime = field(default_factory=utcnow)
     imported_files: list[tuple[str, str, int]] = field(default_factory=list)  # path, sha, rows
     # The run's summary (kept in its ``import_runs`` row), from what was written.
@@ -68,6 +72,8 @@ class WriteOutcome:
     taxa_created: list[str] = field(default_factory=list)
     users_created: list[str] = field(default_factory=list)
     updates: UpdateCounts = field(default_factory=UpdateCounts)
+    pixel_size_um_set: float | None = None
+    notes: list[str] = field(default_factory=list)
 
 
 # -- the transaction ---------------------------------------------------------------------
@@ -83,7 +89,7 @@ def write_delta(inst: Instance, req: WriteRequest) -> WriteOutcome:
     outcome = WriteOutcome()
     plan, delta = req.plan, req.delta
     with inst.sessions.begin() as s:
-        _serialise_writers(s, req.answers)
+        _serialise_writers(s, req.creates_names)
         project = s.get(Project, req.project_id, with_for_update=True)
         if project is None:
             raise ProjectNotFound(req.project_id)
@@ -97,6 +103,8 @@ def write_delta(inst: Instance, req: WriteRequest) -> WriteOutcome:
         outcome.updates = apply_updates(s, plan, delta, parent_ids, taxa, annotators,
                                         req.user_id)
         _merge_free_columns(project, plan)
+        if delta.mode == "add":
+            _learn_pixel_size(inst, project, plan, outcome)
         s.add(ImportRun(id=req.run_id, project_id=req.project_id, source=plan.source,
                         user_id=req.user_id, started_at=req.started_at, committed_at=utcnow(),
                         summary=req.summarize(outcome)))
@@ -112,19 +120,20 @@ def write_delta(inst: Instance, req: WriteRequest) -> WriteOutcome:
 _NAMES_LOCK_KEY = 0x45636F54617861  # "EcoTaxa"
 
 
-def _serialise_writers(s: Session, answers: NameAnswers) -> None:
+def _serialise_writers(s: Session, creates_names: bool) -> None:
     """Make concurrent imports that may create the same taxa or users take turns.
 
     Taxa and users are shared by all projects: two imports creating "detritus" at
     once would both find it missing. On SQLite the transaction takes the write
     lock at once (``BEGIN IMMEDIATE``; SQLite has one writer anyway), so what it
-    reads is what it writes over. On PostgreSQL an import that may create names
-    holds an advisory lock until it commits.
+    reads is what it writes over. On PostgreSQL an import whose checks found names
+    to create holds an advisory lock until it commits, and matches its names again
+    under it (another import may have created some meanwhile).
     """
     dialect = s.get_bind().dialect.name
     if dialect == "sqlite":
         s.connection().exec_driver_sql("BEGIN IMMEDIATE")
-    elif dialect == "postgresql" and (answers.create_missing_taxa or answers.create_missing_users):
+    elif dialect == "postgresql" and creates_names:
         s.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _NAMES_LOCK_KEY})
 
 
@@ -294,6 +303,35 @@ def _link_next_to(path: str, image_id: int) -> str:
     except OSError:
         shutil.copyfile(path, link)
     return link
+
+
+def _learn_pixel_size(inst: Instance, project: Project, plan: ImportPlan,
+                      outcome: WriteOutcome) -> None:
+    """Give a project without a pixel size the one the import's columns agree on.
+
+    Not once its morphological features exist: they were computed without it,
+    and rows with and without mm units must not mix (the features flow would
+    refuse the new producer); a note says so instead.
+    """
+    if project.pixel_size_um is not None:
+        return
+    found = pixel_size_of(plan.processes.values(), plan.acquisitions.values())
+    if found.conflicting:
+        outcome.notes.append(
+            f"pixel size not set: {found.column} holds several sizes "
+            f"({', '.join(f'{v:g}' for v in found.values)} µm)")
+        return
+    if found.um is None:
+        return
+    from ecotaxa_core.features.morphology import MorphologyExtractor
+
+    if inst.features.n_rows(project.id, MorphologyExtractor.name):
+        outcome.notes.append(
+            f"{found.column} gives a pixel size of {found.um:g} µm, not set: the project's "
+            "morphological features were computed without one (set it and recompute them)")
+        return
+    project.pixel_size_um = found.um
+    outcome.pixel_size_um_set = found.um
 
 
 def _merge_free_columns(project: Project, plan: ImportPlan) -> None:

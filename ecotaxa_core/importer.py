@@ -78,6 +78,9 @@ class ImportResult:
     n_parents_updated: int = 0
     n_classifications_changed: int = 0
     users_created: list[str] = field(default_factory=list)
+    # The project's pixel size, when this import set it from its columns (µm).
+    pixel_size_um_set: float | None = None
+    notes: list[str] = field(default_factory=list)  # what the user should know
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -224,8 +227,9 @@ class _Run:
         inst = self.inst
         delta = plan_delta(s, self.project_id, plan, self.mode, report)
         check_against_project(s, self.project_id, plan, delta.names, delta.classified, report)
+        creates_names = False
         if not report.n_issues:
-            check_names(s, delta.names, delta.classified, self.answers, report)
+            creates_names = check_names(s, delta.names, delta.classified, self.answers, report)
         s.rollback()  # the checks are done: no read transaction stays open while writing
         all_handed = self.mode == "add" and plan.kind == "ecotaxa_bundle"  # while read
 
@@ -235,10 +239,10 @@ class _Run:
 
         # PostgreSQL writes the object and feature rows while the last images are
         # staged: a long transaction blocks nobody there (SQLite has one writer), unless
-        # it creates names (it then holds a lock that other imports creating names need).
-        creates = self.answers.create_missing_taxa or self.answers.create_missing_users
-        overlap = (inst.engine.dialect.name == "postgresql" and all_handed and not creates
-                   and not report.n_issues)
+        # it creates names: it then holds a lock that other imports creating names need,
+        # and they would wait for its images as well.
+        overlap = (inst.engine.dialect.name == "postgresql" and all_handed
+                   and not creates_names and not report.n_issues)
         if not overlap:
             images_ready()
 
@@ -251,7 +255,7 @@ class _Run:
         request = WriteRequest(
             project_id=self.project_id, plan=plan, delta=delta, answers=self.answers,
             features=features, user_id=self.user_id, run_id=self.run_id, journal=journal,
-            stager=stager, started_at=self.started_at, imported_files=self.imported_files,
+            stager=stager, creates_names=creates_names, started_at=self.started_at, imported_files=self.imported_files,
             summarize=lambda outcome: self._result(plan, delta, outcome).to_dict(),
             images_ready=images_ready if overlap else None)
         outcome = write_delta(inst, request)
@@ -296,6 +300,7 @@ class _Run:
             seconds=round(time.perf_counter() - self.started, 3), mode=self.mode,
             run_id=self.run_id if written else None,
             files_skipped=list(self.files_skipped), n_objects_skipped=delta.n_skipped,
+            pixel_size_um_set=outcome.pixel_size_um_set, notes=list(outcome.notes),
             n_objects_updated=outcome.updates.n_objects_updated,
             n_objects_not_found=len(delta.not_found), not_found=delta.not_found[:_MAX_LISTED],
             n_parents_updated=outcome.updates.n_parents_updated,

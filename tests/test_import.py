@@ -8,6 +8,7 @@ import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image as PILImage
 from sqlalchemy import func, select
@@ -630,3 +631,54 @@ def test_image_stager_survives_a_dead_worker_process(tmp_path):
     assert report.n_issues == 0
     for im in images:
         assert Path(stager.staged(im).original).read_bytes() == Path(im.src).read_bytes()
+
+
+def test_only_an_import_that_creates_names_says_so_to_the_writer(instance, admin, monkeypatch):
+    """The create flags allow creating; the writer takes turns with other imports (and
+    PostgreSQL stages every image first) only when names are in fact missing."""
+    from ecotaxa_core import importer
+
+    seen: list[bool] = []
+    write_delta = importer.write_delta
+
+    def spy(inst, req):
+        seen.append(req.creates_names)
+        return write_delta(inst, req)
+
+    monkeypatch.setattr(importer, "write_delta", spy)
+    first, second = new_project(instance, "first"), new_project(instance, "second")
+    for pid in (first, second):
+        import_path(instance, pid, IMPORT_TEST, user_id=admin.id, create_missing_taxa=True,
+                    create_missing_users=True)
+    assert seen == [True, False]  # the second project's import finds every name
+    assert row_counts(instance, second)["objects"] == row_counts(instance, first)["objects"] == 11
+
+
+def test_a_zooscan_bundle_gives_the_project_its_pixel_size(instance, admin, tmp_path):
+    from ecotaxa_core.features.morphology import MorphologyExtractor
+
+    pid = new_project(instance)
+    result = import_path(instance, pid, IMPORT_TEST, user_id=admin.id, create_missing_taxa=True,
+                         create_missing_users=True)
+    assert result.pixel_size_um_set == 10.6 and result.notes == []  # process_pixel, in µm
+    with instance.sessions() as s:
+        assert s.get(Project, pid).pixel_size_um == 10.6
+
+    # A project whose morphological features exist keeps computing them without one.
+    other = new_project(instance, "with features")
+    with instance.sessions.begin() as s:
+        obj = Object(project_id=other, orig_id="earlier", status="unclassified", extra={})
+        s.add(obj)
+        s.flush()
+        earlier = obj.id
+    extractor = MorphologyExtractor()
+    instance.features.append(other, "morpho", np.array([earlier]),
+                             np.zeros((1, len(extractor.feature_names)), np.float32),
+                             extractor.feature_names, extractor.producer())
+    result = import_path(instance, other, IMPORT_TEST, user_id=admin.id)
+    assert result.pixel_size_um_set is None
+    assert result.notes == ["process_pixel gives a pixel size of 10.6 µm, not set: the "
+                            "project's morphological features were computed without one "
+                            "(set it and recompute them)"]
+    with instance.sessions() as s:
+        assert s.get(Project, other).pixel_size_um is None
