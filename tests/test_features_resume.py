@@ -28,6 +28,7 @@ from ecotaxa_core.db.models import Job, Object
 from ecotaxa_core.features import get_extractor
 from ecotaxa_core.features.pipeline import (JOURNAL_DIR, append_chunk, journaled_write,
                                             recover_interrupted_writes)
+from ecotaxa_core.jobs import KILLED_MESSAGE
 from test_features_flow import add_objects, make_project, ndsb_images
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -325,8 +326,10 @@ def test_features_flow_killed_half_way_is_finished_by_the_next_run(
     assert 0 < summary["feature_sets"]["morpho"]["objects"] <= len(ids) - seen[-1] + 4 + 1
     assert_one_row_per_object(inst, project_id, ids, images)
     with inst.sessions() as s:
-        states = s.scalars(select(Job.state).where(Job.kind == "features").order_by(Job.id))
-        assert list(states) == ["running", "done"]  # the killed run could not say more
+        jobs = s.execute(select(Job.state, Job.error).where(Job.kind == "features")
+                         .order_by(Job.id)).all()
+    # The next run found the killed run's job without its process, and said so.
+    assert [tuple(j) for j in jobs] == [("failed", KILLED_MESSAGE), ("done", None)]
 
     # Objects added later are the only ones the next run computes.
     added = ndsb_images(ndsb_subset, 2, skip=28, n_classes=1)

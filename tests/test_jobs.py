@@ -92,3 +92,60 @@ def test_migration_0003_keeps_jobs_and_their_project(db_url):
         c.execute(text("delete from projects where id = 8"))  # 0002 deletes the jobs with it
         assert c.execute(text("select kind from jobs")).scalars().all() == ["import"]
     engine.dispose()
+
+
+_CHILD = """
+import sys, time
+from pathlib import Path
+from ecotaxa_core.instance import Instance
+from ecotaxa_core.jobs import recorded_job
+from ecotaxa_core.settings import Settings
+
+home, url, marker = sys.argv[1:4]
+inst = Instance.open(Settings(home=home, database_url=url))
+with recorded_job(inst, "features", None, {}) as job:
+    Path(marker).write_text(str(job["job_id"]))
+    time.sleep(300)
+"""
+
+
+def test_a_killed_job_is_marked_failed_and_a_live_one_is_not(instance, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT
+    from ecotaxa_core.jobs import KILLED_MESSAGE, reap_dead_jobs
+
+    marker = tmp_path / "started"
+    proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(instance.settings.home),
+                             instance.settings.database_url, str(marker)], cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    try:
+        deadline = time.monotonic() + 60
+        while not marker.exists() or not marker.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, "the child never started"
+            time.sleep(0.05)
+        killed = int(marker.read_text())
+        with recorded_job(instance, "train", None, {}) as job:  # alive, in this process
+            assert reap_dead_jobs(instance) == []  # the child holds its job's lock
+            with instance.sessions() as s:
+                assert {j.id: j.state for j in list_jobs(s)} == {killed: "running",
+                                                                 job["job_id"]: "running"}
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+            assert reap_dead_jobs(instance) == [killed]
+            with instance.sessions() as s:
+                states = {j.id: (j.state, j.error) for j in list_jobs(s)}
+            assert states == {killed: ("failed", KILLED_MESSAGE),
+                              job["job_id"]: ("running", None)}
+        assert reap_dead_jobs(instance) == []
+        with instance.sessions() as s:
+            assert {j.id: j.state for j in list_jobs(s)} == {killed: "failed",
+                                                             job["job_id"]: "done"}
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
