@@ -39,7 +39,10 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
+
+if TYPE_CHECKING:
+    from distributed import Client
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_features import ROOT, extract_images, make_project, rate  # noqa: E402

@@ -29,6 +29,9 @@ app.add_typer(project_app, name="project")
 taxonomy_app = typer.Typer(help="The category tree: portable file, rename, merge, deprecate.",
                            no_args_is_help=True)
 app.add_typer(taxonomy_app, name="taxonomy")
+backbone_app = typer.Typer(help="Timm backbones for deep features, weights from local files.",
+                           no_args_is_help=True)
+app.add_typer(backbone_app, name="backbone")
 UserOpt = typer.Option(None, "--user", help="Act as this user (e-mail; default: the first "
                        "administrator).")
 
@@ -399,7 +402,39 @@ def _human_import(r: dict[str, Any]) -> str:
         value = r.get(key)
         if value:
             parts.append(f"{label}: {', '.join(map(str, value)) if isinstance(value, list) else value}")
-    return "; ".join(parts)
+    if r.get("pixel_size_um_set"):
+        parts.append(f"project pixel size set to {r['pixel_size_um_set']:g} µm")
+    return "; ".join(parts + list(r.get("notes") or []))
+
+
+@app.command()
+def jobs(project: Optional[int] = typer.Option(None, help="Only this project's jobs."),
+         limit: int = typer.Option(20, min=1, help="How many, newest first."),
+         as_json: bool = JsonOpt) -> None:
+    """The latest jobs (imports, features, training ...): state, result or error."""
+    from ecotaxa_core.instance import Instance
+    from ecotaxa_core.jobs import list_jobs, reap_dead_jobs
+
+    def go() -> dict[str, Any]:
+        inst = Instance.open(_settings())
+        try:
+            reap_dead_jobs(inst)
+            with inst.sessions() as s:
+                return {"jobs": [dict(id=j.id, kind=j.kind, state=j.state,
+                                      project_id=j.project_ref, created_at=j.created_at,
+                                      finished_at=j.finished_at, error=j.error,
+                                      result=j.result, params=j.params)
+                                 for j in list_jobs(s, project, limit)]}
+        finally:
+            inst.close()
+
+    def human(r: dict[str, Any]) -> str:
+        return "\n".join(f"{j['id']:>5} {j['kind']:<16} {j['state']:<8} project "
+                         f"{j['project_id']}  {j['created_at']:%Y-%m-%d %H:%M}"
+                         + (f"  {j['error']}" if j["error"] else "")
+                         for j in r["jobs"]) or "no jobs"
+
+    _run(as_json, go, human)
 
 
 @app.command("import-recover")
@@ -446,13 +481,17 @@ def ingest(
 def features(
     project: int = typer.Argument(..., help="Project id."),
     feature_set: Optional[list[str]] = typer.Option(
-        None, "--set", help="Feature set to compute (repeatable): morpho, deep_effnetlite0."),
+        None, "--set", help="Feature set to compute (repeatable): morpho, deep_effnetlite0, "
+        "deep_NAME of a registered backbone (ecotaxa backbone list)."),
+    recompute: bool = typer.Option(
+        False, "--recompute", help="Delete the project's rows of these sets first and compute "
+        "them again (after a change of extractor version or settings)."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Compute the feature sets objects lack (runs the features flow on Dask)."""
     from flows.features import features_flow
 
-    kwargs: dict[str, Any] = {"project_id": project}
+    kwargs: dict[str, Any] = {"project_id": project, "recompute": recompute}
     if feature_set:
         kwargs["feature_sets"] = list(feature_set)
     _flow(as_json, lambda: features_flow(**kwargs), _human_features)
@@ -464,6 +503,59 @@ def _human_features(r: dict[str, Any]) -> str:
         lines.append(f"{name}: {s.get('objects', 0)} objects in {s.get('seconds', 0):.1f} s"
                      + (f" ({s['images_per_s']:.0f} images/s)" if s.get("images_per_s") else ""))
     return "\n".join(lines) or "nothing to compute: every object has its features"
+
+
+@backbone_app.command("add")
+def backbone_add(
+    name: str = typer.Argument(..., help="Backbone name: its feature set is deep_NAME."),
+    model: str = typer.Option(..., "--model", help="timm model name (e.g. convnext_nano)."),
+    weights: Path = typer.Option(..., "--weights", help="Weights file: .safetensors, .pth, "
+                                 ".bin (a state dict; the classifier's weights are dropped)."),
+    mean: Optional[str] = typer.Option(None, help="Normalisation mean, three numbers "
+                                       "'r,g,b' on 0-1 pixels (default: timm's for the model)."),
+    std: Optional[str] = typer.Option(None, help="Normalisation std, 'r,g,b' (default: timm's)."),
+    replace: bool = typer.Option(False, "--replace", help="Replace a backbone of that name."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Register a timm backbone after loading its weights once (strictly)."""
+    from ecotaxa_core.features.backbones import BackboneError, register_backbone
+
+    settings = _settings()
+
+    def triple(text: Optional[str], what: str):
+        if text is None:
+            return None
+        try:
+            values = tuple(float(v) for v in text.split(","))
+        except ValueError:
+            values = ()
+        if len(values) != 3:
+            raise BackboneError(f"--{what} must be three numbers 'r,g,b', got {text!r}")
+        return values
+
+    def go() -> dict[str, Any]:
+        spec = register_backbone(settings.backbones_path, name, model, weights,
+                                 mean=triple(mean, "mean"), std=triple(std, "std"),
+                                 replace=replace)
+        return {"feature_set": spec.feature_set, **spec.to_dict(),
+                "file": str(settings.backbones_path)}
+
+    _run(as_json, go, lambda r: f"{r['feature_set']}: timm {r['model']}, {r['n_features']} "
+         f"features, weights {r['weights']} (listed in {r['file']})")
+
+
+@backbone_app.command("list")
+def backbone_list(as_json: bool = JsonOpt) -> None:
+    """The registered backbones and their feature sets."""
+    from ecotaxa_core.features.backbones import read_backbones
+
+    settings = _settings()
+    _run(as_json, lambda: {"backbones": [
+        {"feature_set": fs, **spec.to_dict()}
+        for fs, spec in read_backbones(settings.backbones_path).items()]},
+         lambda r: "\n".join(f"{b['feature_set']}: timm {b['model']}, {b['n_features']} "
+                             f"features, {b['weights']}" for b in r["backbones"])
+         or "no backbone registered (ecotaxa backbone add)")
 
 
 @app.command()

@@ -1,4 +1,4 @@
-"""Files that outlive a crash: locks the system releases, JSON written whole or not at all.
+"""Files that outlive a crash: locks the system releases, files written whole or not at all.
 
 Imports and the features flow both keep a journal of what a dead run must undo
 and a lock that says whether its writer is still alive; both use these two.
@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterator
 
-__all__ = ["file_lock", "write_json_atomically"]
+__all__ = ["file_lock", "write_json_atomically", "write_text_atomically"]
 
 
 @contextmanager
@@ -43,13 +43,13 @@ def file_lock(path: Path, blocking: bool = True) -> Iterator[bool]:
         os.close(fd)
 
 
-def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
-    """Write ``data`` to ``path`` whole or not at all, on disk (file and folder entry)
+def write_text_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` whole or not at all, on disk (file and folder entry)
     before returning."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f)
+        f.write(text)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
@@ -58,3 +58,9 @@ def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def write_json_atomically(path: Path, data: dict[str, Any]) -> None:
+    """Write ``data`` as JSON to ``path`` whole or not at all (see
+    :func:`write_text_atomically`)."""
+    write_text_atomically(path, json.dumps(data))

@@ -57,6 +57,11 @@ class Settings(BaseSettings):
                                         description="Refuse zips with more entries.")
     import_max_image_megapixels: float = Field(
         default=100.0, gt=0, description="Refuse images larger than this (decompression bombs).")
+    backbones_file: Path | None = Field(
+        default=None,
+        description="TOML list of extra timm backbones for deep features "
+        "(`ecotaxa backbone add`); default `backbones.toml` in `home`.",
+    )
     dashboard_port: int = Field(default=5006, ge=1, le=65535)
     dashboard_address: str = Field(default="127.0.0.1")
 
@@ -73,6 +78,10 @@ class Settings(BaseSettings):
     @property
     def feature_store_dir(self) -> Path:
         return self.home / "features"
+
+    @property
+    def backbones_path(self) -> Path:
+        return self.backbones_file or self.home / "backbones.toml"
 
     @property
     def models_dir(self) -> Path:

@@ -22,7 +22,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from ecotaxa_core.features.extractor import FeatureExtractor
-from ecotaxa_core.features.pca import PCA_SET, refit_pca
+from ecotaxa_core.features.pca import DEEP_SET, pca_set_of, refit_pca
 from ecotaxa_core.features.pipeline import (append_chunk, compute_chunk, journaled_write,
                                             pending_objects, split_chunks)
 from ecotaxa_core.instance import Instance
@@ -44,11 +44,12 @@ def append_features(inst: Instance, project_id: int, extractor: FeatureExtractor
 
 
 @task(name="refit_pca", cache_policy=NO_CACHE)
-def refit_deep_pca(inst: Instance, project_id: int) -> dict[str, Any]:
+def refit_deep_pca(inst: Instance, project_id: int, source: str = DEEP_SET) -> dict[str, Any]:
     start = time.perf_counter()
+    target = pca_set_of(source)
     # The refit rewrites the PCA set from scratch: a killed refit leaves it to be deleted.
-    with journaled_write(inst, project_id, PCA_SET, keep_rows=0):
-        refit = refit_pca(inst.features, project_id)
+    with journaled_write(inst, project_id, target, keep_rows=0):
+        refit = refit_pca(inst.features, project_id, source=source, target=target)
     return {"objects": refit.n_samples, "n_components": refit.n_components,
             "explained_variance": round(refit.explained_variance, 4),
             "seconds": round(time.perf_counter() - start, 3)}

@@ -56,8 +56,14 @@ class ExtractorConformance:
 
     @pytest.fixture(scope="class")
     @classmethod
-    def extractor(cls) -> FeatureExtractor:
-        return get_extractor(cls.extractor_name, **cls.extractor_kwargs)
+    def kwargs(cls) -> dict[str, Any]:
+        """``get_extractor`` keywords (a subclass may build them from other fixtures)."""
+        return dict(cls.extractor_kwargs)
+
+    @pytest.fixture(scope="class")
+    @classmethod
+    def extractor(cls, kwargs) -> FeatureExtractor:
+        return get_extractor(cls.extractor_name, **kwargs)
 
     @pytest.fixture(scope="class")
     @classmethod
@@ -72,9 +78,10 @@ class ExtractorConformance:
         return write_image_variants(real_images[0], tmp_path_factory.mktemp("variants"))
 
     # -- description ----------------------------------------------------------
-    def test_follows_the_protocol(self, extractor):
+    def test_follows_the_protocol(self, extractor, kwargs):
         assert isinstance(extractor, FeatureExtractor)
-        assert extractor.name == self.extractor_name in available_extractors()
+        assert extractor.name == self.extractor_name in available_extractors(
+            kwargs.get("backbones"))
 
     def test_feature_names_are_unique_strings(self, extractor):
         names = extractor.feature_names
@@ -87,9 +94,8 @@ class ExtractorConformance:
         assert producer["name"] == extractor.name
         assert producer["version"] and isinstance(producer["settings"], dict)
 
-    def test_producer_ignores_speed_settings(self, extractor):
-        other = get_extractor(self.extractor_name,
-                              **{**self.extractor_kwargs, "batch_size": 3, "num_threads": 1})
+    def test_producer_ignores_speed_settings(self, extractor, kwargs):
+        other = get_extractor(self.extractor_name, **{**kwargs, "batch_size": 3, "num_threads": 1})
         assert other.producer() == extractor.producer()
 
     # -- rows -----------------------------------------------------------------

@@ -22,7 +22,8 @@ COMMANDS = [[], ["init"], ["project"], ["project", "create"], ["project", "list"
             ["taxonomy", "merge"], ["taxonomy", "deprecate"], ["taxonomy", "restore"],
             ["project", "reset-predicted"], ["project", "replace-category"],
             ["project", "edit-metadata"], ["project", "delete-objects"], ["project", "delete"],
-            ["project", "subset"], ["project", "merge"]]
+            ["project", "subset"], ["project", "merge"], ["backbone"], ["backbone", "add"],
+            ["backbone", "list"], ["jobs"]]
 
 
 def run_cli(args, home: Path, check=True, prefect_api_url: str | None = None, **env):
@@ -65,7 +66,7 @@ def test_every_command_has_help(command, tmp_path):
                                    "export", "demo", "init", "summary", "dwca", "ingest",
                                    "import-recover", "rename", "merge", "deprecate", "restore",
                                    "reset-predicted", "replace-category", "edit-metadata",
-                                   "delete-objects", "delete", "subset"}:
+                                   "delete-objects", "delete", "subset", "add", "jobs"}:
         assert "--json" in proc.stdout
 
 
@@ -227,3 +228,31 @@ def test_project_subset_then_delete_from_the_cli(tmp_path, cli):
     cli(["project", "delete", "2", "--yes"], home)
     left = json.loads(cli(["project", "list", "--json"], home).stdout)["projects"]
     assert [p["id"] for p in left] == [1]
+
+
+def test_backbone_add_list_and_jobs_from_the_cli(tmp_path, cli):
+    from test_features_backbones import MODEL, save_weights
+
+    home = tmp_path / "home"
+    cli(["init"], home)
+    weights = save_weights(tmp_path / "tiny.pth")
+    added = json.loads(cli(["backbone", "add", "tiny", "--model", MODEL, "--weights",
+                            str(weights), "--mean", "0.5,0.5,0.5", "--json"], home).stdout)
+    assert added["feature_set"] == "deep_tiny" and added["mean"] == [0.5, 0.5, 0.5]
+    assert (home / "backbones.toml").exists()
+    refused = cli(["backbone", "add", "tiny", "--model", MODEL, "--weights", str(weights)],
+                  home, check=False)
+    assert refused.returncode == 1 and "registered already" in refused.stderr
+    bad = cli(["backbone", "add", "other", "--model", MODEL, "--weights", str(weights),
+               "--std", "1,2"], home, check=False)
+    assert bad.returncode == 1 and "--std must be three numbers" in bad.stderr
+    listed = cli(["backbone", "list"], home).stdout
+    assert listed.startswith(f"deep_tiny: timm {MODEL}, {added['n_features']} features")
+
+    assert cli(["jobs"], home).stdout.strip() == "no jobs"
+    cli(["project", "create", "P"], home)
+    cli(["import", "1", str(IMPORT_CASES / "import_test"), "--create-missing-taxa",
+         "--create-missing-users"], home)
+    jobs = json.loads(cli(["jobs", "--project", "1", "--json"], home).stdout)["jobs"]
+    assert [(j["kind"], j["state"], j["project_id"]) for j in jobs] == [("import", "done", 1)]
+    assert jobs[0]["result"]["pixel_size_um_set"] == 10.6

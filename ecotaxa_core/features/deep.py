@@ -30,7 +30,7 @@ from ecotaxa_core.features.preprocessing import preprocess, read_image
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["EfficientNetLite0Extractor", "load_efficientnet_lite0", "weights_path",
+__all__ = ["DeepExtractor", "EfficientNetLite0Extractor", "load_efficientnet_lite0", "weights_path",
            "rename_efficientnet_keys", "N_DEEP_FEATURES"]
 
 N_DEEP_FEATURES = 1280
@@ -46,6 +46,7 @@ _OTHER_BLOCKS = {"_expand_conv": "conv_pw", "_bn0": "bn1", "_depthwise_conv": "c
                  "_bn1": "bn2", "_project_conv": "conv_pwl", "_bn2": "bn3"}
 _TOP = {"_conv_stem": "conv_stem", "_bn0": "bn1", "_conv_head": "conv_head", "_bn1": "bn2",
         "_fc": "classifier"}
+PREPROCESSING = "crop bottom, resize longest side, pad square with border median, grey to RGB"
 _BLOCK_KEY = re.compile(r"^_blocks\.(\d+)\.(\w+)\.(\w+)$")
 
 
@@ -101,8 +102,13 @@ def load_efficientnet_lite0(path: Path | None = None) -> "torch.nn.Module":
     return model.eval()
 
 
-class EfficientNetLite0Extractor:
-    """The ``deep_effnetlite0`` feature set: 1280 pooled EfficientNet-Lite0 features.
+class DeepExtractor:
+    """What every deep feature set shares: EcoTaxa's preprocessing, batched forward passes.
+
+    Subclasses give ``name``, ``version``, ``feature_names``, ``producer()``,
+    the per-channel normalisation (``mean``, ``std`` on 0-1 pixel values) and
+    ``load_model()``, which returns the network in eval mode with its pooled
+    features as output.
 
     Parameters
     ----------
@@ -114,8 +120,11 @@ class EfficientNetLite0Extractor:
         (Dask workers start with ``OMP_NUM_THREADS=1``). Speed only.
     """
 
-    name = "deep_effnetlite0"
-    version = "1"
+    name: str
+    version: str
+    feature_names: list[str]
+    mean: tuple[float, float, float] = (NORMALISATION_MEAN,) * 3
+    std: tuple[float, float, float] = (NORMALISATION_STD,) * 3
 
     def __init__(self, input_size: int = 224, batch_size: int = 64, bottom_crop: int = 0,
                  num_threads: int | None = None):
@@ -127,18 +136,10 @@ class EfficientNetLite0Extractor:
         self.batch_size = int(batch_size)
         self.bottom_crop = int(bottom_crop)
         self.num_threads = num_threads
-        self.feature_names = [f"effnetlite0_{i:04d}" for i in range(N_DEEP_FEATURES)]
         self._model: "torch.nn.Module | None" = None
 
-    def producer(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version,
-                "settings": {"model": f"timm {TIMM_MODEL}", "weights": weights_path().name,
-                             "pretrained": "ImageNet", "input_size": self.input_size,
-                             "bottom_crop": self.bottom_crop,
-                             "normalisation": {"mean": NORMALISATION_MEAN,
-                                               "std": NORMALISATION_STD},
-                             "preprocessing": "crop bottom, resize longest side, "
-                                              "pad square with border median, grey to RGB"}}
+    def load_model(self) -> "torch.nn.Module":
+        raise NotImplementedError
 
     @property
     def model(self) -> "torch.nn.Module":
@@ -146,7 +147,7 @@ class EfficientNetLite0Extractor:
         if self._model is None:
             import torch
 
-            self._model = load_efficientnet_lite0().to(memory_format=torch.channels_last)
+            self._model = self.load_model().to(memory_format=torch.channels_last)
         return self._model
 
     def preprocess_batch(self, paths: Sequence[Path]) -> np.ndarray:
@@ -157,11 +158,13 @@ class EfficientNetLite0Extractor:
         return out
 
     def forward(self, batch: np.ndarray) -> np.ndarray:
-        """Features of preprocessed uint8 images ``(n, H, W, 3)``: float32 ``(n, 1280)``."""
+        """Features of preprocessed uint8 images ``(n, H, W, 3)``: float32 ``(n, n_features)``."""
         import torch
 
+        mean = torch.tensor(self.mean, dtype=torch.float32).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, dtype=torch.float32).view(1, 3, 1, 1)
         x = torch.from_numpy(batch).permute(0, 3, 1, 2)  # NHWC data viewed as NCHW
-        x = x.float().div_(255.0).sub_(NORMALISATION_MEAN).div_(NORMALISATION_STD)
+        x = x.float().div_(255.0).sub_(mean).div_(std)
         x = x.contiguous(memory_format=torch.channels_last)
         with torch.inference_mode():
             return self.model(x).numpy().astype(np.float32, copy=False)
@@ -173,12 +176,37 @@ class EfficientNetLite0Extractor:
             # OpenMP keeps the thread count per calling thread: set it in the
             # thread that runs the forward passes (a Dask worker thread).
             torch.set_num_threads(int(self.num_threads))
-        out = np.empty((len(paths), N_DEEP_FEATURES), dtype=np.float32)
+        out = np.empty((len(paths), len(self.feature_names)), dtype=np.float32)
         for start in range(0, len(paths), self.batch_size):
             batch = self.preprocess_batch(paths[start:start + self.batch_size])
             out[start:start + len(batch)] = self.forward(batch)
         return out
 
     def __repr__(self) -> str:
-        return (f"EfficientNetLite0Extractor(input_size={self.input_size}, "
+        return (f"{type(self).__name__}(input_size={self.input_size}, "
                 f"batch_size={self.batch_size}, bottom_crop={self.bottom_crop})")
+
+
+class EfficientNetLite0Extractor(DeepExtractor):
+    """The ``deep_effnetlite0`` feature set: 1280 pooled EfficientNet-Lite0 features
+    (parameters: see :class:`DeepExtractor`)."""
+
+    name = "deep_effnetlite0"
+    version = "1"
+
+    def __init__(self, input_size: int = 224, batch_size: int = 64, bottom_crop: int = 0,
+                 num_threads: int | None = None):
+        super().__init__(input_size, batch_size, bottom_crop, num_threads)
+        self.feature_names = [f"effnetlite0_{i:04d}" for i in range(N_DEEP_FEATURES)]
+
+    def producer(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version,
+                "settings": {"model": f"timm {TIMM_MODEL}", "weights": weights_path().name,
+                             "pretrained": "ImageNet", "input_size": self.input_size,
+                             "bottom_crop": self.bottom_crop,
+                             "normalisation": {"mean": NORMALISATION_MEAN,
+                                               "std": NORMALISATION_STD},
+                             "preprocessing": PREPROCESSING}}
+
+    def load_model(self) -> "torch.nn.Module":
+        return load_efficientnet_lite0()

@@ -32,7 +32,7 @@ An extractor shall:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Protocol, Sequence, runtime_checkable
+from typing import Any, Callable, Mapping, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -60,9 +60,10 @@ class FeatureExtractor(Protocol):
 class UnknownExtractor(EcoTaxaError, ValueError):
     """A feature set name that no extractor produces."""
 
-    def __init__(self, name: str):
-        super().__init__(f"no feature extractor named {name!r}; "
-                         f"known: {', '.join(sorted(available_extractors()))}")
+    def __init__(self, name: str, backbones: Mapping[str, Any] | None = None):
+        super().__init__(f"no feature extractor named {name!r}; known: "
+                         f"{', '.join(sorted(available_extractors(backbones)))} (a timm "
+                         "backbone is added with: ecotaxa backbone add)")
         self.name = name
 
 
@@ -87,19 +88,22 @@ _REGISTRY: dict[str, Callable[..., FeatureExtractor]] = {
 }
 
 
-def available_extractors() -> list[str]:
-    """Feature set names that :func:`get_extractor` knows."""
-    return list(_REGISTRY)
+def available_extractors(backbones: Mapping[str, Any] | None = None) -> list[str]:
+    """Feature set names that :func:`get_extractor` knows (with ``backbones``, those of
+    the instance's registered backbones too: ``deep_NAME``)."""
+    return list(_REGISTRY) + sorted(backbones or {})
 
 
 def get_extractor(name: str, *, input_size: int = 224, batch_size: int = 64,
                   bottom_crop: int = 0, num_threads: int | None = None,
-                  pixel_size_um: float | None = None) -> FeatureExtractor:
+                  pixel_size_um: float | None = None,
+                  backbones: Mapping[str, Any] | None = None) -> FeatureExtractor:
     """The extractor filling feature set ``name``.
 
     Parameters
     ----------
-    name : feature set name (``morpho``, ``deep_effnetlite0``).
+    name : feature set name (``morpho``, ``deep_effnetlite0``, ``deep_NAME`` of a
+        registered backbone).
     input_size : side in pixels of a deep network's square input.
     batch_size : images per forward pass of a deep network.
     bottom_crop : pixels cropped off the bottom of each image first (a scale
@@ -109,15 +113,27 @@ def get_extractor(name: str, *, input_size: int = 224, batch_size: int = 64,
         leaves torch's choice).
     pixel_size_um : size of a pixel in micrometres (``Project.pixel_size_um``),
         for morphology's areas in mm² and lengths in mm; None when unknown.
+    backbones : the instance's registered timm backbones by feature set name,
+        as :class:`~ecotaxa_core.features.backbones.BackboneSpec` or its
+        ``to_dict()`` (JSON-able, for Dask workers).
 
     Extractors ignore the settings they have no use for (morphology has no
     input size, a network no pixel size). Batch size and threads change speed,
     not values, so they stay out of ``producer()``.
     """
+    if backbones and name in backbones:
+        from ecotaxa_core.features.backbones import BackboneSpec, TimmBackboneExtractor
+
+        spec = backbones[name]
+        if not isinstance(spec, BackboneSpec):
+            spec = BackboneSpec.from_dict(spec["name"], spec)
+        return TimmBackboneExtractor(spec, input_size=int(input_size),
+                                     batch_size=int(batch_size), bottom_crop=int(bottom_crop),
+                                     num_threads=num_threads)
     try:
         factory = _REGISTRY[name]
     except KeyError:
-        raise UnknownExtractor(name) from None
+        raise UnknownExtractor(name, backbones) from None
     return factory(input_size=int(input_size), batch_size=int(batch_size),
                    bottom_crop=int(bottom_crop), num_threads=num_threads,
                    pixel_size_um=None if pixel_size_um is None else float(pixel_size_um))

@@ -1,4 +1,5 @@
-"""PCA-50 reduction of a project's deep features (feature set ``deep_effnetlite0_pca50``).
+"""PCA-50 reduction of a project's deep features (``deep_effnetlite0_pca50``, and
+``deep_NAME_pca50`` for each registered backbone).
 
 EcoTaxa reduces deep vectors to 50 principal components before classifying
 them. The PCA is fitted per project, on that project's own vectors, so it is
@@ -26,11 +27,35 @@ from ecotaxa_core.store.feature_store import FeatureStore
 if TYPE_CHECKING:
     from sklearn.decomposition import PCA
 
-__all__ = ["fit_pca", "refit_pca", "PcaRefit", "DEEP_SET", "PCA_SET", "PCA_COMPONENTS"]
+__all__ = ["fit_pca", "refit_pca", "PcaRefit", "DEEP_SET", "PCA_SET", "PCA_COMPONENTS",
+           "pca_set_of", "source_of_pca_set"]
 
-DEEP_SET = "deep_effnetlite0"
-PCA_SET = "deep_effnetlite0_pca50"
 PCA_COMPONENTS = 50
+_PCA_SUFFIX = f"_pca{PCA_COMPONENTS}"
+DEEP_SET = "deep_effnetlite0"
+
+
+def pca_set_of(source: str) -> str:
+    """The name of the PCA-50 feature set of deep feature set ``source``.
+
+    >>> pca_set_of("deep_effnetlite0")
+    'deep_effnetlite0_pca50'
+    """
+    return source + _PCA_SUFFIX
+
+
+def source_of_pca_set(name: str) -> str | None:
+    """The deep feature set whose PCA-50 ``name`` is, or None if it is none.
+
+    >>> source_of_pca_set("deep_convnext_pca50"), source_of_pca_set("morpho")
+    ('deep_convnext', None)
+    """
+    if name.startswith("deep_") and name.endswith(_PCA_SUFFIX):
+        return name[:-len(_PCA_SUFFIX)]
+    return None
+
+
+PCA_SET = pca_set_of(DEEP_SET)
 _BLOCK_ROWS = 16384
 
 

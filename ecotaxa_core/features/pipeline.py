@@ -159,7 +159,8 @@ def check_producer(inst: "Instance", project_id: int, extractor: FeatureExtracto
     if stored != wanted:
         raise FeatureSetMismatch(
             f"feature set {extractor.name!r} of project {project_id} was made by {stored}, "
-            f"not {wanted}; delete it or keep the settings it was made with")
+            f"not {wanted}; keep the settings it was made with, or compute it again with "
+            f"`ecotaxa features {project_id} --set {extractor.name} --recompute`")
 
 
 def append_chunk(inst: "Instance", project_id: int, extractor: FeatureExtractor,
