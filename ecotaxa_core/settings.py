@@ -49,6 +49,10 @@ class Settings(BaseSettings):
         default=224, ge=32, description="Input size in pixels of the deep feature extractor."
     )
     deep_batch_size: int = Field(default=64, ge=1, description="Images per forward pass.")
+    deep_device: str = Field(
+        default="auto", pattern=r"^(auto|cpu|cuda(:\d+)?)$",
+        description="Where deep networks run: auto (a CUDA GPU when torch sees one), cpu, "
+        "cuda, cuda:N.")
     import_max_unzipped_gib: float = Field(
         default=20.0, gt=0, description="Refuse an import whose zips expand beyond this (GiB).")
     import_max_compression_ratio: float = Field(

@@ -97,6 +97,21 @@ def test_input_size_is_part_of_the_producer():
         get_extractor("deep_effnetlite0", input_size=8)
 
 
+def test_device_is_a_speed_setting(ndsb_subset):
+    paths = sorted((ndsb_subset / "detritus_other").glob("*.jpg"))[:3]
+    auto = get_extractor("deep_effnetlite0", input_size=64)
+    cpu = get_extractor("deep_effnetlite0", input_size=64, device="cpu")
+    assert auto.producer() == cpu.producer()
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert auto.torch_device.type == expected and cpu.torch_device.type == "cpu"
+    np.testing.assert_allclose(auto.extract(paths), cpu.extract(paths), atol=1e-4, rtol=1e-3)
+    with pytest.raises(ValueError, match="device must be auto, cpu, cuda or cuda:N"):
+        get_extractor("deep_effnetlite0", device="gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="no CUDA GPU"):
+            get_extractor("deep_effnetlite0", device="cuda").extract(paths)
+
+
 @pytest.mark.slow
 def test_frozen_features_separate_ndsb_classes(ndsb_subset):
     """A logistic regression on frozen ImageNet features, 4 real classes x 30 images."""

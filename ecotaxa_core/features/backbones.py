@@ -238,8 +238,8 @@ class TimmBackboneExtractor(DeepExtractor):
     version = "1"
 
     def __init__(self, spec: BackboneSpec, input_size: int = 224, batch_size: int = 64,
-                 bottom_crop: int = 0, num_threads: int | None = None):
-        super().__init__(input_size, batch_size, bottom_crop, num_threads)
+                 bottom_crop: int = 0, num_threads: int | None = None, device: str = "auto"):
+        super().__init__(input_size, batch_size, bottom_crop, num_threads, device)
         self.spec = spec
         self.name = spec.feature_set
         self.feature_names = [f"{spec.name}_{i:04d}" for i in range(spec.n_features)]

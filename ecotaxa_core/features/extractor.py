@@ -68,18 +68,21 @@ class UnknownExtractor(EcoTaxaError, ValueError):
 
 
 def _morpho(*, input_size: int, batch_size: int, bottom_crop: int,
-            num_threads: int | None, pixel_size_um: float | None) -> FeatureExtractor:
+            num_threads: int | None, pixel_size_um: float | None,
+            device: str) -> FeatureExtractor:
     from ecotaxa_core.features.morphology import MorphologyExtractor
 
     return MorphologyExtractor(bottom_crop=bottom_crop, pixel_size_um=pixel_size_um)
 
 
 def _deep_effnetlite0(*, input_size: int, batch_size: int, bottom_crop: int,
-                      num_threads: int | None, pixel_size_um: float | None) -> FeatureExtractor:
+                      num_threads: int | None, pixel_size_um: float | None,
+                      device: str) -> FeatureExtractor:
     from ecotaxa_core.features.deep import EfficientNetLite0Extractor
 
     return EfficientNetLite0Extractor(input_size=input_size, batch_size=batch_size,
-                                      bottom_crop=bottom_crop, num_threads=num_threads)
+                                      bottom_crop=bottom_crop, num_threads=num_threads,
+                                      device=device)
 
 
 _REGISTRY: dict[str, Callable[..., FeatureExtractor]] = {
@@ -96,7 +99,7 @@ def available_extractors(backbones: Mapping[str, Any] | None = None) -> list[str
 
 def get_extractor(name: str, *, input_size: int = 224, batch_size: int = 64,
                   bottom_crop: int = 0, num_threads: int | None = None,
-                  pixel_size_um: float | None = None,
+                  pixel_size_um: float | None = None, device: str = "auto",
                   backbones: Mapping[str, Any] | None = None) -> FeatureExtractor:
     """The extractor filling feature set ``name``.
 
@@ -113,6 +116,8 @@ def get_extractor(name: str, *, input_size: int = 224, batch_size: int = 64,
         leaves torch's choice).
     pixel_size_um : size of a pixel in micrometres (``Project.pixel_size_um``),
         for morphology's areas in mm² and lengths in mm; None when unknown.
+    device : where a deep network runs: ``auto`` (a CUDA GPU when present),
+        ``cpu``, ``cuda``, ``cuda:N``. Speed only.
     backbones : the instance's registered timm backbones by feature set name,
         as :class:`~ecotaxa_core.features.backbones.BackboneSpec` or its
         ``to_dict()`` (JSON-able, for Dask workers).
@@ -129,11 +134,12 @@ def get_extractor(name: str, *, input_size: int = 224, batch_size: int = 64,
             spec = BackboneSpec.from_dict(spec["name"], spec)
         return TimmBackboneExtractor(spec, input_size=int(input_size),
                                      batch_size=int(batch_size), bottom_crop=int(bottom_crop),
-                                     num_threads=num_threads)
+                                     num_threads=num_threads, device=device)
     try:
         factory = _REGISTRY[name]
     except KeyError:
         raise UnknownExtractor(name, backbones) from None
     return factory(input_size=int(input_size), batch_size=int(batch_size),
                    bottom_crop=int(bottom_crop), num_threads=num_threads,
-                   pixel_size_um=None if pixel_size_um is None else float(pixel_size_um))
+                   pixel_size_um=None if pixel_size_um is None else float(pixel_size_um),
+                   device=device)
