@@ -105,6 +105,12 @@ def test_device_is_a_speed_setting(ndsb_subset):
     expected = "cuda" if torch.cuda.is_available() else "cpu"
     assert auto.torch_device.type == expected and cpu.torch_device.type == "cpu"
     np.testing.assert_allclose(auto.extract(paths), cpu.extract(paths), atol=1e-4, rtol=1e-3)
+    # Decoding the next batch during each forward pass changes no row.
+    batched = get_extractor("deep_effnetlite0", input_size=64, device="cpu", batch_size=2)
+    assert not batched.prefetch or torch.cuda.is_available()
+    sequential = batched.extract(paths)
+    batched._prefetch = True
+    np.testing.assert_array_equal(batched.extract(paths), sequential)
     with pytest.raises(ValueError, match="device must be auto, cpu, cuda or cuda:N"):
         get_extractor("deep_effnetlite0", device="gpu")
     if not torch.cuda.is_available():

@@ -20,6 +20,7 @@ Images go through EcoTaxa's preprocessing
 from __future__ import annotations
 
 import re
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -144,6 +145,7 @@ class DeepExtractor:
         self.bottom_crop = int(bottom_crop)
         self.num_threads = num_threads
         self.device = device
+        self._prefetch: bool | None = None  # None: on a GPU only (see ``prefetch``)
         self._model: "torch.nn.Module | None" = None
         self._torch_device: "torch.device | None" = None
 
@@ -206,10 +208,33 @@ class DeepExtractor:
             # thread that runs the forward passes (a Dask worker thread).
             torch.set_num_threads(int(self.num_threads))
         out = np.empty((len(paths), len(self.feature_names)), dtype=np.float32)
-        for start in range(0, len(paths), self.batch_size):
-            batch = self.preprocess_batch(paths[start:start + self.batch_size])
-            out[start:start + len(batch)] = self.forward(batch)
+        starts = range(0, len(paths), self.batch_size)
+        if not self.prefetch or len(starts) < 2:
+            for start in starts:
+                batch = self.preprocess_batch(paths[start:start + self.batch_size])
+                out[start:start + len(batch)] = self.forward(batch)
+            return out
+        # The next batch is decoded while the network runs on this one (Pillow and
+        # NumPy release the GIL for most of their work; a GPU runs on its own).
+        with ThreadPoolExecutor(1, thread_name_prefix="decode") as decoder:
+            ahead = decoder.submit(self.preprocess_batch, paths[:self.batch_size])
+            for i, start in enumerate(starts):
+                batch = ahead.result()
+                if i + 1 < len(starts):
+                    following = starts[i + 1]
+                    ahead = decoder.submit(self.preprocess_batch,
+                                           paths[following:following + self.batch_size])
+                out[start:start + len(batch)] = self.forward(batch)
         return out
+
+    @property
+    def prefetch(self) -> bool:
+        """Whether :meth:`extract` decodes the next batch during each forward pass: on a
+        GPU by default (on a CPU the cores are busy with the network already, and
+        Dask runs several chunks at once)."""
+        if self._prefetch is not None:
+            return self._prefetch
+        return self.torch_device.type == "cuda"
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}(input_size={self.input_size}, "
