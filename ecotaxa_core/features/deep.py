@@ -20,6 +20,7 @@ Images go through EcoTaxa's preprocessing
 from __future__ import annotations
 
 import re
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -147,6 +148,7 @@ class DeepExtractor:
         self.device = device
         self._prefetch: bool | None = None  # None: on a GPU only (see ``prefetch``)
         self._model: "torch.nn.Module | None" = None
+        self._loading = threading.Lock()
         self._torch_device: "torch.device | None" = None
 
     def load_model(self) -> "torch.nn.Module":
@@ -155,14 +157,15 @@ class DeepExtractor:
     @property
     def model(self) -> "torch.nn.Module":
         """The network, loaded on first use."""
-        if self._model is None:
-            import torch
+        with self._loading:  # the threads of a Dask worker share one extractor
+            if self._model is None:
+                import torch
 
-            device = self.torch_device
-            if device.type == "cuda":
-                torch.backends.cuda.matmul.allow_tf32 = False
-                torch.backends.cudnn.allow_tf32 = False
-            self._model = self.load_model().to(device, memory_format=torch.channels_last)
+                device = self.torch_device
+                if device.type == "cuda":
+                    torch.backends.cuda.matmul.allow_tf32 = False
+                    torch.backends.cudnn.allow_tf32 = False
+                self._model = self.load_model().to(device, memory_format=torch.channels_last)
         return self._model
 
     @property

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -124,6 +125,9 @@ def _cached_extractor(name: str, kwargs_json: str) -> FeatureExtractor:
     return get_extractor(name, **json.loads(kwargs_json))
 
 
+_BUILDING = threading.Lock()  # a worker's threads start their first chunks together
+
+
 def cached_extractor(name: str, extractor_kwargs: dict[str, Any]) -> FeatureExtractor:
     """This process's extractor for ``(name, extractor_kwargs)``, built on first use.
 
@@ -131,7 +135,8 @@ def cached_extractor(name: str, extractor_kwargs: dict[str, Any]) -> FeatureExtr
     networks, and a network is loaded once per process whatever the number of
     chunks.
     """
-    return _cached_extractor(name, json.dumps(extractor_kwargs, sort_keys=True))
+    with _BUILDING:
+        return _cached_extractor(name, json.dumps(extractor_kwargs, sort_keys=True))
 
 
 def compute_chunk(extractor_name: str, extractor_kwargs: dict[str, Any],
