@@ -40,7 +40,8 @@ from ecotaxa_core.import_sources import ImportLimits, ImportSource, open_source
 from ecotaxa_core.import_writer import WriteOutcome, WriteRequest, write_delta
 from ecotaxa_core.instance import Instance
 from ecotaxa_core.projects import get_project
-from ecotaxa_core.reimport import ImportDelta, check_mode, file_sha256, loaded_files, plan_delta
+from ecotaxa_core.file_digest import file_sha256
+from ecotaxa_core.reimport import ImportDelta, check_mode, loaded_files, plan_delta
 from ecotaxa_core.tsv.issues import ImportReport
 
 __all__ = ["ImportResult", "import_path"]

@@ -25,10 +25,8 @@ nothing the second time.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, Iterable, Iterator, Sequence
 
 from sqlalchemy import insert, select, update
@@ -43,7 +41,7 @@ from ecotaxa_core.import_plan import ImagePlan, ImportPlan, ObjectPlan, ParentPl
 from ecotaxa_core.import_spool import ObjectSpool, batched
 from ecotaxa_core.tsv.issues import ImportReport
 
-__all__ = ["MODES", "ImportDelta", "NewObjects", "check_mode", "file_sha256", "loaded_files", "plan_delta",
+__all__ = ["MODES", "ImportDelta", "NewObjects", "check_mode", "loaded_files", "plan_delta",
            "apply_updates", "UpdateCounts"]
 
 MODES = ("add", "update_metadata", "update_all")
@@ -74,14 +72,6 @@ def check_mode(mode: str) -> str:
 def _chunks(values: Sequence, size: int = _CHUNK) -> Iterator[Sequence]:
     for start in range(0, len(values), size):
         yield values[start:start + size]
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def loaded_files(session: Session, project_id: int, digests: Iterable[str]) -> set[str]:

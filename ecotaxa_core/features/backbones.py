@@ -32,7 +32,6 @@ former one. Register changed weights under a new name.
 
 from __future__ import annotations
 
-import hashlib
 import re
 import tomllib
 from dataclasses import asdict, dataclass
@@ -41,13 +40,14 @@ from typing import TYPE_CHECKING, Any
 
 from ecotaxa_core.durable_files import write_text_atomically
 from ecotaxa_core.errors import EcoTaxaError
+from ecotaxa_core.file_digest import file_sha256
 from ecotaxa_core.features.deep import PREPROCESSING, DeepExtractor
 
 if TYPE_CHECKING:
     import torch
 
 __all__ = ["BackboneSpec", "BackboneError", "TimmBackboneExtractor", "read_backbones",
-           "register_backbone", "load_backbone", "file_sha256", "FEATURE_SET_PREFIX"]
+           "register_backbone", "load_backbone", "FEATURE_SET_PREFIX"]
 
 FEATURE_SET_PREFIX = "deep_"
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
@@ -135,14 +135,6 @@ def read_backbones(path: Path) -> dict[str, BackboneSpec]:
         spec = BackboneSpec.from_dict(name, table, str(path))
         specs[spec.feature_set] = spec
     return specs
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _toml_value(value: Any) -> str:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import re
 import threading
+from abc import ABC, abstractmethod
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -105,7 +106,7 @@ def load_efficientnet_lite0(path: Path | None = None) -> "torch.nn.Module":
     return model.eval()
 
 
-class DeepExtractor:
+class DeepExtractor(ABC):
     """What every deep feature set shares: EcoTaxa's preprocessing, batched forward passes.
 
     Subclasses give ``name``, ``version``, ``feature_names``, ``producer()``,
@@ -151,8 +152,9 @@ class DeepExtractor:
         self._loading = threading.Lock()
         self._torch_device: "torch.device | None" = None
 
+    @abstractmethod
     def load_model(self) -> "torch.nn.Module":
-        raise NotImplementedError
+        """The network in eval mode, returning its pooled features."""
 
     @property
     def model(self) -> "torch.nn.Module":
