@@ -44,31 +44,35 @@ def recorded_job(inst: Instance, kind: str, project_id: int | None, params: dict
     with only its ``project_ref``; the block then reports what is wrong.
     """
     reap_dead_jobs(inst)
-    with ExitStack() as stack:
-        with inst.sessions.begin() as s:
-            live = project_id is not None and s.get(Project, project_id) is not None
-            job = Job(project_id=project_id if live else None, project_ref=project_id,
-                      kind=kind, state="running", params=params, flow_run_id=flow_run_id,
-                      user_id=user_id)
-            s.add(job)
-            s.flush()
-            job_id = job.id
-            # Held before the row is visible as running: a reaper never sees it free.
-            stack.enter_context(file_lock(_lock_path(inst, job_id)))
-        holder: dict[str, Any] = {"job_id": job_id, "result": None}
-        try:
-            yield holder
-        except BaseException as exc:
+    job_id = None
+    try:
+        with ExitStack() as stack:
+            with inst.sessions.begin() as s:
+                live = project_id is not None and s.get(Project, project_id) is not None
+                job = Job(project_id=project_id if live else None, project_ref=project_id,
+                          kind=kind, state="running", params=params, flow_run_id=flow_run_id,
+                          user_id=user_id)
+                s.add(job)
+                s.flush()
+                job_id = job.id
+                # Held before the row is visible as running: a reaper never sees it free.
+                stack.enter_context(file_lock(_lock_path(inst, job_id)))
+            holder: dict[str, Any] = {"job_id": job_id, "result": None}
+            try:
+                yield holder
+            except BaseException as exc:
+                with inst.sessions.begin() as s:
+                    job = s.get(Job, job_id)
+                    job.state, job.finished_at = "failed", utcnow()
+                    job.error = f"{type(exc).__name__}: {exc}"
+                raise
             with inst.sessions.begin() as s:
                 job = s.get(Job, job_id)
-                job.state, job.error, job.finished_at = ("failed", f"{type(exc).__name__}: {exc}",
-                                                         utcnow())
-            raise
-        with inst.sessions.begin() as s:
-            job = s.get(Job, job_id)
-            job.state, job.result, job.progress, job.finished_at = ("done", holder["result"], 1.0,
-                                                                    utcnow())
-    _lock_path(inst, job_id).unlink(missing_ok=True)
+                job.state, job.result, job.progress = "done", holder["result"], 1.0
+                job.finished_at = utcnow()
+    finally:  # done or failed: the lock file has served
+        if job_id is not None:
+            _lock_path(inst, job_id).unlink(missing_ok=True)
 
 
 def reap_dead_jobs(inst: Instance) -> list[int]:

@@ -16,7 +16,7 @@ from ecotaxa_core.features.backbones import (BackboneError, TimmBackboneExtracto
                                              read_backbones, register_backbone)
 from ecotaxa_core.store.feature_store import FeatureSetMismatch
 from extractor_conformance import ExtractorConformance
-from test_features_flow import make_project, ndsb_images
+from test_features_flow import make_project, ndsb_images, point_flows_at
 
 MODEL = "test_resnet"
 
@@ -71,8 +71,9 @@ def test_registration_records_what_the_file_holds(registry, tmp_path):
     path = tmp_path / "backbones.toml"
     for name, weights in [("headless", save_weights(tmp_path / "h.pth", head=False)),
                           ("safe", save_weights(tmp_path / "w.safetensors"))]:
-        assert register_backbone(path, name, MODEL, weights,
-                                 mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25)).n_features == spec.n_features
+        added = register_backbone(path, name, MODEL, weights, mean=(0.5, 0.5, 0.5),
+                                  std=(0.25, 0.25, 0.25))
+        assert added.n_features == spec.n_features
     assert sorted(read_backbones(path)) == ["deep_headless", "deep_safe"]
     assert read_backbones(path)["deep_safe"].std == (0.25, 0.25, 0.25)
 
@@ -129,12 +130,7 @@ def test_features_flow_fills_a_registered_backbone_and_its_pca(sqlite_instance, 
     inst = sqlite_instance
     registry = inst.settings.backbones_path
     register_backbone(registry, "tiny", MODEL, save_weights(tmp_path / "tiny.pth"))
-    for name, value in {"ECOTAXA_HOME": str(inst.settings.home),
-                        "ECOTAXA_DATABASE_URL": inst.settings.database_url,
-                        "ECOTAXA_DASK_N_WORKERS": "1", "ECOTAXA_CHUNK_SIZE": "4",
-                        "ECOTAXA_DEEP_INPUT_SIZE": "64"}.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("ECOTAXA_DASK_SCHEDULER_ADDRESS", raising=False)
+    point_flows_at(monkeypatch, inst, dask_n_workers="1", chunk_size="4", deep_input_size="64")
     images = ndsb_images(ndsb_subset, 3)  # 12 objects
     project_id, ids = make_project(inst, images)
 

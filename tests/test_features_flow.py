@@ -46,6 +46,17 @@ def add_objects(inst, project_id: int, image_paths: list[Path]) -> list[int]:
         raise
 
 
+def point_flows_at(monkeypatch, inst, **settings: str) -> None:
+    """Make flows run in this process use ``inst`` and the ``ECOTAXA_*`` ``settings``
+    (an embedded Dask cluster, whatever the environment names)."""
+    env = {"ECOTAXA_HOME": str(inst.settings.home),
+           "ECOTAXA_DATABASE_URL": inst.settings.database_url,
+           **{f"ECOTAXA_{key.upper()}": value for key, value in settings.items()}}
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("ECOTAXA_DASK_SCHEDULER_ADDRESS", raising=False)
+
+
 def make_project(inst, image_paths: list[Path], title: str = "features") -> tuple[int, list[int]]:
     with inst.sessions.begin() as s:
         project_id = create_project(s, title, instrument="ISIIS").id
@@ -149,12 +160,8 @@ def test_features_flow_computes_only_new_objects(sqlite_instance, ndsb_subset, p
     from flows.features import features_flow
 
     inst = sqlite_instance
-    for name, value in {"ECOTAXA_HOME": str(inst.settings.home),
-                        "ECOTAXA_DATABASE_URL": inst.settings.database_url,
-                        "ECOTAXA_DASK_N_WORKERS": "1", "ECOTAXA_CHUNK_SIZE": "6",
-                        "ECOTAXA_DEEP_INPUT_SIZE": "128"}.items():
-        monkeypatch.setenv(name, value)
-    monkeypatch.delenv("ECOTAXA_DASK_SCHEDULER_ADDRESS", raising=False)
+    point_flows_at(monkeypatch, inst, dask_n_workers="1", chunk_size="6",
+                   deep_input_size="128")
     first = ndsb_images(ndsb_subset, 4)  # 16 objects, 3 chunks
     project_id, ids = make_project(inst, first)
 

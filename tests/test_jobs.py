@@ -145,6 +145,11 @@ def test_a_killed_job_is_marked_failed_and_a_live_one_is_not(instance, tmp_path)
         with instance.sessions() as s:
             assert {j.id: j.state for j in list_jobs(s)} == {killed: "failed",
                                                              job["job_id"]: "done"}
+        # Ended jobs, done, failed or reaped, leave no lock file behind.
+        with pytest.raises(ValueError):
+            with recorded_job(instance, "train", None, {}):
+                raise ValueError("no validated objects")
+        assert list((instance.settings.work_dir / "jobs").iterdir()) == []
     finally:
         if proc.poll() is None:
             proc.kill()
