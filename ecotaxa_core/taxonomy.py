@@ -108,6 +108,17 @@ def taxon_by_display_name(session: Session, label: str) -> Taxon:
     return found[0]
 
 
+def taxon_by_id_or_name(session: Session, text: str) -> Taxon:
+    """The taxon a user names by id (digits) or display name; :class:`TaxonNotFound` if none."""
+    text = str(text).strip()
+    if text.isdigit():
+        taxon = session.get(Taxon, int(text))
+        if taxon is None:
+            raise TaxonNotFound(f"no category with id {text}")
+        return taxon
+    return taxon_by_display_name(session, text)
+
+
 def follow_merges(session: Session, taxon: Taxon) -> Taxon:
     """The taxon a merged one now lives in (itself when it was never merged)."""
     seen = {taxon.id}

@@ -22,7 +22,7 @@ from prefect import flow, get_run_logger
 
 from ecotaxa_core.errors import ModelNotFound
 from ecotaxa_core.learn.learning_set import FeatureSetUnavailable
-from ecotaxa_core.learn.prediction import prediction_summary
+from ecotaxa_core.learn.prediction import count_above_threshold, prediction_summary
 from ecotaxa_core.learn.registry import best_model, get_model
 from flows._instance import open_instance, stage_job
 from tasks.dask_cluster import dask_client
@@ -57,6 +57,7 @@ def predict_flow(project_id: int, model_id: Optional[int] = None) -> dict[str, A
             summary = {**prediction_summary(project_id, model.id, 0, 0, 0, 0.0),
                        "n_chunks": 0, "chunk_size": chunk_size}
         summary["model_kind"] = model.kind
+        summary["n_above_threshold"] = count_above_threshold(inst, project_id, model.id)
         job["result"] = summary
     return summary
 

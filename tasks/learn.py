@@ -23,6 +23,7 @@ from ecotaxa_core.instance import Instance
 from ecotaxa_core.learn.prediction import (predict_chunk, predictable_object_ids,
                                            prediction_summary, write_predictions)
 from ecotaxa_core.learn.training import train_model
+from ecotaxa_core.learn.training_settings import TrainingSettings
 
 __all__ = ["train_model_task", "find_predictable_objects", "write_predictions_task",
            "predict_on_dask"]
@@ -30,10 +31,12 @@ __all__ = ["train_model_task", "find_predictable_objects", "write_predictions_ta
 
 @task(name="train_model", cache_policy=NO_CACHE)
 def train_model_task(inst: Instance, project_id: int, kind: str, feature_sets: Sequence[str],
-                     user_id: Optional[int], other_project_ids: Sequence[int],
-                     max_per_category: Optional[int]) -> TrainedModel:
+                     user_id: Optional[int], settings: TrainingSettings) -> TrainedModel:
     return train_model(inst, project_id, kind, feature_sets=feature_sets, user_id=user_id,
-                       other_project_ids=other_project_ids, max_per_category=max_per_category)
+                       other_project_ids=settings.other_project_ids,
+                       categories=settings.categories,
+                       max_per_category=settings.max_per_category, seed=settings.seed,
+                       test_size=settings.test_size, appear_as=settings.appear_as)
 
 
 @task(name="predictable_object_ids", cache_policy=NO_CACHE)

@@ -27,7 +27,7 @@ def _small(kind: str):
     return est
 
 
-@parametrize_with_checks([_small("classic_rf"), _small("deep_logreg")],
+@parametrize_with_checks([_small("classic_rf"), _small("deep_logreg"), _small("deep_mlp")],
                          expected_failed_checks=lambda est: PIPELINE_BY_DESIGN)
 def test_sklearn_estimator_contract(estimator, check):
     check(estimator)
@@ -41,7 +41,7 @@ def _clusters(n_per_class=40, n_features=12, taxa=(101, 205, 3007), seed=0):
     return X.astype(np.float32), y
 
 
-@pytest.mark.parametrize("kind", ["classic_rf", "deep_logreg"])
+@pytest.mark.parametrize("kind", ["classic_rf", "deep_logreg", "deep_rf", "deep_mlp"])
 def test_learns_separable_clusters_with_taxon_ids_as_classes(kind):
     X, y = _clusters(seed=1)
     X_new, y_new = _clusters(n_per_class=20, seed=1)
@@ -55,7 +55,7 @@ def test_learns_separable_clusters_with_taxon_ids_as_classes(kind):
     assert (proba.max(axis=1) > 0.5).mean() > 0.9
 
 
-@pytest.mark.parametrize("kind", ["classic_rf", "deep_logreg"])
+@pytest.mark.parametrize("kind", ["classic_rf", "deep_logreg", "deep_mlp"])
 def test_missing_values_take_the_learning_set_medians(kind):
     X, y = _clusters(seed=3)
     X[::7, 2] = np.nan
@@ -78,6 +78,12 @@ def test_classic_rf_is_ecotaxas_forest():
     logreg = classifier_parameters(make_classifier("deep_logreg"))
     assert [*logreg] == ["impute", "scale", "classify"]
     assert logreg["classify"]["class"] == "LogisticRegression"
+    # EcoTaxa's recipe on deep features: the same forest, on their 50 principal components.
+    assert classifier_parameters(make_classifier("deep_rf")) == params
+    assert default_feature_sets("deep_rf", ["deep_effnetlite0", "deep_effnetlite0_pca50"]) == [
+        "deep_effnetlite0_pca50"]
+    mlp = make_classifier("deep_mlp").named_steps["classify"]
+    assert (mlp.hidden_layer_sizes, mlp.early_stopping) == ((512,), True)
 
 
 def test_default_feature_sets_and_unknown_kinds():
@@ -86,7 +92,8 @@ def test_default_feature_sets_and_unknown_kinds():
     assert default_feature_sets("deep_logreg", ["deep_effnetlite0", "deep_effnetlite0_pca50"]) == [
         "deep_effnetlite0"]
     with pytest.raises(UnknownClassifierKind, match="unknown classifier kind 'svm'; known kinds: "
-                                                    "classic_rf, deep_logreg"):
+                                                    "classic_rf, deep_logreg, deep_rf, "
+                                                    "deep_mlp"):
         make_classifier("svm")
     with pytest.raises(UnknownClassifierKind):
         default_feature_sets("svm", ["morpho"])

@@ -34,11 +34,11 @@ def test_train_then_predict_flows(flow_env):
     write_feature_set(inst, sp, "morpho", 5)
     write_feature_set(inst, sp, "deep_effnetlite0", 24, seed=9)
 
-    trained = train_flow(project_id=sp.project_id)
+    trained = train_flow(project_id=sp.project_id, candidates=["classic_rf", "deep_logreg"])
     json.dumps(trained)
     assert [m["kind"] for m in trained["models"]] == ["classic_rf", "deep_logreg"]
     assert [m["feature_sets"] for m in trained["models"]] == [["morpho"], ["deep_effnetlite0"]]
-    assert trained["skipped"] == []
+    assert trained["skipped"] == [] and {m["role"] for m in trained["models"]} == {"asked"}
     for m in trained["models"]:
         assert m["metrics"]["accuracy"] > 0.9 and m["metrics"]["n_test"] == 15
     best = max(trained["models"], key=lambda m: (m["metrics"]["accuracy"], m["model_id"]))
@@ -70,7 +70,7 @@ def test_train_flow_skips_kinds_without_features_and_predict_flow_takes_a_model(
     inst = flow_env
     sp = make_project(inst, n_validated=(15, 15, 0), n_unclassified=5)
     write_feature_set(inst, sp, "tsv", 3)
-    trained = train_flow(project_id=sp.project_id)
+    trained = train_flow(project_id=sp.project_id, candidates=["classic_rf", "deep_logreg"])
     assert [m["kind"] for m in trained["models"]] == ["classic_rf"]
     assert trained["skipped"] == [f"deep_logreg: needs feature set deep_effnetlite0, "
                                   f"project {sp.project_id} has tsv"]
@@ -78,3 +78,54 @@ def test_train_flow_skips_kinds_without_features_and_predict_flow_takes_a_model(
     assert trained["best"] == model_id
     predicted = predict_flow(project_id=sp.project_id, model_id=model_id)
     assert (predicted["model_id"], predicted["n_predicted"], predicted["n_chunks"]) == (model_id, 5, 1)
+
+
+def test_automatic_training_takes_the_best_candidate_and_the_baseline(flow_env):
+    from flows.train import train_flow
+    from learn_data import make_project, write_feature_set
+
+    from ecotaxa_core.learn.candidates import (RANKED_CANDIDATES, Candidate,
+                                               estimated_training_seconds)
+
+    inst = flow_env
+    sp = make_project(inst, n_validated=(25, 25, 25))
+    write_feature_set(inst, sp, "morpho", 5)
+    write_feature_set(inst, sp, "deep_effnetlite0", 24, seed=9)
+    trained = train_flow(project_id=sp.project_id)
+    best_ranked = next(c for c in RANKED_CANDIDATES if c.sets_among(["morpho", "deep_effnetlite0"]))
+    assert [(m["candidate"], m["role"]) for m in trained["models"]] == [
+        (str(best_ranked), "best that fits"), ("classic_rf", "baseline")]
+    # A budget that the joined features exceed: the deep features alone, and the baseline.
+    alone = Candidate.parse("deep_logreg:deep_effnetlite0")
+    budget = estimated_training_seconds(alone, 75, {"deep_effnetlite0": 24, "morpho": 5})
+    smaller = train_flow(project_id=sp.project_id, time_budget_s=budget)
+    assert [m["candidate"] for m in smaller["models"]] == [str(alone), "classic_rf"]
+    assert len(smaller["plan"]["notes"]) == 2 and "more than the" in smaller["plan"]["notes"][0]
+
+
+def test_training_settings_are_remembered_and_given_ones_win(flow_env):
+    from flows.train import train_flow
+    from learn_data import make_project, write_feature_set
+
+    inst = flow_env
+    sp = make_project(inst, n_validated=(30, 20, 12))
+    write_feature_set(inst, sp, "morpho", 5)
+    cop, chaeto = sp.taxon_ids["Copepoda"], sp.taxon_ids["Chaetognatha"]
+    first = train_flow(project_id=sp.project_id, candidates=["classic_rf"], max_per_category=15,
+                       appear_as={chaeto: cop}, seed=4)
+    assert first["settings_origin"] == {"candidates": "given", "max_per_category": "given",
+                                        "appear_as": "given", "seed": "given"}
+    (model,) = first["models"]
+    second = train_flow(project_id=sp.project_id, test_size=0.3)
+    assert second["settings"]["candidates"] == ["classic_rf"]
+    assert second["settings"]["max_per_category"] == 15 and second["settings"]["seed"] == 4
+    assert second["settings"]["appear_as"] == {str(chaeto): cop}
+    assert second["settings_origin"] == {"candidates": "remembered", "max_per_category": "remembered",
+                                         "appear_as": "remembered", "seed": "remembered",
+                                         "test_size": "given"}
+    with inst.sessions() as s:
+        definition = get_model(s, second["models"][0]["model_id"]).settings["learning_set"]
+    # Chaetognatha learned as Copepoda, capped at 15 per learned category.
+    assert {c["taxon_id"]: c["n_used"] for c in definition["per_category"]} == {
+        cop: 15, sp.taxon_ids["detritus"]: 12}
+    assert second["models"][0]["metrics"]["n_test"] == 9  # 30 % of 15 + 12, stratified

@@ -158,3 +158,34 @@ def test_clear_errors_without_validated_objects_or_feature_set(sqlite_instance):
         build_learning_set(inst, sp.project_id, [])
     with pytest.raises(LearningSetError, match="max_per_category must be at least 1"):
         build_learning_set(inst, sp.project_id, ["morpho"], max_per_category=0)
+
+
+def test_appear_as_learns_a_category_under_another_and_caps_the_learned_one(sqlite_instance):
+    inst = sqlite_instance
+    sp = make_project(inst, n_validated=(12, 8, 6))
+    write_feature_set(inst, sp, "morpho", 3)
+    cop, chaeto, det = (sp.taxon_ids[n] for n in ("Copepoda", "Chaetognatha", "detritus"))
+    ls = build_learning_set(inst, sp.project_id, ["morpho"], appear_as={chaeto: cop})
+    assert ls.categories == sorted([cop, det])
+    truth = np.array([sp.truth[i] for i in ls.object_ids])
+    assert (ls.y[truth == chaeto] == cop).all() and (ls.y[truth == det] == det).all()
+    assert ls.definition["appear_as"] == {str(chaeto): cop}
+    assert {c["taxon_id"]: c["n_validated"] for c in ls.definition["per_category"]} == {
+        cop: 20, det: 6}
+    # The cap applies to the learned category (Copepoda + Chaetognatha together).
+    capped = build_learning_set(inst, sp.project_id, ["morpho"], appear_as={chaeto: cop},
+                                max_per_category=10)
+    assert dict(zip(*np.unique(capped.y, return_counts=True))) == {cop: 10, det: 6}
+
+
+def test_appear_as_refuses_unknown_self_and_chained_mappings(sqlite_instance):
+    inst = sqlite_instance
+    sp = make_project(inst, n_validated=(5, 5, 5))
+    write_feature_set(inst, sp, "morpho", 3)
+    cop, chaeto, det = (sp.taxon_ids[n] for n in ("Copepoda", "Chaetognatha", "detritus"))
+    with pytest.raises(LearningSetError, match="no category with id 999999"):
+        build_learning_set(inst, sp.project_id, ["morpho"], appear_as={chaeto: 999999})
+    with pytest.raises(LearningSetError, match=f"category {cop} is mapped onto itself"):
+        build_learning_set(inst, sp.project_id, ["morpho"], appear_as={cop: cop})
+    with pytest.raises(LearningSetError, match=f"map {chaeto} to {det} directly"):
+        build_learning_set(inst, sp.project_id, ["morpho"], appear_as={chaeto: cop, cop: det})

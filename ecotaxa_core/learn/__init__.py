@@ -2,7 +2,7 @@
 
 >>> from ecotaxa_core.learn import CLASSIFIER_KINDS
 >>> CLASSIFIER_KINDS
-('classic_rf', 'deep_logreg')
+('classic_rf', 'deep_logreg', 'deep_rf', 'deep_mlp')
 """
 
 from ecotaxa_core.learn.classifiers import (CLASSIFIER_KINDS, DEFAULT_FEATURE_SETS,
@@ -16,7 +16,11 @@ from ecotaxa_core.learn.prediction import (predict_chunk, predict_project, predi
                                            write_predictions)
 from ecotaxa_core.learn.registry import (LoadedModel, best_model, get_model, list_models,
                                          load_model, load_model_files, save_model)
-from ecotaxa_core.learn.training import TrainingError, common_feature_sets, train_model
+from ecotaxa_core.learn.training import (TrainingError, common_feature_sets, plan_training,
+                                         train_model)
+from ecotaxa_core.learn.candidates import Candidate
+from ecotaxa_core.learn.learning_set import select_learning_objects
+from ecotaxa_core.learn.training_settings import TrainingSettings
 
 __all__ = [
     "CLASSIFIER_KINDS",
@@ -48,4 +52,8 @@ __all__ = [
     "predict_chunk",
     "write_predictions",
     "predict_project",
+    "plan_training",
+    "Candidate",
+    "select_learning_objects",
+    "TrainingSettings",
 ]

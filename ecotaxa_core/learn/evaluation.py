@@ -7,8 +7,11 @@ only and the metrics list it under ``train_only_categories``.
 
 Metrics follow the plankton benchmark: accuracy, balanced accuracy, log loss,
 per-category precision / recall / F1 / support, the confusion matrix, and
-macro precision / recall over the test categories, also over living
-(plankton) categories only, leaving out detritus, artefacts, bubbles and the like.
+macro and support-weighted precision / recall / F1 over the test categories,
+also over living (plankton) categories only, leaving out detritus, artefacts,
+bubbles and the like. The held-out probabilities also give each category the
+score threshold above which its predictions reach a chosen precision (see
+:mod:`ecotaxa_core.learn.thresholds`).
 
 >>> y = np.array([1] * 10 + [2] * 10 + [3] * 2)
 >>> split = holdout_split(y, test_size=0.2, seed=0)
@@ -30,6 +33,9 @@ from sklearn.base import clone
 from sklearn.metrics import (accuracy_score, balanced_accuracy_score, confusion_matrix, log_loss,
                              precision_recall_fscore_support)
 from sklearn.model_selection import train_test_split
+
+from ecotaxa_core.learn.thresholds import (DEFAULT_MIN_OBJECTS, DEFAULT_TARGET_PRECISION,
+                                           category_thresholds)
 
 __all__ = ["HoldoutSplit", "holdout_split", "evaluate_holdout", "NON_PLANKTON",
            "min_per_category"]
@@ -84,13 +90,25 @@ def _macro(values: np.ndarray, mask: np.ndarray) -> float | None:
     return float(values[mask].mean()) if mask.any() else None
 
 
+def _weighted(values: np.ndarray, support: np.ndarray, mask: np.ndarray) -> float | None:
+    """Mean of ``values`` over ``mask`` weighted by each category's held-out support."""
+    weights = support[mask]
+    return float(np.average(values[mask], weights=weights)) if weights.sum() > 0 else None
+
+
 def evaluate_holdout(estimator, X: np.ndarray, y: np.ndarray, split: HoldoutSplit,
-                     class_names: Mapping[int, str]) -> dict[str, Any]:
+                     class_names: Mapping[int, str], *,
+                     target_precision: float = DEFAULT_TARGET_PRECISION,
+                     min_threshold_objects: int = DEFAULT_MIN_OBJECTS) -> dict[str, Any]:
     """Fit a clone of ``estimator`` on the training part and score it on the test part.
 
     Returns a JSON-able dict. ``estimator`` itself is left unfitted; the caller
-    refits the final model on the whole learning set.
+    refits the final model on the whole learning set. ``target_precision`` and
+    ``min_threshold_objects`` define the per-category score thresholds stored
+    under ``"thresholds"`` (see :func:`~ecotaxa_core.learn.thresholds.category_thresholds`).
     """
+    if not 0.0 < target_precision <= 1.0:
+        raise ValueError(f"target_precision must be in (0, 1], got {target_precision}")
     base = {"evaluation": "held_out" if split.has_test else "none",
             "test_size": split.test_size, "seed": split.seed,
             "n_train": int(len(split.train_index)), "n_test": int(len(split.test_index)),
@@ -125,6 +143,13 @@ def evaluate_holdout(estimator, X: np.ndarray, y: np.ndarray, split: HoldoutSpli
         macro_f1=_macro(f1, tested),
         plankton_macro_precision=_macro(precision, plankton),
         plankton_macro_recall=_macro(recall, plankton),
+        plankton_macro_f1=_macro(f1, plankton),
+        weighted_precision=_weighted(precision, support, tested),
+        weighted_recall=_weighted(recall, support, tested),
+        weighted_f1=_weighted(f1, support, tested),
+        plankton_weighted_precision=_weighted(precision, support, plankton),
+        plankton_weighted_recall=_weighted(recall, support, plankton),
+        plankton_weighted_f1=_weighted(f1, support, plankton),
         non_plankton_categories=[n for n, t, p in zip(names, tested, plankton) if t and not p],
         per_class={n: {"taxon_id": int(t), "precision": float(p), "recall": float(r),
                        "f1": float(f), "support": int(s)}
@@ -132,6 +157,9 @@ def evaluate_holdout(estimator, X: np.ndarray, y: np.ndarray, split: HoldoutSpli
         confusion_matrix={"labels": names, "taxon_ids": [int(t) for t in classes],
                           "rows": "true category", "columns": "predicted category",
                           "matrix": confusion_matrix(y_test, pred, labels=classes).tolist()},
+        thresholds=category_thresholds(y_test, proba, classes, class_names,
+                                       target_precision=target_precision,
+                                       min_objects=min_threshold_objects),
         fit_seconds=round(fit_seconds, 3),
     )
     return base

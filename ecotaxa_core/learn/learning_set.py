@@ -3,7 +3,10 @@
 A learning set takes the VALIDATED objects of a project (and optionally of
 other projects), keeps the chosen categories, caps the number of objects per
 category with a stable pseudo-random choice, and joins the chosen feature sets
-of the feature store column-wise. Feature names are prefixed by their set
+of the feature store column-wise. "Appear as" relabels categories before
+anything else: the objects of a category are learned under another one
+(usually its parent), so predictions land on the coarser category; the cap then
+applies to each learned category. Feature names are prefixed by their set
 (``morpho:area``) so sets never clash.
 
 Features that cannot help are dropped and reported in the definition: those
@@ -15,12 +18,12 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 from sqlalchemy import select
 
-from ecotaxa_core.db.models import Object, ObjectStatus
+from ecotaxa_core.db.models import Object, ObjectStatus, Taxon
 from ecotaxa_core.errors import EcoTaxaError
 from ecotaxa_core.projects import get_project
 from ecotaxa_core.store.feature_store import FeatureStore
@@ -31,6 +34,8 @@ __all__ = [
     "EmptyLearningSet",
     "FeatureSetUnavailable",
     "MAX_MISSING_FRACTION",
+    "LearningObjects",
+    "select_learning_objects",
     "build_learning_set",
     "read_feature_sets",
     "stable_order",
@@ -91,6 +96,36 @@ class LearningSet:
     def categories(self) -> list[TaxonIDT]:
         """The taxon ids present, sorted."""
         return [int(t) for t in np.unique(self.y)]
+
+
+@dataclass(frozen=True)
+class LearningObjects:
+    """The objects of a learning set before any feature is read.
+
+    Attributes
+    ----------
+    object_ids, y, owner : ndarray of int64
+        Object id, learned category (after "appear as") and project of each
+        object, sorted by object id.
+    project_ids : list of int
+        The projects, the main one first.
+    n_validated : dict of int to int
+        Validated objects per learned category, before the cap.
+    appear_as : dict of int to int
+        The relabelling applied (category -> learned category).
+    """
+
+    object_ids: np.ndarray
+    y: np.ndarray
+    owner: np.ndarray
+    project_ids: list[int]
+    n_validated: dict[int, int]
+    appear_as: dict[int, int]
+
+    @property
+    def where(self) -> str:
+        return (f"project {self.project_ids[0]}" if len(self.project_ids) == 1
+                else f"projects {', '.join(map(str, self.project_ids))}")
 
 
 def stable_order(object_ids: np.ndarray, seed: int) -> np.ndarray:
@@ -189,11 +224,91 @@ def _useless_features(X: np.ndarray, names: list[str]) -> tuple[np.ndarray, dict
     return keep, dropped
 
 
+def _check_appear_as(session, appear_as: Mapping[int, int] | None) -> dict[int, int]:
+    """``appear_as`` as ``{int: int}``; refuses unknown taxa, self-maps and chains."""
+    mapping = {int(k): int(v) for k, v in (appear_as or {}).items()}
+    for source, target in mapping.items():
+        for taxon_id in (source, target):
+            if session.get(Taxon, taxon_id) is None:
+                raise LearningSetError(f"appear as: no category with id {taxon_id} "
+                                       f"(in {source} -> {target})")
+        if source == target:
+            raise LearningSetError(f"appear as: category {source} is mapped onto itself")
+        if target in mapping:
+            raise LearningSetError(
+                f"appear as: category {source} appears as {target}, which itself appears as "
+                f"{mapping[target]}; map {source} to {mapping[target]} directly")
+    return mapping
+
+
+def select_learning_objects(inst, project_id: int, *, other_project_ids: Sequence[int] = (),
+                            categories: Sequence[int] | None = None,
+                            max_per_category: int | None = None, seed: int = 0,
+                            appear_as: Mapping[int, int] | None = None) -> LearningObjects:
+    """The validated objects a learning set (or a fine-tuning) learns from, and their labels.
+
+    Parameters
+    ----------
+    inst : Instance
+    project_id : int
+    other_project_ids : sequence of int
+        More projects whose validated objects join.
+    categories : sequence of int, optional
+        Taxon ids to learn (before "appear as"); default every validated category.
+    max_per_category : int, optional
+        Keep at most this many objects per learned category, chosen
+        pseudo-randomly but stably (the same seed keeps the same objects).
+    seed : int
+    appear_as : mapping of int to int, optional
+        Category -> category it is learned as (e.g. a genus -> its family).
+
+    Raises
+    ------
+    LearningSetError
+        A bad cap or "appear as" mapping.
+    ProjectNotFound
+        A project does not exist.
+    EmptyLearningSet
+        No validated object matches.
+    """
+    if max_per_category is not None and max_per_category < 1:
+        raise LearningSetError(f"max_per_category must be at least 1, got {max_per_category}")
+    project_ids = list(dict.fromkeys([int(project_id), *(int(p) for p in other_project_ids)]))
+    wanted = None if categories is None else sorted({int(c) for c in categories})
+    with inst.sessions() as session:
+        for pid in project_ids:
+            get_project(session, pid)
+        mapping = _check_appear_as(session, appear_as)
+        q = (select(Object.id, Object.taxon_id, Object.project_id)
+             .where(Object.project_id.in_(project_ids),
+                    Object.status == ObjectStatus.VALIDATED.value,
+                    Object.taxon_id.is_not(None))
+             .order_by(Object.id))
+        if wanted is not None:
+            q = q.where(Object.taxon_id.in_(wanted))
+        rows = session.execute(q).all()
+    where = (f"project {project_ids[0]}" if len(project_ids) == 1
+             else f"projects {', '.join(map(str, project_ids))}")
+    if not rows:
+        raise EmptyLearningSet(
+            f"no validated object in {where}"
+            + ("" if wanted is None else f" in categories {wanted}")
+            + "; validate some objects first")
+    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
+    y = np.fromiter((mapping.get(r[1], r[1]) for r in rows), dtype=np.int64, count=len(rows))
+    owner = np.fromiter((r[2] for r in rows), dtype=np.int64, count=len(rows))
+    n_validated = {int(t): int(n) for t, n in zip(*np.unique(y, return_counts=True))}
+    keep = _cap_per_category(ids, y, max_per_category, seed)
+    return LearningObjects(object_ids=ids[keep], y=y[keep], owner=owner[keep],
+                           project_ids=project_ids, n_validated=n_validated, appear_as=mapping)
+
+
 def build_learning_set(inst, project_id: int, feature_sets: Sequence[str], *,
                        other_project_ids: Sequence[int] = (),
                        categories: Sequence[int] | None = None,
                        max_per_category: int | None = None,
-                       seed: int = 0) -> LearningSet:
+                       seed: int = 0,
+                       appear_as: Mapping[int, int] | None = None) -> LearningSet:
     """The learning set of validated objects of ``project_id`` (and other projects).
 
     Parameters
@@ -212,6 +327,9 @@ def build_learning_set(inst, project_id: int, feature_sets: Sequence[str], *,
         Keep at most this many objects per category, chosen pseudo-randomly
         but stably: the same seed keeps the same objects.
     seed : int
+    appear_as : mapping of int to int, optional
+        Category -> the category its objects are learned as (see
+        :func:`select_learning_objects`).
 
     Raises
     ------
@@ -223,38 +341,18 @@ def build_learning_set(inst, project_id: int, feature_sets: Sequence[str], *,
     feature_sets = list(dict.fromkeys(feature_sets))
     if not feature_sets:
         raise LearningSetError("a learning set needs at least one feature set")
-    if max_per_category is not None and max_per_category < 1:
-        raise LearningSetError(f"max_per_category must be at least 1, got {max_per_category}")
     project_ids = list(dict.fromkeys([int(project_id), *(int(p) for p in other_project_ids)]))
-    wanted = None if categories is None else sorted({int(c) for c in categories})
-
     with inst.sessions() as session:
         for pid in project_ids:
             get_project(session, pid)
-        q = (select(Object.id, Object.taxon_id, Object.project_id)
-             .where(Object.project_id.in_(project_ids),
-                    Object.status == ObjectStatus.VALIDATED.value,
-                    Object.taxon_id.is_not(None))
-             .order_by(Object.id))
-        if wanted is not None:
-            q = q.where(Object.taxon_id.in_(wanted))
-        rows = session.execute(q).all()
     _check_feature_sets(inst.features, project_ids, feature_sets)
-    where = (f"project {project_ids[0]}" if len(project_ids) == 1
-             else f"projects {', '.join(map(str, project_ids))}")
-    if not rows:
-        raise EmptyLearningSet(
-            f"no validated object in {where}"
-            + ("" if wanted is None else f" in categories {wanted}")
-            + "; validate some objects first")
-
-    ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-    y = np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows))
-    owner = np.fromiter((r[2] for r in rows), dtype=np.int64, count=len(rows))
-    n_validated = {int(t): int(n) for t, n in zip(*np.unique(y, return_counts=True))}
-
-    keep = _cap_per_category(ids, y, max_per_category, seed)
-    ids, y, owner = ids[keep], y[keep], owner[keep]
+    chosen = select_learning_objects(inst, project_id, other_project_ids=other_project_ids,
+                                     categories=categories, max_per_category=max_per_category,
+                                     seed=seed, appear_as=appear_as)
+    where = chosen.where
+    ids, y, owner = chosen.object_ids, chosen.y, chosen.owner
+    n_validated = chosen.n_validated
+    wanted = None if categories is None else sorted({int(c) for c in categories})
 
     names: list[str] = []
     X = np.empty((len(ids), 0), dtype=np.float32)
@@ -289,6 +387,7 @@ def build_learning_set(inst, project_id: int, feature_sets: Sequence[str], *,
         "project_ids": project_ids,
         "feature_sets": feature_sets,
         "categories": wanted,
+        "appear_as": {str(k): v for k, v in sorted(chosen.appear_as.items())},
         "max_per_category": max_per_category,
         "seed": int(seed),
         "n_objects": int(len(ids)),

@@ -28,6 +28,7 @@ from ecotaxa_core.db.models import Object
 from ecotaxa_core.errors import ModelNotFound
 from ecotaxa_core.learn.learning_set import FeatureSetUnavailable, read_feature_sets
 from ecotaxa_core.learn.registry import LoadedModel, best_model, get_model, load_model_files
+from ecotaxa_core.learn.thresholds import bulk_validation_candidates
 from ecotaxa_core.store.feature_store import FeatureStore
 
 __all__ = [
@@ -39,6 +40,7 @@ __all__ = [
     "write_predictions",
     "predict_project",
     "prediction_summary",
+    "count_above_threshold",
 ]
 
 TOP_K = 3
@@ -153,15 +155,35 @@ def predict_project(inst, project_id: int, model_id: int | None = None, *,
         n_predicted += len(preds)
         n_written += write_predictions(inst, project_id, preds, model_id)
     seconds = time.perf_counter() - t0
-    return prediction_summary(project_id, model_id, len(ids), n_predicted, n_written, seconds)
+    return prediction_summary(project_id, model_id, len(ids), n_predicted, n_written, seconds,
+                              n_above_threshold=count_above_threshold(inst, project_id, model_id))
+
+
+def count_above_threshold(inst, project_id: int, model_id: int) -> int | None:
+    """How many of the project's predictions by ``model_id`` its score thresholds cover.
+
+    None when the model has no threshold (see
+    :func:`~ecotaxa_core.learn.thresholds.bulk_validation_candidates`).
+    """
+    with inst.sessions() as session:
+        candidates = bulk_validation_candidates(session, project_id, model_id)
+    if candidates.n_above == 0 and candidates.target_precision is None:
+        return None
+    return candidates.n_above
 
 
 def prediction_summary(project_id: int, model_id: int, n_predictable: int, n_predicted: int,
-                       n_written: int, seconds: float) -> dict[str, Any]:
-    """The JSON-able summary of a prediction run."""
+                       n_written: int, seconds: float, *,
+                       n_above_threshold: int | None = None) -> dict[str, Any]:
+    """The JSON-able summary of a prediction run.
+
+    ``n_above_threshold``: the project's predictions by the model at or above
+    their category's score threshold (validatable in bulk); None when unknown.
+    """
     return {"project_id": int(project_id), "model_id": int(model_id),
             "n_predictable": int(n_predictable), "n_predicted": int(n_written),
             "n_without_features": int(n_predictable - n_predicted),
             "n_no_longer_predictable": int(n_predicted - n_written),
+            "n_above_threshold": None if n_above_threshold is None else int(n_above_threshold),
             "seconds": round(seconds, 3),
             "objects_per_second": round(n_written / seconds, 1) if seconds > 0 else None}

@@ -5,11 +5,17 @@ A model ``<id>`` lives in ``models_dir/<id>/``:
 - ``model.joblib``: the fitted scikit-learn pipeline (imputer medians included);
 - ``model.json``: what a prediction needs besides the pipeline (kind, feature
   sets, feature names in column order, class list and names), so a Dask worker
-  can predict from the folder alone, without the database.
+  can predict from the folder alone, without the database;
+- ``confusion_matrix.png``: the held-out confusion matrix, rows normalised
+  (when the model was evaluated on a held-out part).
 
 The ``trained_models`` row holds the same plus the learning-set definition,
 the classifier parameters and the metrics. Saving writes the files and the row
 together: if either fails, neither remains.
+
+:func:`model_summary`, :func:`list_model_summaries`, :func:`compare_models`
+and :func:`model_report` describe registered models for people (``ecotaxa
+models list / compare / show``).
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ import sklearn
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from ecotaxa_core.db.models import TrainedModel
+from ecotaxa_core.db.models import TrainedModel, User
 from ecotaxa_core.errors import ModelNotFound
 
 __all__ = [
@@ -42,10 +48,16 @@ __all__ = [
     "list_models",
     "best_model",
     "strict_json",
+    "CONFUSION_PNG",
+    "model_summary",
+    "list_model_summaries",
+    "compare_models",
+    "model_report",
 ]
 
 MODEL_FILE = "model.joblib"
 CARD_FILE = "model.json"
+CONFUSION_PNG = "confusion_matrix.png"
 
 
 @dataclass(frozen=True)
@@ -88,6 +100,19 @@ def _write_atomically(path: Path, write) -> None:
     tmp = path.with_name(path.name + ".tmp")
     write(tmp)
     os.replace(tmp, path)
+
+
+def _has_confusion_matrix(metrics: Mapping[str, Any]) -> bool:
+    confusion = metrics.get("confusion_matrix")
+    return isinstance(confusion, Mapping) and bool(confusion.get("labels"))
+
+
+def _plot_title(name: str, metrics: Mapping[str, Any]) -> str:
+    name = name if len(name) <= 70 else name[:69] + "…"
+    title = f"{name}\nheld-out confusion matrix, rows normalised\n{metrics.get('n_test')} objects"
+    if isinstance(metrics.get("accuracy"), (int, float)):
+        title += f", accuracy {metrics['accuracy']:.3f}"
+    return title
 
 
 def save_model(inst, project_id: int, *, name: str, kind: str, pipeline,
@@ -135,6 +160,11 @@ def save_model(inst, project_id: int, *, name: str, kind: str, pipeline,
             _write_atomically(model_dir / MODEL_FILE, lambda p: joblib.dump(pipeline, p))
             _write_atomically(model_dir / CARD_FILE, lambda p: p.write_text(
                 json.dumps({"model_id": row.id, "project_id": int(project_id), **card}, indent=1)))
+            if _has_confusion_matrix(metrics):
+                from ecotaxa_core.learn.confusion_plot import plot_confusion_matrix
+
+                _write_atomically(model_dir / CONFUSION_PNG, lambda p: plot_confusion_matrix(
+                    metrics["confusion_matrix"], p, title=_plot_title(name, metrics)))
             row.path = f"{row.id}/{MODEL_FILE}"
         return row
     except BaseException:
@@ -201,3 +231,160 @@ def best_model(session: Session, project_id: int) -> TrainedModel:
         return (acc is not None, acc if acc is not None else 0.0, row.id)
 
     return max(rows, key=rank)
+
+
+# -- descriptions for people -----------------------------------------------------------------
+
+def _number(metrics: Mapping[str, Any], key: str) -> float | None:
+    value = metrics.get(key)
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def model_summary(row: TrainedModel, *, created_by: str | None = None) -> dict[str, Any]:
+    """One JSON-able line describing a registered model: what it learned and how well.
+
+    Parameters
+    ----------
+    row : TrainedModel
+    created_by : str, optional
+        E-mail of the user who trained it (the row holds only the user id).
+
+    Returns
+    -------
+    dict
+        ``id``, ``name``, ``kind``, ``feature_sets``, ``created_at`` (ISO),
+        ``created_by``, ``n_objects`` and ``n_categories`` learned, held-out
+        ``accuracy``, ``balanced_accuracy``, ``log_loss``, support-weighted
+        ``plankton_precision`` / ``plankton_recall``, ``fit_seconds`` (the final
+        fit) and, at the stored ``target_precision``, the held-out ``coverage``
+        (fraction of objects above their category's threshold) and its
+        ``expected_error_rate``. Absent values are None.
+    """
+    metrics = row.metrics or {}
+    settings = row.settings or {}
+    thresholds = metrics.get("thresholds") or {}
+    n_objects = (settings.get("learning_set") or {}).get("n_objects", metrics.get("n_final_train"))
+    return {
+        "id": row.id,
+        "project_id": row.project_id,
+        "name": row.name,
+        "kind": row.kind,
+        "feature_sets": list(row.feature_sets or []),
+        "created_at": row.created_at.isoformat() if row.created_at else None,
+        "created_by_id": row.created_by_id,
+        "created_by": created_by,
+        "n_objects": n_objects,
+        "n_categories": len(settings.get("classes") or []),
+        "evaluation": metrics.get("evaluation"),
+        "n_test": metrics.get("n_test"),
+        "accuracy": _number(metrics, "accuracy"),
+        "balanced_accuracy": _number(metrics, "balanced_accuracy"),
+        "log_loss": _number(metrics, "log_loss"),
+        "plankton_precision": _number(metrics, "plankton_weighted_precision"),
+        "plankton_recall": _number(metrics, "plankton_weighted_recall"),
+        "fit_seconds": _number(metrics, "final_fit_seconds"),
+        "total_seconds": _number(metrics, "total_seconds"),
+        "target_precision": _number(thresholds, "target_precision"),
+        "coverage": _number(thresholds, "fraction_bulk_validatable"),
+        "expected_error_rate": _number(thresholds, "expected_error_rate"),
+    }
+
+
+def _emails(session: Session, rows: Sequence[TrainedModel]) -> dict[int, str]:
+    ids = {r.created_by_id for r in rows if r.created_by_id is not None}
+    if not ids:
+        return {}
+    return dict(session.execute(select(User.id, User.email).where(User.id.in_(ids))).all())
+
+
+def list_model_summaries(session: Session, project_id: int) -> list[dict[str, Any]]:
+    """:func:`model_summary` of each of the project's models, newest first.
+
+    Raises
+    ------
+    ProjectNotFound
+        No project ``project_id``.
+    """
+    from ecotaxa_core.projects import get_project
+
+    get_project(session, project_id)
+    rows = list_models(session, project_id)
+    emails = _emails(session, rows)
+    return [model_summary(r, created_by=emails.get(r.created_by_id)) for r in rows]
+
+
+#: Summary columns compared across models, and whether higher is better.
+COMPARED = {"accuracy": True, "balanced_accuracy": True, "log_loss": False,
+            "plankton_precision": True, "plankton_recall": True, "coverage": True}
+
+
+def compare_models(session: Session, model_ids: Sequence[int]) -> dict[str, Any]:
+    """One :func:`model_summary` per model, in the order asked, and the best id per measure.
+
+    Models of different projects may be compared; their held-out parts differ,
+    so the figures are comparable only as far as the learning sets are.
+
+    Raises
+    ------
+    ModelNotFound
+        Any of ``model_ids`` is not a registered model (all unknown ids named).
+    ValueError
+        ``model_ids`` is empty.
+    """
+    if not model_ids:
+        raise ValueError("compare_models needs at least one model id")
+    wanted = [int(i) for i in model_ids]
+    rows = {r.id: r for r in session.scalars(select(TrainedModel)
+                                             .where(TrainedModel.id.in_(set(wanted))))}
+    unknown = [i for i in dict.fromkeys(wanted) if i not in rows]
+    if unknown:
+        raise ModelNotFound(f"no trained model with id {', '.join(map(str, unknown))}")
+    emails = _emails(session, list(rows.values()))
+    summaries = [model_summary(rows[i], created_by=emails.get(rows[i].created_by_id))
+                 for i in dict.fromkeys(wanted)]
+    best: dict[str, int | None] = {}
+    for key, higher in COMPARED.items():
+        scored = [(s[key] if higher else -s[key], s["id"]) for s in summaries
+                  if s[key] is not None]
+        best[key] = max(scored)[1] if scored else None
+    return {"models": summaries, "best": best,
+            "projects": sorted({s["project_id"] for s in summaries})}
+
+
+def model_report(session: Session, models_dir: str | os.PathLike, model_id: int) -> dict[str, Any]:
+    """Everything known about one model: summary, metrics, per-category table, thresholds.
+
+    ``per_class`` is a list sorted by held-out support (most first), each row
+    with the category's precision, recall, F1 and score threshold;
+    ``confusion_matrix_png`` is the plot's path, or None when there is none.
+
+    Raises
+    ------
+    ModelNotFound
+        No model ``model_id``.
+    """
+    row = get_model(session, model_id)
+    metrics = dict(row.metrics or {})
+    thresholds = metrics.get("thresholds") or {}
+    per_threshold = thresholds.get("per_class") or {}
+    per_class = []
+    for name, entry in (metrics.get("per_class") or {}).items():
+        t = per_threshold.get(name) or {}
+        per_class.append({"category": name, **entry,
+                          "threshold": t.get("threshold"),
+                          "threshold_precision": t.get("precision"),
+                          "threshold_coverage": t.get("coverage"),
+                          "threshold_reason": t.get("reason")})
+    per_class.sort(key=lambda r: (-r.get("support", 0), r["category"]))
+    png = Path(models_dir) / str(row.id) / CONFUSION_PNG
+    return {
+        "summary": model_summary(row, created_by=_emails(session, [row]).get(row.created_by_id)),
+        "path": str(Path(models_dir) / row.path),
+        "confusion_matrix_png": str(png) if png.is_file() else None,
+        "per_class": per_class,
+        "thresholds": {k: v for k, v in thresholds.items() if k != "per_class"},
+        "metrics": {k: v for k, v in metrics.items()
+                    if k not in ("per_class", "confusion_matrix", "thresholds")},
+        "confusion_matrix": metrics.get("confusion_matrix"),
+        "settings": row.settings,
+    }

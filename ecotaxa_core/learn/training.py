@@ -1,20 +1,30 @@
-"""Training: learning set -> held-out evaluation -> final fit -> model registry."""
+"""Training: learning set -> held-out evaluation -> final fit -> model registry.
+
+:func:`train_model` trains one model. :func:`plan_training` decides which
+models a training runs: the candidates the settings name, or the automatic
+choice (:func:`~ecotaxa_core.learn.candidates.plan_automatic`) when they name
+none, within the time budget.
+"""
 
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
 
 from ecotaxa_core.db.models import TrainedModel
 from ecotaxa_core.errors import EcoTaxaError
 from ecotaxa_core.learn.classifiers import (DEFAULT_FEATURE_SETS, classifier_parameters,
                                             default_feature_sets, make_classifier)
 from ecotaxa_core.learn.evaluation import evaluate_holdout, holdout_split
-from ecotaxa_core.learn.learning_set import build_learning_set
+from ecotaxa_core.learn.candidates import Candidate, estimated_training_seconds, plan_automatic
+from ecotaxa_core.learn.learning_set import build_learning_set, select_learning_objects
 from ecotaxa_core.learn.registry import save_model
+from ecotaxa_core.learn.training_settings import TrainingSettings
 from ecotaxa_core.taxonomy import taxon_names
 
-__all__ = ["TrainingError", "train_model", "common_feature_sets"]
+__all__ = ["TrainingError", "train_model", "common_feature_sets", "TrainingPlan",
+           "PlannedModel", "plan_training", "fine_tuned_feature_sets"]
 
 
 class TrainingError(EcoTaxaError):
@@ -31,7 +41,8 @@ def train_model(inst, project_id: int, kind: str = "deep_logreg", *,
                 feature_sets: Sequence[str] | None = None, user_id: int | None = None,
                 other_project_ids: Sequence[int] = (), categories: Sequence[int] | None = None,
                 max_per_category: int | None = None, test_size: float = 0.2, seed: int = 0,
-                n_jobs: int | None = -1, name: str | None = None) -> TrainedModel:
+                n_jobs: int | None = -1, name: str | None = None,
+                appear_as: Mapping[int, int] | None = None) -> TrainedModel:
     """Train a classifier on the validated objects and register it.
 
     The model is first fitted on a stratified ``1 - test_size`` part of the
@@ -47,7 +58,7 @@ def train_model(inst, project_id: int, kind: str = "deep_logreg", *,
         Default: the kind's default sets that every project involved holds.
     user_id : int, optional
         Who asked for the training (``created_by``).
-    other_project_ids, categories, max_per_category, seed
+    other_project_ids, categories, max_per_category, seed, appear_as
         The learning-set definition, see :func:`build_learning_set`.
     test_size : float
         Held-out fraction of each category.
@@ -73,7 +84,8 @@ def train_model(inst, project_id: int, kind: str = "deep_logreg", *,
     t0 = time.perf_counter()
     learning_set = build_learning_set(inst, project_id, feature_sets,
                                       other_project_ids=other_project_ids, categories=categories,
-                                      max_per_category=max_per_category, seed=seed)
+                                      max_per_category=max_per_category, seed=seed,
+                                      appear_as=appear_as)
     if len(learning_set.categories) < 2:
         raise TrainingError(
             f"a classifier needs validated objects of at least 2 categories; the learning set "
@@ -102,3 +114,87 @@ def train_model(inst, project_id: int, kind: str = "deep_logreg", *,
         parameters={"n_jobs": n_jobs, "test_size": test_size, "seed": seed,
                     "steps": classifier_parameters(final)},
         metrics=metrics, created_by=user_id)
+
+
+def fine_tuned_feature_sets(inst, available: Sequence[str]) -> list[str]:
+    """The fine-tuned deep feature sets (registered backbones with a bottleneck) among
+    ``available``, newest registration last."""
+    from ecotaxa_core.features.backbones import read_backbones
+
+    specs = read_backbones(inst.settings.backbones_path)
+    return [fs for fs, spec in specs.items()
+            if getattr(spec, "bottleneck", None) and fs in set(available)]
+
+
+@dataclass(frozen=True)
+class PlannedModel:
+    candidate: Candidate
+    feature_sets: list[str]
+    estimated_seconds: float
+    role: str  # "asked", "best that fits" or "baseline"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"candidate": str(self.candidate), "kind": self.candidate.kind,
+                "feature_sets": self.feature_sets,
+                "estimated_seconds": round(self.estimated_seconds, 1), "role": self.role}
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """The models a training runs, those it cannot run (with why), and notes."""
+
+    models: list[PlannedModel]
+    skipped: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    n_objects: int = 0
+    available: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"models": [m.to_dict() for m in self.models], "skipped": list(self.skipped),
+                "notes": list(self.notes), "n_objects": self.n_objects,
+                "available_feature_sets": list(self.available)}
+
+
+def plan_training(inst, project_id: int, settings: TrainingSettings) -> TrainingPlan:
+    """Which models a training with ``settings`` runs on project ``project_id``.
+
+    Raises
+    ------
+    LearningSetError
+        No validated object, bad "appear as" mapping ... (before any fit).
+    UnknownClassifierKind, ValueError
+        A candidate that does not parse.
+    """
+    settings.check()
+    candidates = ([Candidate.parse(c) for c in settings.candidates]
+                  if settings.candidates is not None else None)
+    project_ids = [project_id, *settings.other_project_ids]
+    available = common_feature_sets(inst, project_ids)
+    chosen = select_learning_objects(
+        inst, project_id, other_project_ids=settings.other_project_ids,
+        categories=settings.categories, max_per_category=settings.max_per_category,
+        seed=settings.seed, appear_as=settings.appear_as)
+    n_objects = len(chosen.object_ids)
+    n_features_of = {fs: len(inst.features.feature_names(project_id, fs)) for fs in available}
+    where = (f"project {project_id}" if not settings.other_project_ids
+             else f"projects {', '.join(map(str, project_ids))} in common")
+    if candidates is None:
+        planned, notes = plan_automatic(
+            available, n_objects, fine_tuned_sets=fine_tuned_feature_sets(inst, available),
+            time_budget_s=settings.time_budget_s, n_features_of=n_features_of)
+        return TrainingPlan([PlannedModel(p.candidate, p.feature_sets, p.estimated_seconds,
+                                          p.role) for p in planned],
+                            skipped=[], notes=notes, n_objects=n_objects, available=available)
+    models, skipped = [], []
+    for c in candidates:
+        sets = c.sets_among(available)
+        if not sets:
+            needs = (" and ".join(c.feature_sets) if c.feature_sets
+                     else " or ".join(DEFAULT_FEATURE_SETS[c.kind]))
+            skipped.append(f"{c}: needs feature set {needs}, {where} has "
+                           f"{', '.join(available) or 'none'}")
+            continue
+        models.append(PlannedModel(c, sets, estimated_training_seconds(c, n_objects,
+                                                                        n_features_of), "asked"))
+    return TrainingPlan(models, skipped=skipped, notes=[], n_objects=n_objects,
+                        available=available)
