@@ -3,7 +3,8 @@
 Builds (once, then reuses) an instance under ``--workdir`` holding one project:
 the 21,277 images of the shared NDSB zip imported as class folders (validated,
 121 categories), their ``morpho`` and ``deep_effnetlite0`` features computed by
-the features flow (EcoTaxa's preprocessing at ``--input-size`` px). Then trains
+the features flow (EcoTaxa's preprocessing at ``--input-size`` px, the mean
+over ``--views`` flips). Then trains
 each candidate model with :func:`ecotaxa_core.learn.training.train_model`: every
 candidate sees the same stratified held-out split of the learning set
 (``--test-size`` of each category, ``--seed``), and prints one row per model:
@@ -11,7 +12,7 @@ accuracy, balanced accuracy, plankton precision and recall (support-weighted
 over living categories when the metrics have them, else macro), log loss, and
 the training time (held-out fit + final refit, this machine).
 
-    python bench/bench_quality.py [--workdir /work/benchwork/quality] [--input-size 128]
+    python bench/bench_quality.py [--workdir /work/benchwork/quality] [--input-size 128] [--views 4]
         [--candidates classic_rf deep_logreg ...] [--test-size 0.2] [--seed 0]
         [--classes N --per-class M]     # a subset, for a quick look
 
@@ -67,9 +68,11 @@ def prepare(args) -> tuple[Path, int]:
     from ecotaxa_core.users import first_admin
 
     subset = f"_{args.classes}x{args.per_class}" if args.classes else ""
-    home = Path(args.workdir) / f"ndsb{subset}_{args.input_size}px"
+    views = "" if args.views == 1 else f"_{args.views}views"
+    home = Path(args.workdir) / f"ndsb{subset}_{args.input_size}px{views}"
     ready = home / "READY"
     os.environ.update({"ECOTAXA_HOME": str(home), "ECOTAXA_DEEP_INPUT_SIZE": str(args.input_size),
+                       "ECOTAXA_DEEP_VIEWS": str(args.views),
                        "ECOTAXA_DATABASE_URL": f"sqlite:///{home.resolve() / 'ecotaxa.db'}"})
     os.environ.pop("ECOTAXA_DASK_SCHEDULER_ADDRESS", None)
     if ready.exists():
@@ -113,6 +116,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workdir", default="/work/benchwork/quality")
     parser.add_argument("--input-size", type=int, default=128)
+    parser.add_argument("--views", type=int, default=4, help="flips averaged (1, 2, 4, 8)")
     parser.add_argument("--candidates", nargs="+", default=[
         "classic_rf", "deep_rf", "deep_logreg", "deep_mlp",
         "deep_logreg:deep_effnetlite0+morpho", "deep_mlp:deep_effnetlite0+morpho"])

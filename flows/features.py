@@ -78,6 +78,7 @@ def features_flow(project_id: int, feature_sets: list[str] = DEFAULT_FEATURE_SET
             extractor_kwargs = {"input_size": settings.deep_input_size,
                                 "batch_size": settings.deep_batch_size,
                                 "device": settings.deep_device,
+                                "views": settings.deep_views,
                                 "bottom_crop": project_bottom_crop(inst, project_id),
                                 "pixel_size_um": project_pixel_size_um(inst, project_id)}
             wanted = [name for name in feature_sets if name not in pca_only]

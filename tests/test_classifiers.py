@@ -76,7 +76,7 @@ def test_classic_rf_is_ecotaxas_forest():
     assert json.loads(json.dumps(params))["classify"]["n_estimators"] == 300
     assert params["impute"] == {"class": "SimpleImputer", **params["impute"], "strategy": "median"}
     logreg = classifier_parameters(make_classifier("deep_logreg"))
-    assert [*logreg] == ["impute", "scale", "classify"]
+    assert [*logreg] == ["impute", "log", "scale", "classify"]
     assert logreg["classify"]["class"] == "LogisticRegression"
     # EcoTaxa's recipe on deep features: the same forest, on their 50 principal components.
     assert classifier_parameters(make_classifier("deep_rf")) == params

@@ -137,3 +137,25 @@ def test_frozen_features_separate_ndsb_classes(ndsb_subset):
     random_init = cross_val_score(clf, ex.extract(paths), labels, cv=folds).mean()
     assert pretrained >= 0.8, pretrained  # chance is 0.25
     assert pretrained >= random_init + 0.1, (pretrained, random_init)
+
+
+def test_views_average_the_flips_of_each_image(ndsb_subset):
+    paths = sorted((ndsb_subset / "detritus_other").glob("*.jpg"))[:3]
+    single = get_extractor("deep_effnetlite0", input_size=64, views=1)
+    batch = single.preprocess_batch(paths)
+    flips = [batch, batch[:, :, ::-1], batch[:, ::-1], batch[:, ::-1, ::-1]]
+    each = [single.forward(np.ascontiguousarray(b)) for b in flips]
+    two = get_extractor("deep_effnetlite0", input_size=64, views=2)
+    four = get_extractor("deep_effnetlite0", input_size=64, views=4)
+    np.testing.assert_allclose(two.extract(paths), (each[0] + each[1]) / 2, atol=1e-5)
+    np.testing.assert_allclose(four.extract(paths), sum(each) / 4, atol=1e-5)
+    # Eight views: the four flips and the four flips of the transposed image.
+    transposed = [np.ascontiguousarray(b.transpose(0, 2, 1, 3)) for b in flips]
+    eight = get_extractor("deep_effnetlite0", input_size=64, views=8).extract(paths)
+    expected = (sum(each) + sum(single.forward(t) for t in transposed)) / 8
+    np.testing.assert_allclose(eight, expected, atol=1e-5)
+    # The views are part of the producer (a store never mixes them); one view adds nothing.
+    assert "views" not in single.producer()["settings"]
+    assert four.producer()["settings"]["views"].startswith("mean over the 4 flips")
+    with pytest.raises(ValueError, match="views must be one of 1, 2, 4, 8, got 3"):
+        get_extractor("deep_effnetlite0", views=3)

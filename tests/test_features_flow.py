@@ -177,7 +177,8 @@ def test_features_flow_computes_only_new_objects(sqlite_instance, ndsb_subset, p
     morpho = store.read(project_id, "morpho", ids)
     np.testing.assert_allclose(morpho.values, get_extractor("morpho").extract(first), rtol=1e-6)
     deep = store.read(project_id, DEEP_SET, ids[:3])
-    direct = get_extractor(DEEP_SET, input_size=128).extract(first[:3])
+    # The instance's default: the mean over the 4 flips.
+    direct = get_extractor(DEEP_SET, input_size=128, views=4).extract(first[:3])
     np.testing.assert_allclose(deep.values, direct, atol=2e-4, rtol=1e-3)
 
     added = add_objects(inst, project_id, ndsb_images(ndsb_subset, 2, skip=10))  # 8 more

@@ -69,7 +69,7 @@ class UnknownExtractor(EcoTaxaError, ValueError):
 
 def _morpho(*, input_size: int, batch_size: int, bottom_crop: int,
             num_threads: int | None, pixel_size_um: float | None,
-            device: str) -> FeatureExtractor:
+            device: str, views: int) -> FeatureExtractor:
     from ecotaxa_core.features.morphology import MorphologyExtractor
 
     return MorphologyExtractor(bottom_crop=bottom_crop, pixel_size_um=pixel_size_um)
@@ -77,12 +77,12 @@ def _morpho(*, input_size: int, batch_size: int, bottom_crop: int,
 
 def _deep_effnetlite0(*, input_size: int, batch_size: int, bottom_crop: int,
                       num_threads: int | None, pixel_size_um: float | None,
-                      device: str) -> FeatureExtractor:
+                      device: str, views: int) -> FeatureExtractor:
     from ecotaxa_core.features.deep import EfficientNetLite0Extractor
 
     return EfficientNetLite0Extractor(input_size=input_size, batch_size=batch_size,
                                       bottom_crop=bottom_crop, num_threads=num_threads,
-                                      device=device)
+                                      device=device, views=views)
 
 
 _REGISTRY: dict[str, Callable[..., FeatureExtractor]] = {
@@ -100,7 +100,7 @@ def available_extractors(backbones: Mapping[str, Any] | None = None) -> list[str
 def get_extractor(name: str, *, input_size: int = 224, batch_size: int = 64,
                   bottom_crop: int = 0, num_threads: int | None = None,
                   pixel_size_um: float | None = None, device: str = "auto",
-                  backbones: Mapping[str, Any] | None = None) -> FeatureExtractor:
+                  backbones: Mapping[str, Any] | None = None, views: int = 1) -> FeatureExtractor:
     """The extractor filling feature set ``name``.
 
     Parameters
@@ -118,6 +118,8 @@ def get_extractor(name: str, *, input_size: int = 224, batch_size: int = 64,
         for morphology's areas in mm² and lengths in mm; None when unknown.
     device : where a deep network runs: ``auto`` (a CUDA GPU when present),
         ``cpu``, ``cuda``, ``cuda:N``. Speed only.
+    views : flips averaged by a deep network (1, 2, 4 or 8; see
+        :class:`~ecotaxa_core.features.deep.DeepExtractor`).
     backbones : the instance's registered timm backbones by feature set name,
         as :class:`~ecotaxa_core.features.backbones.BackboneSpec` or its
         ``to_dict()`` (JSON-able, for Dask workers).
@@ -134,7 +136,7 @@ def get_extractor(name: str, *, input_size: int = 224, batch_size: int = 64,
             spec = BackboneSpec.from_dict(spec["name"], spec)
         return TimmBackboneExtractor(spec, input_size=int(input_size),
                                      batch_size=int(batch_size), bottom_crop=int(bottom_crop),
-                                     num_threads=num_threads, device=device)
+                                     num_threads=num_threads, device=device, views=views)
     try:
         factory = _REGISTRY[name]
     except KeyError:
@@ -142,4 +144,4 @@ def get_extractor(name: str, *, input_size: int = 224, batch_size: int = 64,
     return factory(input_size=int(input_size), batch_size=int(batch_size),
                    bottom_crop=int(bottom_crop), num_threads=num_threads,
                    pixel_size_um=None if pixel_size_um is None else float(pixel_size_um),
-                   device=device)
+                   device=device, views=int(views))

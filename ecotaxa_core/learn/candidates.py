@@ -65,9 +65,9 @@ BASELINE = Candidate("classic_rf")
 
 #: Best first, on pretrained features (fine-tuned sets are ranked above them).
 RANKED_CANDIDATES: tuple[Candidate, ...] = (
-    Candidate("deep_mlp", (_SET, "morpho")),
     Candidate("deep_logreg", (_SET, "morpho")),
     Candidate("deep_logreg", (_SET,)),
+    Candidate("deep_mlp", (_SET, "morpho")),
     Candidate("deep_rf", (_SET + "_pca50",)),
     BASELINE,
 )
