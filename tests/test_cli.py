@@ -23,7 +23,8 @@ COMMANDS = [[], ["init"], ["project"], ["project", "create"], ["project", "list"
             ["project", "reset-predicted"], ["project", "replace-category"],
             ["project", "edit-metadata"], ["project", "delete-objects"], ["project", "delete"],
             ["project", "subset"], ["project", "merge"], ["backbone"], ["backbone", "add"],
-            ["backbone", "list"], ["jobs"]]
+            ["backbone", "list"], ["jobs"], ["models"], ["models", "list"], ["models", "show"],
+            ["models", "compare"], ["fine-tune"]]
 
 
 def run_cli(args, home: Path, check=True, prefect_api_url: str | None = None, **env):
@@ -147,6 +148,10 @@ def test_stage_commands_run_their_flows_and_print_json(tmp_path, cli):
     assert "morpho: 0 objects" in again
     refused = cli(["train", "1"], home, check=False)
     assert refused.returncode == 1 and "no validated object in project 1" in refused.stderr
+    refused = cli(["train", "1", "--appear-as", "Copepoda"], home, check=False)
+    assert refused.returncode == 1 and "--appear-as needs CATEGORY=TARGET" in refused.stderr
+    refused = cli(["train", "1", "--category", "No such thing"], home, check=False)
+    assert refused.returncode == 1 and "'No such thing' matches no taxon" in refused.stderr
     _validate_objects(home, ["m106_mn01_n1_sml_409", "m106_mn01_n1_sml_821", "m106_mn01_n2_sml_1",
                              "m106_mn01_n2_sml_1081"])
     trained = json.loads(cli(["train", "1", "--kind", "classic_rf", "--json"], home).stdout)

@@ -140,7 +140,8 @@ def test_features_flow_fills_a_registered_backbone_and_its_pca(sqlite_instance, 
     assert sets["deep_tiny_pca50"]["objects"] == 12
     assert "deep_effnetlite0" not in sets and "morpho" not in sets
     spec = read_backbones(registry)["deep_tiny"]
-    direct = get_extractor("deep_tiny", input_size=64, backbones={"deep_tiny": spec})
+    # The instance's default views: the mean over the 4 flips.
+    direct = get_extractor("deep_tiny", input_size=64, backbones={"deep_tiny": spec}, views=4)
     stored = inst.features.read(project_id, "deep_tiny", ids)
     np.testing.assert_allclose(stored.values, direct.extract(images), atol=1e-4, rtol=1e-3)
     assert inst.features.attrs(project_id, "deep_tiny") == direct.producer()
@@ -155,3 +156,69 @@ def test_features_flow_fills_a_registered_backbone_and_its_pca(sqlite_instance, 
     assert sorted(inst.features.object_ids(project_id, "deep_tiny").tolist()) == sorted(ids)
     pca = inst.features.attrs(project_id, "deep_tiny_pca50")
     assert pca["settings"]["source_producer"]["settings"]["input_size"] == 96
+
+
+def save_bottleneck_weights(path: Path, width: int = 12, seed: int = 0) -> Path:
+    """A fine-tuned feature part: test_resnet + Linear(n, width) + ReLU, as safetensors."""
+    import timm
+    import torch
+    from safetensors.torch import save_file
+
+    from ecotaxa_core.features.backbones import with_bottleneck
+
+    torch.manual_seed(seed)
+    net = timm.create_model(MODEL, pretrained=False)
+    net.reset_classifier(0)
+    net = with_bottleneck(net, width)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, str(path))
+    return path
+
+
+def test_a_fine_tuned_backbone_carries_its_bottleneck_and_input_size(tmp_path, ndsb_subset):
+    path = tmp_path / "backbones.toml"
+    register_backbone(path, "plain", MODEL, save_weights(tmp_path / "plain.pth"))
+    before = path.read_text()
+    weights = save_bottleneck_weights(tmp_path / "tuned.safetensors")
+    spec = register_backbone(path, "tuned", MODEL, weights, bottleneck=12, input_size=48,
+                             fine_tuned_from="test_resnet, seeded",
+                             training_record=str(tmp_path / "tuned.json"))
+    assert (spec.n_features, spec.bottleneck, spec.input_size) == (12, 12, 48)
+    specs = read_backbones(path)
+    assert specs["deep_tuned"] == spec
+    # The table of a backbone without bottleneck is written as before.
+    assert before.split("[plain]")[1].strip() in path.read_text()
+    assert specs["deep_plain"].bottleneck is None and "bottleneck" not in specs["deep_plain"].to_dict()
+
+    ex = get_extractor("deep_tuned", input_size=224, backbones={"deep_tuned": spec})
+    assert ex.input_size == 48  # the size it was trained at, whatever the setting says
+    rows = ex.extract(ndsb_images(ndsb_subset, 2, n_classes=2))
+    assert rows.shape == (4, 12) and (rows >= 0).all()  # after the ReLU
+    settings = ex.producer()["settings"]
+    assert settings["bottleneck"] == {"width": 12, "activation": "relu"}
+    assert settings["fine_tuned_from"] == "test_resnet, seeded"
+    plain = get_extractor("deep_plain", input_size=64, backbones=specs).producer()["settings"]
+    assert "bottleneck" not in plain and "fine_tuned_from" not in plain
+
+    # Strict: a file without the bottleneck, or of another width, is refused.
+    with pytest.raises(BackboneError, match="with a 12-unit bottleneck"):
+        register_backbone(path, "nobottle", MODEL, save_weights(tmp_path / "x.pth"),
+                          bottleneck=12)
+    with pytest.raises(BackboneError, match="does not fit"):
+        register_backbone(path, "wide", MODEL, weights, bottleneck=16)
+    with pytest.raises(BackboneError, match="does not fit"):
+        register_backbone(path, "headless", MODEL, weights)
+    assert sorted(read_backbones(path)) == ["deep_plain", "deep_tuned"]
+
+
+def test_bad_fine_tuning_keys_are_named(tmp_path):
+    path = tmp_path / "backbones.toml"
+    table = '[t]\nmodel = "test_resnet"\nweights = "/w.pth"\nsha256 = "ab"\nn_features = 8\n'
+    for line, message in [("bottleneck = 0", r"bottleneck must be an integer of at least 1"),
+                          ("input_size = 16", r"input_size must be an integer of at least 32"),
+                          ('input_size = "128"', r"input_size must be an integer"),
+                          ("fine_tuned_from = 3", r"fine_tuned_from must be a string"),
+                          ("epochs = 3", r"has unknown keys epochs")]:
+        path.write_text(table + line + "\n")
+        with pytest.raises(BackboneError, match=rf"{path}: backbone \[t\] {message}"):
+            read_backbones(path)

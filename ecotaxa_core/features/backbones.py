@@ -19,6 +19,18 @@ does not fit the model is refused when it is registered, not on a worker.
 Without ``mean``/``std`` the model's own pretrained configuration in timm
 gives them.
 
+A fine-tuned backbone (``ecotaxa fine-tune``, :mod:`ecotaxa_core.learn.fine_tuning`)
+adds a bottleneck: its vector is ``ReLU(Linear(pooled, bottleneck))``, the
+weights file holds ``backbone.*`` (the timm model) and ``bottleneck.*`` keys,
+and its table records the bottleneck width, the input size it was trained
+at (which its extraction then uses, whatever ``ECOTAXA_DEEP_INPUT_SIZE``
+says), what it was fine-tuned from and its training record (a JSON file)::
+
+    bottleneck = 600
+    input_size = 128
+    fine_tuned_from = "tf_efficientnet_lite0 ImageNet"
+    training_record = "/home/models/backbones/mine-1a2b3c4d5e6f.json"
+
 The feature set's producer (kept with its arrays) names the model, the
 weights file and its SHA-256: a worker refuses weights whose hash is not the
 registered one, so a replaced file never adds vectors to the rows of the
@@ -38,7 +50,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ecotaxa_core.durable_files import write_text_atomically
+from ecotaxa_core.durable_files import file_lock, write_text_atomically
 from ecotaxa_core.errors import EcoTaxaError
 from ecotaxa_core.file_digest import file_sha256
 from ecotaxa_core.features.deep import PREPROCESSING, DeepExtractor
@@ -47,11 +59,14 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = ["BackboneSpec", "BackboneError", "TimmBackboneExtractor", "read_backbones",
-           "register_backbone", "load_backbone", "FEATURE_SET_PREFIX"]
+           "register_backbone", "load_backbone", "with_bottleneck", "FEATURE_SET_PREFIX"]
 
 FEATURE_SET_PREFIX = "deep_"
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,39}$")
 _RESERVED = {"effnetlite0"}  # deep_effnetlite0 is the built-in default
+# Keys of a fine-tuned backbone's table (absent from the others): smallest value allowed.
+_OPTIONAL_INTS = {"bottleneck": 1, "input_size": 32}
+_OPTIONAL_STRS = ("fine_tuned_from", "training_record")
 
 
 class BackboneError(EcoTaxaError, ValueError):
@@ -69,6 +84,10 @@ class BackboneSpec:
     n_features: int
     mean: tuple[float, float, float] | None = None
     std: tuple[float, float, float] | None = None
+    bottleneck: int | None = None
+    input_size: int | None = None
+    fine_tuned_from: str | None = None
+    training_record: str | None = None
 
     @property
     def feature_set(self) -> str:
@@ -84,7 +103,7 @@ class BackboneSpec:
         at = f"{where}: " if where else ""
         _check_name(name, where)
         unknown = set(table) - {"model", "weights", "sha256", "n_features", "mean", "std",
-                                "name"}
+                                "name", *_OPTIONAL_INTS, *_OPTIONAL_STRS}
         if unknown:
             raise BackboneError(f"{at}backbone [{name}] has unknown keys "
                                 f"{', '.join(sorted(unknown))}")
@@ -105,9 +124,23 @@ class BackboneSpec:
                                         f"numbers, got {value!r}")
                 value = tuple(float(v) for v in value)
             triples[key] = value
+        extras: dict[str, Any] = {}
+        for key, lowest in _OPTIONAL_INTS.items():
+            value = table.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value < lowest):
+                raise BackboneError(f"{at}backbone [{name}] {key} must be an integer of at "
+                                    f"least {lowest}, got {value!r}")
+            extras[key] = value
+        for key in _OPTIONAL_STRS:
+            value = table.get(key)
+            if value is not None and not isinstance(value, str):
+                raise BackboneError(f"{at}backbone [{name}] {key} must be a string, "
+                                    f"got {value!r}")
+            extras[key] = value
         return cls(name=name, model=table["model"], weights=table["weights"],
                    sha256=table["sha256"].lower(), n_features=int(table["n_features"]),
-                   **triples)
+                   **triples, **extras)
 
 
 def _check_name(name: str, where: str = "") -> None:
@@ -155,12 +188,27 @@ def _toml(specs: dict[str, BackboneSpec]) -> str:
             "(ecotaxa backbone add)\n\n" + "\n\n".join(blocks) + "\n")
 
 
-def load_backbone(model_name: str, weights: Path) -> "torch.nn.Module":
+def with_bottleneck(model: "torch.nn.Module", width: int) -> "torch.nn.Module":
+    """``model`` (pooled output) followed by ``Linear(model.num_features, width)`` and ReLU:
+    a fine-tuned backbone's feature part, keys ``backbone.*`` and ``bottleneck.*``."""
+    from collections import OrderedDict
+
+    import torch
+
+    return torch.nn.Sequential(OrderedDict(
+        backbone=model, bottleneck=torch.nn.Linear(model.num_features, int(width)),
+        activation=torch.nn.ReLU()))
+
+
+def load_backbone(model_name: str, weights: Path,
+                  bottleneck: int | None = None) -> "torch.nn.Module":
     """timm ``model_name`` with the weights of ``weights``, pooled output, eval mode.
 
     Every key and shape of the file must match the model, except the
     classifier's, which are dropped when present (a file saved with or
     without its ImageNet head, or a head fine-tuned to other classes).
+    With ``bottleneck``, the file holds a fine-tuned feature part (see
+    :func:`with_bottleneck`), loaded strictly, keys and shapes.
     """
     import timm
     import torch
@@ -179,14 +227,20 @@ def load_backbone(model_name: str, weights: Path) -> "torch.nn.Module":
                             f"({type(e).__name__}: {e})") from None
     classifier = model.pretrained_cfg.get("classifier") or ""
     heads = [classifier] if isinstance(classifier, str) else list(classifier)
+    if bottleneck is not None:
+        heads = [f"backbone.{h}" for h in heads if h]
     state = {k: v for k, v in state.items()
              if not any(h and (k == h or k.startswith(h + ".")) for h in heads)}
     model.reset_classifier(0)
+    if bottleneck is not None:
+        model = with_bottleneck(model, bottleneck)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as e:
         first = str(e).splitlines()
-        raise BackboneError(f"{weights} does not fit timm model {model_name!r}: "
+        raise BackboneError(f"{weights} does not fit timm model {model_name!r}"
+                            + (f" with a {bottleneck}-unit bottleneck" if bottleneck else "")
+                            + ": "
                             + " ".join(line.strip() for line in first[:4])[:600]) from None
     return model.eval().to(torch.float32)
 
@@ -194,31 +248,47 @@ def load_backbone(model_name: str, weights: Path) -> "torch.nn.Module":
 def register_backbone(path: Path, name: str, model_name: str, weights: Path, *,
                       mean: tuple[float, float, float] | None = None,
                       std: tuple[float, float, float] | None = None,
-                      replace: bool = False) -> BackboneSpec:
+                      replace: bool = False, bottleneck: int | None = None,
+                      input_size: int | None = None, fine_tuned_from: str | None = None,
+                      training_record: str | None = None) -> BackboneSpec:
     """Load ``weights`` into timm ``model_name`` once and add it to ``path`` as ``name``.
 
     Refuses a name already registered (unless ``replace``; its feature set's
-    stored rows then refuse the new producer until deleted).
+    stored rows then refuse the new producer until deleted). ``bottleneck``,
+    ``input_size``, ``fine_tuned_from`` and ``training_record`` describe a
+    fine-tuned backbone (see the module docstring). Registrations take turns
+    (a lock file next to ``path``), so two at once both land.
     """
-    import torch
-
     _check_name(name)
     weights = Path(weights).resolve()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with file_lock(path.with_name(path.name + ".lock")):
+        return _register_locked(path, name, model_name, weights, mean, std, replace,
+                                dict(bottleneck=bottleneck, input_size=input_size,
+                                     fine_tuned_from=fine_tuned_from,
+                                     training_record=training_record))
+
+
+def _register_locked(path: Path, name: str, model_name: str, weights: Path, mean, std,
+                     replace: bool, extras: dict[str, Any]) -> BackboneSpec:
+    import torch
+
     specs = read_backbones(path)
     if FEATURE_SET_PREFIX + name in specs and not replace:
         raise BackboneError(f"backbone {name!r} is registered already in {path}; "
                             "register the new weights under another name")
-    model = load_backbone(model_name, weights)
-    cfg = model.pretrained_cfg
+    model = load_backbone(model_name, weights, extras["bottleneck"])
+    cfg = model.backbone.pretrained_cfg if extras["bottleneck"] else model.pretrained_cfg
     mean = tuple(float(v) for v in (mean or cfg.get("mean") or (0.5, 0.5, 0.5)))
     std = tuple(float(v) for v in (std or cfg.get("std") or (0.5, 0.5, 0.5)))
     with torch.inference_mode():
         n_features = int(model(torch.zeros(1, 3, 64, 64)).shape[-1])
     spec = BackboneSpec.from_dict(name, dict(model=model_name, weights=str(weights),
                                              sha256=file_sha256(weights),
-                                             n_features=n_features, mean=mean, std=std))
+                                             n_features=n_features, mean=mean, std=std,
+                                             **{k: v for k, v in extras.items()
+                                                if v is not None}))
     specs[spec.feature_set] = spec
-    path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomically(path, _toml(specs))
     return spec
 
@@ -230,8 +300,11 @@ class TimmBackboneExtractor(DeepExtractor):
     version = "1"
 
     def __init__(self, spec: BackboneSpec, input_size: int = 224, batch_size: int = 64,
-                 bottom_crop: int = 0, num_threads: int | None = None, device: str = "auto"):
-        super().__init__(input_size, batch_size, bottom_crop, num_threads, device)
+                 bottom_crop: int = 0, num_threads: int | None = None, device: str = "auto",
+                 views: int = 1):
+        # A fine-tuned backbone sees images at the scale it was trained at.
+        input_size = spec.input_size or input_size
+        super().__init__(input_size, batch_size, bottom_crop, num_threads, device, views)
         self.spec = spec
         self.name = spec.feature_set
         self.feature_names = [f"{spec.name}_{i:04d}" for i in range(spec.n_features)]
@@ -241,13 +314,16 @@ class TimmBackboneExtractor(DeepExtractor):
             self.std = spec.std
 
     def producer(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version,
-                "settings": {"model": f"timm {self.spec.model}",
-                             "weights": Path(self.spec.weights).name,
-                             "weights_sha256": self.spec.sha256,
-                             "input_size": self.input_size, "bottom_crop": self.bottom_crop,
-                             "normalisation": {"mean": list(self.mean), "std": list(self.std)},
-                             "preprocessing": PREPROCESSING}}
+        settings = {"model": f"timm {self.spec.model}",
+                    "weights": Path(self.spec.weights).name,
+                    "weights_sha256": self.spec.sha256,
+                    "input_size": self.input_size, "bottom_crop": self.bottom_crop,
+                    "normalisation": {"mean": list(self.mean), "std": list(self.std)},
+                    "preprocessing": PREPROCESSING, **self.view_settings()}
+        if self.spec.bottleneck is not None:
+            settings["bottleneck"] = {"width": self.spec.bottleneck, "activation": "relu"}
+            settings["fine_tuned_from"] = self.spec.fine_tuned_from
+        return {"name": self.name, "version": self.version, "settings": settings}
 
     def load_model(self) -> "torch.nn.Module":
         weights = Path(self.spec.weights)
@@ -258,5 +334,5 @@ class TimmBackboneExtractor(DeepExtractor):
             raise BackboneError(f"weights file {weights} of backbone {self.spec.name!r} "
                                 "changed since it was registered; register the new file "
                                 "under another name")
-        model = load_backbone(self.spec.model, weights)
+        model = load_backbone(self.spec.model, weights, self.spec.bottleneck)
         return model
