@@ -721,7 +721,8 @@ def train(
     project: int = typer.Argument(..., help="Project id."),
     kind: Optional[list[str]] = typer.Option(
         None, "--kind", help="Model to train (repeatable): KIND or KIND:SET+SET, KIND among "
-        "classic_rf, deep_logreg, deep_rf, deep_mlp (e.g. deep_logreg:deep_effnetlite0+morpho). "
+        "classic_rf, deep_logreg, deep_rf, deep_mlp, deep_logreg_rf (e.g. "
+        "deep_logreg_rf:deep_effnetlite0+morpho). "
         "Default: the best model the features allow within --time-budget, and the baseline."),
     time_budget: Optional[float] = typer.Option(
         None, help="Minutes the training may take (the automatic choice fits within it)."),

@@ -12,7 +12,8 @@ DEEP = "deep_effnetlite0"
 
 
 def test_parse_and_print_round_trip_and_refusals():
-    for text in ("classic_rf", "deep_rf", f"deep_logreg:{DEEP}+morpho", f"deep_mlp:{DEEP}"):
+    for text in ("classic_rf", "deep_rf", f"deep_logreg:{DEEP}+morpho", f"deep_mlp:{DEEP}",
+                 f"deep_logreg_rf:{DEEP}+morpho"):
         assert str(Candidate.parse(text)) == text
     with pytest.raises(UnknownClassifierKind, match="unknown classifier kind 'svm'"):
         Candidate.parse("svm:morpho")
@@ -52,7 +53,7 @@ def test_plan_takes_the_best_ranked_runnable_then_the_baseline():
 
 def test_fine_tuned_sets_rank_first():
     plan, _ = plan_automatic(["morpho", DEEP, "deep_ft1"], 5000, fine_tuned_sets=["deep_ft1"])
-    assert str(plan[0].candidate) == "deep_logreg:deep_ft1+morpho"
+    assert str(plan[0].candidate) == "deep_logreg_rf:deep_ft1+morpho"
 
 
 def test_budget_passes_over_what_does_not_fit_and_says_why():
@@ -74,3 +75,11 @@ def test_budget_passes_over_what_does_not_fit_and_says_why():
 def test_nothing_runnable_is_said():
     plan, notes = plan_automatic([], 100)
     assert plan == [] and "compute morpho and deep_effnetlite0 features first" in notes[0]
+
+
+def test_the_blend_costs_its_regression_plus_its_forest():
+    sizes = {DEEP: 1280, "morpho": 50}
+    blend = estimated_training_seconds(Candidate.parse(f"deep_logreg_rf:{DEEP}+morpho"), 1000, sizes)
+    logreg = estimated_training_seconds(Candidate.parse(f"deep_logreg:{DEEP}+morpho"), 1000, sizes)
+    forest = estimated_training_seconds(Candidate.parse("classic_rf:morpho"), 1000, sizes)
+    assert blend == pytest.approx(logreg + forest)

@@ -27,7 +27,14 @@ def _small(kind: str):
     return est
 
 
-@parametrize_with_checks([_small("classic_rf"), _small("deep_logreg"), _small("deep_mlp")],
+def _blend():
+    est = make_classifier("deep_logreg_rf", n_jobs=1, feature_names=["morpho:a"])
+    est.set_params(classify__forest__n_estimators=10)
+    return est
+
+
+@parametrize_with_checks([_small("classic_rf"), _small("deep_logreg"), _small("deep_mlp"),
+                          _blend()],
                          expected_failed_checks=lambda est: PIPELINE_BY_DESIGN)
 def test_sklearn_estimator_contract(estimator, check):
     check(estimator)
@@ -93,7 +100,32 @@ def test_default_feature_sets_and_unknown_kinds():
         "deep_effnetlite0"]
     with pytest.raises(UnknownClassifierKind, match="unknown classifier kind 'svm'; known kinds: "
                                                     "classic_rf, deep_logreg, deep_rf, "
-                                                    "deep_mlp"):
+                                                    "deep_mlp, deep_logreg_rf"):
         make_classifier("svm")
     with pytest.raises(UnknownClassifierKind):
         default_feature_sets("svm", ["morpho"])
+
+
+def test_deep_logreg_rf_blends_the_forest_on_classic_columns_geometrically():
+    X, y = _clusters(n_features=6, seed=5)
+    names = [f"deep_effnetlite0:f{i}" for i in range(4)] + ["morpho:area", "morpho:feret"]
+    model = make_classifier("deep_logreg_rf", n_jobs=1, feature_names=names).fit(X, y)
+    blend = model.named_steps["classify"]
+    assert blend.forest_columns == (4, 5) and blend.forest_weight == 0.3
+    assert blend.forest_.n_features_in_ == 2 and blend.linear_.n_features_in_ == 6
+    X_new, _ = _clusters(n_per_class=5, n_features=6, seed=6)
+    p_lin = blend.linear_.predict_proba(X_new)
+    p_rf = blend.forest_.predict_proba(X_new[:, 4:])
+    expected = p_lin ** 0.7 * np.clip(p_rf, 1e-12, None) ** 0.3
+    expected /= expected.sum(axis=1, keepdims=True)
+    np.testing.assert_allclose(model.predict_proba(X_new), expected, rtol=1e-6, atol=1e-9)
+    assert (model.predict(X_new) == model.classes_[expected.argmax(axis=1)]).all()
+    # Without classic columns it is the logistic regression alone.
+    deep_only = make_classifier("deep_logreg_rf", n_jobs=1, feature_names=names[:4])
+    deep_only.fit(X[:, :4], y)
+    plain = make_classifier("deep_logreg", n_jobs=1).fit(X[:, :4], y)
+    np.testing.assert_allclose(deep_only.predict_proba(X_new[:, :4]),
+                               plain.predict_proba(X_new[:, :4]), rtol=1e-6)
+    assert default_feature_sets("deep_logreg_rf", ["morpho", "tsv"]) == []
+    assert default_feature_sets("deep_logreg_rf", ["morpho", "deep_effnetlite0"]) == [
+        "deep_effnetlite0", "morpho"]

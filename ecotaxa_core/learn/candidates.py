@@ -10,8 +10,9 @@ baseline (``classic_rf`` on classic features) beside it as the reference.
 
 The ranking comes from ``bench/bench_quality.py`` on the NDSB sample (121
 categories, 17,000 training images, see docs/learning.md): fine-tuned deep
-features first, then the pretrained ones with the classic features joined,
-then pretrained alone, then EcoTaxa's recipes.
+features first, then the pretrained ones with the classic features joined
+(the logistic regression blended with EcoTaxa's forest, then alone), then
+pretrained alone, then EcoTaxa's recipes.
 
 >>> Candidate.parse("deep_logreg:deep_effnetlite0+morpho")
 Candidate(kind='deep_logreg', feature_sets=('deep_effnetlite0', 'morpho'))
@@ -65,6 +66,7 @@ BASELINE = Candidate("classic_rf")
 
 #: Best first, on pretrained features (fine-tuned sets are ranked above them).
 RANKED_CANDIDATES: tuple[Candidate, ...] = (
+    Candidate("deep_logreg_rf", (_SET, "morpho")),
     Candidate("deep_logreg", (_SET, "morpho")),
     Candidate("deep_logreg", (_SET,)),
     Candidate("deep_mlp", (_SET, "morpho")),
@@ -85,8 +87,15 @@ def estimated_training_seconds(candidate: Candidate, n_objects: int,
     """Rough seconds a training of ``candidate`` on ``n_objects`` takes (two fits)."""
     n_features_of = n_features_of or {}
     sets = candidate.feature_sets or DEFAULT_FEATURE_SETS[candidate.kind]
-    n_features = sum(n_features_of.get(fs, _TYPICAL_FEATURES.get(fs, 1280)) for fs in sets)
-    return 2.0 * _SECONDS_PER_OBJECT_FEATURE[candidate.kind] * n_objects * n_features
+    sizes = {fs: n_features_of.get(fs, _TYPICAL_FEATURES.get(fs, 1280)) for fs in sets}
+    n_features = sum(sizes.values())
+    if candidate.kind == "deep_logreg_rf":  # the regression on all, the forest on classic ones
+        n_classic = sum(n for fs, n in sizes.items() if not fs.startswith("deep_"))
+        per_fit = (_SECONDS_PER_OBJECT_FEATURE["deep_logreg"] * n_features
+                   + _SECONDS_PER_OBJECT_FEATURE["classic_rf"] * n_classic)
+    else:
+        per_fit = _SECONDS_PER_OBJECT_FEATURE[candidate.kind] * n_features
+    return 2.0 * per_fit * n_objects
 
 
 @dataclass(frozen=True)
@@ -107,7 +116,7 @@ def plan_automatic(available: Sequence[str], n_objects: int, *,
     baseline when the project has classic features and it is not that one.
     When nothing fits the budget, the cheapest runnable candidate is taken.
     """
-    ranked = [Candidate("deep_logreg", (fs, "morpho")) for fs in fine_tuned_sets]
+    ranked = [Candidate("deep_logreg_rf", (fs, "morpho")) for fs in fine_tuned_sets]
     ranked += [Candidate("deep_logreg", (fs,)) for fs in fine_tuned_sets]
     ranked += list(RANKED_CANDIDATES)
     runnable = [(c, c.sets_among(available)) for c in ranked]

@@ -13,6 +13,8 @@ fill the gaps of the objects it predicts.
   when they are joined) and standardisation.
 - ``deep_rf``: EcoTaxa's recipe for deep features: the same random forest on
   the 50 principal components of the deep vector (``deep_effnetlite0_pca50``).
+- ``deep_logreg_rf``: ``deep_logreg`` on every feature blended with EcoTaxa's
+  forest on the classic ones (:class:`ForestBlend`).
 - ``deep_mlp``: a small neural network (one hidden layer of 512 ReLU units,
   L2 penalty, early stopping on 10 % of its training part when every
   category can spare objects for it) on the same transformed features.
@@ -35,11 +37,13 @@ import math
 from typing import Any, Sequence
 
 import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import Pipeline
+from sklearn.utils.validation import check_array, check_is_fitted
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 from ecotaxa_core.errors import EcoTaxaError
@@ -59,6 +63,7 @@ DEFAULT_FEATURE_SETS: dict[str, tuple[str, ...]] = {
     "deep_logreg": ("deep_effnetlite0",),
     "deep_rf": ("deep_effnetlite0_pca50",),
     "deep_mlp": ("deep_effnetlite0",),
+    "deep_logreg_rf": ("deep_effnetlite0", "morpho", "tsv"),
 }
 CLASSIFIER_KINDS: tuple[str, ...] = tuple(DEFAULT_FEATURE_SETS)
 
@@ -70,6 +75,8 @@ CLASSIFIER_KINDS: tuple[str, ...] = tuple(DEFAULT_FEATURE_SETS)
 # C=0.005 0.837 / 0.520; a tolerance of 1e-3 gave the same scores 4x faster.
 DEEP_LOGREG_C = 0.02
 DEEP_LOGREG_TOL = 1e-3
+#: Weight of the forest in deep_logreg_rf's geometric blend (NDSB: 0.3 was best of 0-0.5).
+DEEP_LOGREG_RF_WEIGHT = 0.3
 #: Objects below which the MLP trains without early stopping (see SmallSetSafeMLP).
 MLP_EARLY_STOPPING_MIN_OBJECTS = 2000
 # The MLP: one hidden layer, Adam, early stopping on 10 % of the training part.
@@ -112,6 +119,68 @@ class SmallSetSafeMLP(MLPClassifier):
             self.early_stopping = requested
 
 
+class ForestBlend(ClassifierMixin, BaseEstimator):
+    """A linear model on every feature, blended with a random forest on some of them.
+
+    The probabilities are the normalised weighted geometric mean
+    ``p_linear ** (1 - w) * p_forest ** w``: the forest on the classic
+    (morphological) features corrects the linear model where size and shape
+    matter. On NDSB (121 categories, frozen deep features + morpho) a weight
+    of 0.3 added 1.2 points of accuracy and lowered the log loss.
+
+    Parameters
+    ----------
+    linear : classifier
+        Fitted on every column.
+    forest : classifier
+        Fitted on ``forest_columns`` only; without such columns the blend is
+        the linear model alone.
+    forest_columns : tuple of int
+    forest_weight : float in [0, 1]
+    """
+
+    def __init__(self, linear=None, forest=None, forest_columns: tuple[int, ...] = (),
+                 forest_weight: float = 0.3):
+        self.linear = linear
+        self.forest = forest
+        self.forest_columns = forest_columns
+        self.forest_weight = forest_weight
+
+    def fit(self, X, y):
+        X = check_array(X)
+        self.linear_ = clone(self.linear).fit(X, y)
+        self.classes_ = self.linear_.classes_
+        columns = list(self.forest_columns)
+        self.forest_ = clone(self.forest).fit(X[:, columns], y) if columns else None
+        return self
+
+    def predict_proba(self, X):
+        check_is_fitted(self, "linear_")
+        X = check_array(X)
+        proba = self.linear_.predict_proba(X)
+        if self.forest_ is None or self.forest_weight == 0:
+            return proba
+        forest = self.forest_.predict_proba(X[:, list(self.forest_columns)])
+        w = float(self.forest_weight)
+        logp = (1 - w) * np.log(np.clip(proba, 1e-12, None)) \
+            + w * np.log(np.clip(forest, 1e-12, None))
+        logp -= logp.max(axis=1, keepdims=True)
+        out = np.exp(logp)
+        return out / out.sum(axis=1, keepdims=True)
+
+    def predict(self, X):
+        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+
+
+def classic_columns(feature_names: Sequence[str]) -> tuple[int, ...]:
+    """Positions of the features that are not deep-network outputs (``deep_*`` sets).
+
+    >>> classic_columns(["deep_effnetlite0:f0", "morpho:area", "tsv:feret"])
+    (1, 2)
+    """
+    return tuple(i for i, n in enumerate(feature_names) if not n.startswith("deep_"))
+
+
 class UnknownClassifierKind(EcoTaxaError, ValueError):
     def __init__(self, kind: str):
         super().__init__(f"unknown classifier kind {kind!r}; known kinds: "
@@ -119,30 +188,47 @@ class UnknownClassifierKind(EcoTaxaError, ValueError):
         self.kind = kind
 
 
-def make_classifier(kind: str, *, n_jobs: int | None = -1, random_state: int = 0) -> Pipeline:
+def _forest(n_jobs: int | None, random_state: int) -> RandomForestClassifier:
+    return RandomForestClassifier(n_estimators=300, min_samples_leaf=5, class_weight="balanced",
+                                  n_jobs=n_jobs, random_state=random_state)
+
+
+def _logistic() -> Pipeline:
+    return Pipeline([
+        ("log", FunctionTransformer(signed_log, validate=True)),
+        ("scale", StandardScaler()),
+        ("classify", LogisticRegression(C=DEEP_LOGREG_C, tol=DEEP_LOGREG_TOL, max_iter=1000)),
+    ])
+
+
+def make_classifier(kind: str, *, n_jobs: int | None = -1, random_state: int = 0,
+                    feature_names: Sequence[str] = ()) -> Pipeline:
     """A new, unfitted pipeline of the given kind.
 
     Parameters
     ----------
-    kind : {"classic_rf", "deep_logreg", "deep_rf", "deep_mlp"}
+    kind : {"classic_rf", "deep_logreg", "deep_rf", "deep_mlp", "deep_logreg_rf"}
     n_jobs : int or None
         Parallel jobs of the random forest (-1: every core).
     random_state : int
         Seed of the random forest, so a retraining gives the same model.
+    feature_names : sequence of str
+        The columns' names (``set:feature``); ``deep_logreg_rf`` gives its
+        forest the classic ones.
     """
     if kind in ("classic_rf", "deep_rf"):
         return Pipeline([
             ("impute", SimpleImputer(strategy="median")),
-            ("classify", RandomForestClassifier(n_estimators=300, min_samples_leaf=5,
-                                                class_weight="balanced", n_jobs=n_jobs,
-                                                random_state=random_state)),
+            ("classify", _forest(n_jobs, random_state)),
         ])
     if kind == "deep_logreg":
+        return Pipeline([("impute", SimpleImputer(strategy="median")), *_logistic().steps])
+    if kind == "deep_logreg_rf":
         return Pipeline([
             ("impute", SimpleImputer(strategy="median")),
-            ("log", FunctionTransformer(signed_log, validate=True)),
-            ("scale", StandardScaler()),
-            ("classify", LogisticRegression(C=DEEP_LOGREG_C, tol=DEEP_LOGREG_TOL, max_iter=1000)),
+            ("classify", ForestBlend(linear=_logistic(), forest=_forest(n_jobs, random_state),
+                                     forest_columns=classic_columns(feature_names),
+                                     forest_weight=DEEP_LOGREG_RF_WEIGHT)),
         ])
     if kind == "deep_mlp":
         return Pipeline([
@@ -161,7 +247,10 @@ def default_feature_sets(kind: str, available: Sequence[str]) -> list[str]:
     """The feature sets ``kind`` uses among those ``available`` (empty: cannot train)."""
     if kind not in DEFAULT_FEATURE_SETS:
         raise UnknownClassifierKind(kind)
-    return [fs for fs in DEFAULT_FEATURE_SETS[kind] if fs in set(available)]
+    defaults = DEFAULT_FEATURE_SETS[kind]
+    if defaults[0].startswith("deep_") and defaults[0] not in set(available):
+        return []  # a deep kind needs its deep set; the others join it when present
+    return [fs for fs in defaults if fs in set(available)]
 
 
 def classifier_parameters(pipeline: Pipeline) -> dict[str, dict[str, Any]]:

@@ -95,10 +95,12 @@ def train_model(inst, project_id: int, kind: str = "deep_logreg", *,
         names = taxon_names(session, learning_set.categories)
 
     split = holdout_split(learning_set.y, test_size=test_size, seed=seed)
-    metrics = evaluate_holdout(make_classifier(kind, n_jobs=n_jobs, random_state=seed),
+    metrics = evaluate_holdout(make_classifier(kind, n_jobs=n_jobs, random_state=seed,
+                                               feature_names=learning_set.feature_names),
                                learning_set.X, learning_set.y, split, names)
     t1 = time.perf_counter()
-    final = make_classifier(kind, n_jobs=n_jobs, random_state=seed)
+    final = make_classifier(kind, n_jobs=n_jobs, random_state=seed,
+                            feature_names=learning_set.feature_names)
     final.fit(learning_set.X, learning_set.y)
     metrics.update(final_model="refitted on the whole learning set after the held-out evaluation",
                    n_final_train=learning_set.n_samples,
