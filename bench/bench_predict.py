@@ -1,21 +1,35 @@
-"""Benchmark the prediction flow: N objects, 1280-d deep vectors, the deep classifier.
+"""Benchmark prediction: N objects to predict, a realistic model, SQLite or PostgreSQL.
 
-Builds a temporary SQLite instance with ``n`` objects of 12 categories (20 %
-validated, the rest unclassified) whose ``deep_effnetlite0`` rows are Gaussian
-clusters (throughput does not depend on the values), trains ``deep_logreg``,
-then times ``predict_flow`` (Prefect + embedded Dask LocalCluster + one DB
-transaction per chunk) and the same prediction in-process without Dask.
+Builds a temporary instance (SQLite file, or a new PostgreSQL database that is
+dropped at the end) with ``n`` unclassified objects and ``--train-size``
+validated ones over ``--classes`` categories, whose feature rows are Gaussian
+clusters (throughput does not depend on the values): ``deep_effnetlite0``
+(1280 features) for ``deep_logreg``/``deep_mlp``, ``morpho`` (``--features``,
+default 50) for ``classic_rf``. It trains the model, then times
 
-    python bench/bench_predict.py 50000
+1. where the time goes, chunk by chunk in this process: feature read (Zarr),
+   ``predict_proba``, top-3, database write (history + update, one
+   transaction per chunk);
+2. ``predict_project`` (the same, end to end, as ``ecotaxa predict`` without Dask);
+3. ``predict_flow`` (Prefect + embedded Dask LocalCluster; the flow's own figure
+   starts after the cluster is up).
+
+Each timed run starts from the same state: every object unclassified.
+
+    python bench/bench_predict.py 100000
+    python bench/bench_predict.py 100000 --postgres
+    python bench/bench_predict.py 100000 --kind classic_rf --database-url postgresql+psycopg://...
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -23,70 +37,187 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+PG_ADMIN_URL = os.environ.get("ECOTAXA_TEST_PG_URL",
+                              "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
+FEATURE_SET = {"deep_logreg": ("deep_effnetlite0", 1280), "deep_mlp": ("deep_effnetlite0", 1280),
+               "classic_rf": ("morpho", 50), "deep_rf": ("deep_effnetlite0_pca50", 50)}
+
+
+def _pg_database(admin_url: str, action: str, name: str) -> None:
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with engine.connect() as c:
+        c.execute(text(f'CREATE DATABASE "{name}"' if action == "create"
+                       else f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    engine.dispose()
+
+
+def _build(inst, args, rng):
+    """The project: ``n`` unclassified + ``train_size`` validated objects with feature rows."""
+    from sqlalchemy import select
+
+    from ecotaxa_core.db.bulk import insert_rows
+    from ecotaxa_core.db.models import Object
+    from ecotaxa_core.projects import create_project
+    from ecotaxa_core.taxonomy import get_or_create_taxon
+
+    feature_set, dim = FEATURE_SET[args.kind]
+    dim = args.features or dim
+    total = args.n + args.train_size
+    labels = rng.integers(0, args.classes, total)
+    labels[:args.classes] = np.arange(args.classes)  # every category has validated objects
+    with inst.sessions.begin() as s:
+        pid = create_project(s, "bench").id
+        taxa = [get_or_create_taxon(s, f"class_{i}").id for i in range(args.classes)]
+    with inst.sessions.begin() as s:
+        insert_rows(s, Object.__table__, [
+            dict(project_id=pid, orig_id=f"o{i}", extra={},
+                 status="validated" if i < args.train_size else "unclassified",
+                 taxon_id=taxa[labels[i]] if i < args.train_size else None)
+            for i in range(total)])
+    with inst.sessions() as s:
+        ids = np.array(s.scalars(select(Object.id).where(Object.project_id == pid)
+                                 .order_by(Object.id)).all())
+    # Clusters that overlap (noise twice the spread of the centres), as real classes do.
+    centres = rng.normal(0, 1, (args.classes, dim)).astype(np.float32)
+    for start in range(0, total, 20_000):
+        part = labels[start:start + 20_000]
+        x = centres[part] + rng.normal(0, 2.0, (len(part), dim)).astype(np.float32)
+        inst.features.append(pid, feature_set, ids[start:start + 20_000], x,
+                             [f"f{j:04d}" for j in range(dim)], {"kind": "bench"})
+    return pid, feature_set
+
+
+def _reset(inst, pid: int) -> None:
+    """Every predicted object back to unclassified, history emptied (same start for each run)."""
+    from sqlalchemy import delete, update
+
+    from ecotaxa_core.db.models import AnnotationHistory, Object
+
+    with inst.sessions.begin() as s:
+        s.execute(delete(AnnotationHistory))
+        s.execute(update(Object).where(Object.project_id == pid, Object.status == "predicted")
+                  .values(status="unclassified", taxon_id=None, score=None, model_id=None,
+                          annotation_date=None, top_predictions=None))
+
+
+def _breakdown(inst, pid: int, model_row, chunk_size: int) -> dict[str, float]:
+    """Seconds spent in each phase over all chunks, in this process."""
+    from ecotaxa_core.learn import prediction as P
+    from ecotaxa_core.store.feature_store import FeatureStore
+
+    with inst.sessions() as s:
+        ids = P.predictable_object_ids(s, pid)
+    model = P._cached_model(str(inst.models_dir), model_row.id, model_row.path,
+                            os.stat(inst.models_dir / model_row.path).st_mtime_ns)
+    store = FeatureStore(inst.features.root)
+    phases = dict(read=0.0, predict_proba=0.0, top3=0.0, write=0.0)
+    n_written = 0
+    for start in range(0, len(ids), chunk_size):
+        chunk = ids[start:start + chunk_size]
+        t0 = time.perf_counter()
+        X = P.model_features(model, store, pid, chunk)
+        t1 = time.perf_counter()
+        proba = model.pipeline.predict_proba(X)
+        t2 = time.perf_counter()
+        batch = P.top_predictions(proba, model.classes, chunk)
+        t3 = time.perf_counter()
+        n_written += P.write_predictions(inst, pid, batch, model.model_id)
+        t4 = time.perf_counter()
+        for name, dt in zip(phases, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+            phases[name] += dt
+    assert n_written == len(ids), (n_written, len(ids))
+    return phases
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
-    parser.add_argument("n", nargs="?", type=int, default=50_000)
-    parser.add_argument("--chunk-size", type=int, default=2048)
+    parser.add_argument("n", nargs="?", type=int, default=100_000, help="objects to predict")
+    parser.add_argument("--kind", default="deep_logreg", choices=sorted(FEATURE_SET))
+    parser.add_argument("--features", type=int, default=None,
+                        help="number of features (default: 1280 deep, 50 classic)")
+    parser.add_argument("--classes", type=int, default=120)
+    parser.add_argument("--train-size", type=int, default=6000,
+                        help="validated objects the model is trained on")
+    parser.add_argument("--chunk-size", type=int, default=None,
+                        help="objects per chunk (default: the settings' ECOTAXA_CHUNK_SIZE)")
+    db = parser.add_mutually_exclusive_group()
+    db.add_argument("--postgres", action="store_true",
+                    help=f"a new database on the server of {PG_ADMIN_URL} (ECOTAXA_TEST_PG_URL)")
+    db.add_argument("--database-url", default=None,
+                    help="an existing, empty database (its tables are created)")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["breakdown", "project", "flow"],
+                        help="parts not to run")
     args = parser.parse_args()
 
-    from sqlalchemy import insert, select, update
-
-    from ecotaxa_core.db.models import Object
     from ecotaxa_core.instance import init_instance
     from ecotaxa_core.learn.prediction import predict_project
     from ecotaxa_core.learn.training import train_model
-    from ecotaxa_core.projects import create_project
     from ecotaxa_core.settings import Settings
-    from ecotaxa_core.taxonomy import get_or_create_taxon
 
     home = Path(tempfile.mkdtemp(prefix="bench_predict_"))
-    os.environ.update(ECOTAXA_HOME=str(home), ECOTAXA_CHUNK_SIZE=str(args.chunk_size),
-                      PREFECT_HOME=str(home / "prefect"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
-                      PREFECT_LOGGING_LEVEL="WARNING")
-    settings = Settings()
-    inst = init_instance(settings, "bench@localhost", "bench")
-    rng = np.random.default_rng(0)
-    n, n_classes, dim = args.n, 12, 1280
-    labels = rng.integers(0, n_classes, n)
-    centres = rng.normal(0, 1, (n_classes, dim)).astype(np.float32)
-    with inst.sessions.begin() as s:
-        pid = create_project(s, "bench").id
-        taxa = [get_or_create_taxon(s, f"class_{i}").id for i in range(n_classes)]
-        validated = rng.random(n) < 0.2
-        s.execute(insert(Object), [
-            dict(project_id=pid, orig_id=f"o{i}", extra={},
-                 status="validated" if validated[i] else "unclassified",
-                 taxon_id=taxa[labels[i]] if validated[i] else None) for i in range(n)])
-        ids = np.array(s.scalars(select(Object.id).where(Object.project_id == pid)
-                                 .order_by(Object.id)).all())
-    for start in range(0, n, 20_000):
-        sl = slice(start, start + 20_000)
-        x = centres[labels[sl]] + rng.normal(0, 2.0, (len(labels[sl]), dim)).astype(np.float32)
-        inst.features.append(pid, "deep_effnetlite0", ids[sl], x,
-                             [f"f{j}" for j in range(dim)], {"kind": "bench"})
-    t = time.perf_counter()
-    model = train_model(inst, pid, "deep_logreg")
-    t_train = time.perf_counter() - t
-    n_pred = int((~validated).sum())
+    pg_name = None
+    url = args.database_url
+    if args.postgres:
+        pg_name = f"ecotaxa_bench_{uuid.uuid4().hex[:12]}"
+        _pg_database(PG_ADMIN_URL, "create", pg_name)
+        url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + pg_name
+    env = dict(ECOTAXA_HOME=str(home), PREFECT_HOME=str(home / "prefect"),
+               PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_LOGGING_LEVEL="WARNING")
+    if url:
+        env["ECOTAXA_DATABASE_URL"] = url
+    if args.chunk_size:
+        env["ECOTAXA_CHUNK_SIZE"] = str(args.chunk_size)
+    os.environ.update(env)
+    inst = None
+    try:
+        settings = Settings()
+        chunk_size = settings.chunk_size
+        inst = init_instance(settings, "bench@localhost", "bench")
+        backend = inst.engine.dialect.name
+        t = time.perf_counter()
+        pid, feature_set = _build(inst, args, np.random.default_rng(0))
+        print(f"built {args.n} + {args.train_size} objects on {backend} in "
+              f"{time.perf_counter() - t:.1f} s", flush=True)
+        t = time.perf_counter()
+        model = train_model(inst, pid, args.kind, feature_sets=[feature_set])
+        print(f"trained {args.kind} on {args.train_size} objects, {args.classes} classes, "
+              f"{feature_set}: {time.perf_counter() - t:.1f} s", flush=True)
+        print(f"predicting {args.n} objects, chunks of {chunk_size}, on {backend}", flush=True)
+        if "breakdown" not in args.skip:
+            phases = _breakdown(inst, pid, model, chunk_size)
+            total = sum(phases.values())
+            for name, seconds in phases.items():
+                print(f"  {name:14s} {seconds:6.2f} s  {100 * seconds / total:4.0f} %  "
+                      f"({args.n / seconds:,.0f} objects/s alone)", flush=True)
+            print(f"  {'sum':14s} {total:6.2f} s        ({args.n / total:,.0f} objects/s)",
+                  flush=True)
+            _reset(inst, pid)
+        if "project" not in args.skip:
+            t = time.perf_counter()
+            summary = predict_project(inst, pid, model.id, chunk_size=chunk_size)
+            seconds = time.perf_counter() - t
+            assert summary["n_predicted"] == args.n, summary
+            print(f"predict_project        {seconds:6.2f} s  {args.n / seconds:,.0f} objects/s",
+                  flush=True)
+            _reset(inst, pid)
+        if "flow" not in args.skip:
+            from flows.predict import predict_flow
 
-    from flows.predict import predict_flow
-
-    t = time.perf_counter()
-    summary = predict_flow(project_id=pid, model_id=model.id)
-    t_flow = time.perf_counter() - t
-    with inst.sessions.begin() as s:  # back to unclassified for the in-process run
-        s.execute(update(Object).where(Object.project_id == pid, Object.status == "predicted")
-                  .values(status="unclassified", taxon_id=None, score=None))
-    t = time.perf_counter()
-    predict_project(inst, pid, model.id, chunk_size=args.chunk_size)
-    t_local = time.perf_counter() - t
-    print(f"objects to predict      {n_pred}  (of {n}, 1280-d features, 12 classes)")
-    print(f"training deep_logreg    {t_train:.1f} s on {int(validated.sum())} validated objects")
-    print(f"predict_flow (Dask)     {t_flow:.1f} s wall, {n_pred / t_flow:,.0f} objects/s "
-          f"(flow's own figure: {summary['objects_per_second']:,.0f}/s after cluster start)")
-    print(f"in-process, no Dask     {t_local:.1f} s, {n_pred / t_local:,.0f} objects/s")
-    inst.close()
+            t = time.perf_counter()
+            summary = predict_flow(project_id=pid, model_id=model.id)
+            seconds = time.perf_counter() - t
+            assert summary["n_predicted"] == args.n, summary
+            print(f"predict_flow (Dask)    {seconds:6.2f} s wall, {args.n / seconds:,.0f} "
+                  f"objects/s; after cluster start {summary['seconds']:.2f} s, "
+                  f"{summary['objects_per_second']:,.0f} objects/s", flush=True)
+    finally:
+        if inst is not None:
+            inst.close()
+        if pg_name:
+            _pg_database(PG_ADMIN_URL, "drop", pg_name)
+        shutil.rmtree(home, ignore_errors=True)
 
 
 if __name__ == "__main__":

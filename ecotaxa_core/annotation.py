@@ -12,14 +12,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Iterable, Sequence
 
+import numpy as np
 from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
+from ecotaxa_core.db.bulk import write_predicted_state
 from ecotaxa_core.db.models import AnnotationHistory, Object, ObjectStatus, Taxon, utcnow
 from ecotaxa_core.errors import EcoTaxaError, ObjectNotFound, TaxonNotFound
 
 __all__ = [
     "Prediction",
+    "PredictionBatch",
     "validate_objects",
     "set_dubious",
     "move_objects",
@@ -36,10 +39,100 @@ _STATE = (Object.id, Object.status, Object.taxon_id, Object.score, Object.annota
 
 @dataclass(frozen=True)
 class Prediction:
+    """One object's prediction: its category and score, and its top 3 (best first)."""
+
     object_id: int
     taxon_id: int
     score: float
     top: Sequence[tuple[int, float]]  # best first, at most 3
+
+
+@dataclass(frozen=True, eq=False)
+class PredictionBatch:
+    """The predictions of many objects as arrays: what a chunk's prediction returns.
+
+    Cheaper than a list of :class:`Prediction` to compute, to send from a Dask
+    worker and to write.
+
+    Parameters
+    ----------
+    object_ids : ndarray of shape (n_objects,)
+    taxon_ids, scores : ndarray of shape (n_objects,)
+        The predicted category and its score.
+    top_taxon_ids, top_scores : ndarray of shape (n_objects, k)
+        The best ``k`` (at most 3) categories and scores, best first; a NaN
+        score marks an absent entry (an object with fewer than ``k``).
+
+    Examples
+    --------
+    >>> batch = PredictionBatch.from_predictions([Prediction(7, 2, 0.75, [(2, 0.75), (5, 0.25)])])
+    >>> batch.top_lists()
+    [[[2, 0.75], [5, 0.25]]]
+    >>> batch.predictions()[0].top
+    [(2, 0.75), (5, 0.25)]
+    """
+
+    object_ids: np.ndarray
+    taxon_ids: np.ndarray
+    scores: np.ndarray
+    top_taxon_ids: np.ndarray
+    top_scores: np.ndarray
+
+    def __post_init__(self):
+        n = len(self.object_ids)
+        if (self.object_ids.shape != (n,) or self.taxon_ids.shape != (n,)
+                or self.scores.shape != (n,) or self.top_taxon_ids.ndim != 2
+                or self.top_taxon_ids.shape != self.top_scores.shape
+                or len(self.top_taxon_ids) != n or self.top_taxon_ids.shape[1] > 3):
+            raise ValueError(
+                f"prediction arrays do not match: {n} object ids, taxon ids "
+                f"{self.taxon_ids.shape}, scores {self.scores.shape}, top "
+                f"{self.top_taxon_ids.shape} and {self.top_scores.shape} (at most 3 columns)")
+        bad = ~np.isfinite(self.scores) | np.isinf(self.top_scores).any(axis=1)
+        if bad.any():
+            raise ValueError(f"objects {self.object_ids[bad][:10].tolist()} have a "
+                             "non-finite prediction score")
+
+    def __len__(self) -> int:
+        return len(self.object_ids)
+
+    @classmethod
+    def from_predictions(cls, predictions: Sequence[Prediction]) -> "PredictionBatch":
+        k = max((len(p.top) for p in predictions), default=0)
+        if k > 3:
+            raise ValueError(f"a prediction keeps at most 3 (category, score) pairs, got {k}")
+        top_taxa = np.zeros((len(predictions), k), dtype=np.int64)
+        top_scores = np.full((len(predictions), k), np.nan)
+        for i, p in enumerate(predictions):
+            for j, (taxon, score) in enumerate(p.top):
+                top_taxa[i, j], top_scores[i, j] = int(taxon), float(score)
+        return cls(np.array([int(p.object_id) for p in predictions], dtype=np.int64),
+                   np.array([int(p.taxon_id) for p in predictions], dtype=np.int64),
+                   np.array([float(p.score) for p in predictions], dtype=np.float64),
+                   top_taxa, top_scores)
+
+    def predictions(self) -> list[Prediction]:
+        """The same as :class:`Prediction` records, in batch order."""
+        tops = [[(t, s) for t, s in zip(tr, sr) if s == s]  # s != s: NaN, no entry
+                for tr, sr in zip(self.top_taxon_ids.tolist(), self.top_scores.tolist())]
+        return [Prediction(o, t, s, top) for o, t, s, top in
+                zip(self.object_ids.tolist(), self.taxon_ids.tolist(), self.scores.tolist(),
+                    tops)]
+
+    def by_object_id(self) -> "PredictionBatch":
+        """Sorted by object id, the last prediction of an object predicted twice kept."""
+        ids_last_first = self.object_ids[::-1]
+        _, first = np.unique(ids_last_first, return_index=True)
+        keep = len(self.object_ids) - 1 - first  # ascending ids
+        return PredictionBatch(self.object_ids[keep], self.taxon_ids[keep], self.scores[keep],
+                               self.top_taxon_ids[keep], self.top_scores[keep])
+
+    def top_lists(self) -> list[list[list]]:
+        """Each object's top as the ``top_predictions`` column holds it: ``[[taxon, score], ...]``."""
+        taxa, scores = self.top_taxon_ids.tolist(), self.top_scores.tolist()
+        if not np.isnan(self.top_scores).any():
+            return [[[t, s] for t, s in zip(tr, sr)] for tr, sr in zip(taxa, scores)]
+        return [[[t, s] for t, s in zip(tr, sr) if s == s] for tr, sr in zip(taxa, scores)]
 
 
 def _history_rows(rows, changed_by_id: int | None, when: datetime) -> list[dict]:
@@ -98,39 +191,42 @@ def move_objects(session: Session, project_id: int, object_ids: Iterable[int], t
                       user_id=user_id, taxon_id=taxon_id)
 
 
-def apply_predictions(session: Session, project_id: int, predictions: Sequence[Prediction],
-                      model_id: int) -> int:
+def apply_predictions(session: Session, project_id: int,
+                      predictions: "PredictionBatch | Sequence[Prediction]",
+                      model_id: int | None) -> int:
     """Write predictions to the objects that may take them; returns how many changed.
 
-    Objects that are validated or dubious when the transaction runs are skipped,
-    even if they were predictable when the predictions were computed: the status
-    test is in the same locked read as the history write.
+    Each object still unclassified or predicted when the write runs gets the
+    predicted status, its category and score, its top 3 and ``model_id``, after
+    its previous state has been copied to its history. Objects that are
+    validated or dubious by then are skipped, even if they were predictable
+    when the predictions were computed: the status is tested again under the
+    write lock (SQLite) or the row locks (PostgreSQL) that the history copy and
+    the update share. Everything happens in the caller's transaction, so a
+    failure leaves every object of the batch as it was.
+
+    Parameters
+    ----------
+    session : Session
+        The caller's transaction (one per chunk of predictions). On SQLite its
+        first statement should be this one's, so the write lock is taken before
+        any read (a stale read fails with "database is locked" rather than
+        overwriting a newer state).
+    project_id : int
+        Objects of other projects are never touched.
+    predictions : PredictionBatch or sequence of Prediction
+        An object predicted twice keeps its last prediction.
+    model_id : int or None
+        The model that made them.
     """
-    by_id = {p.object_id: p for p in predictions}
-    if not by_id:
+    batch = (predictions if isinstance(predictions, PredictionBatch)
+             else PredictionBatch.from_predictions(predictions))
+    if not len(batch):
         return 0
-    when = utcnow()
-    changed = 0
-    ids = sorted(by_id)
-    for start in range(0, len(ids), 1000):
-        chunk = ids[start:start + 1000]
-        rows = session.execute(select(*_STATE).where(Object.id.in_(chunk),
-                                                     Object.project_id == project_id,
-                                                     Object.status.in_(PREDICTABLE))
-                               .with_for_update()).all()
-        if not rows:
-            continue
-        session.execute(insert(AnnotationHistory), _history_rows(rows, None, when))
-        session.execute(
-            update(Object),
-            [dict(id=r.id, status=ObjectStatus.PREDICTED.value, taxon_id=by_id[r.id].taxon_id,
-                  score=float(by_id[r.id].score), model_id=model_id, annotator_id=None,
-                  annotation_date=when,
-                  top_predictions=[[int(t), float(s)] for t, s in by_id[r.id].top[:3]])
-             for r in rows],
-        )
-        changed += len(rows)
-    return changed
+    batch = batch.by_object_id()
+    return write_predicted_state(
+        session, project_id, batch.object_ids, batch.taxon_ids, batch.scores, batch.top_lists(),
+        model_id, utcnow(), predictable=PREDICTABLE, predicted=ObjectStatus.PREDICTED.value)
 
 
 def object_history(session: Session, object_id: int) -> list[AnnotationHistory]:

@@ -1,7 +1,7 @@
 """Prefect tasks of the training and prediction flows, and the Dask plumbing of prediction.
 
 Each Prefect task wraps one core function. Prediction itself,
-:func:`~ecotaxa_core.learn.prediction.predict_chunk`, runs on Dask workers as a
+:func:`~ecotaxa_core.learn.prediction.predict_chunk_batch`, runs on Dask workers as a
 plain function (no Prefect inside workers); :func:`predict_on_dask` submits
 every chunk and writes each chunk's predictions from the flow process, in one
 transaction per chunk, as the chunks complete.
@@ -17,10 +17,10 @@ from distributed import Client, as_completed
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from ecotaxa_core.annotation import Prediction
+from ecotaxa_core.annotation import Prediction, PredictionBatch
 from ecotaxa_core.db.models import TrainedModel
 from ecotaxa_core.instance import Instance
-from ecotaxa_core.learn.prediction import (predict_chunk, predictable_object_ids,
+from ecotaxa_core.learn.prediction import (predict_chunk_batch, predictable_object_ids,
                                            prediction_summary, write_predictions)
 from ecotaxa_core.learn.training import train_model
 from ecotaxa_core.learn.training_settings import TrainingSettings
@@ -46,7 +46,8 @@ def find_predictable_objects(inst: Instance, project_id: int) -> np.ndarray:
 
 
 @task(name="write_predictions", cache_policy=NO_CACHE)
-def write_predictions_task(inst: Instance, project_id: int, predictions: Sequence[Prediction],
+def write_predictions_task(inst: Instance, project_id: int,
+                           predictions: PredictionBatch | Sequence[Prediction],
                            model_id: int) -> int:
     return write_predictions(inst, project_id, predictions, model_id)
 
@@ -60,7 +61,7 @@ def predict_on_dask(client: Client, inst: Instance, project_id: int, model: Trai
     written keep their new predictions, the others their old state.
     """
     start = time.perf_counter()
-    futures = [client.submit(predict_chunk, str(inst.models_dir), model.id, model.path,
+    futures = [client.submit(predict_chunk_batch, str(inst.models_dir), model.id, model.path,
                              str(inst.features.root), project_id, object_ids[i:i + chunk_size],
                              pure=False)
                for i in range(0, len(object_ids), chunk_size)]

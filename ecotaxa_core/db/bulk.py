@@ -1,21 +1,25 @@
-"""Inserting many rows fast: ``COPY`` on PostgreSQL, one ``executemany`` on SQLite.
+"""Writing many rows fast, inside the caller's transaction (a rollback undoes them).
 
-The rows are dicts with the same keys (column names of the table). JSON
-columns take Python values, written as the engine writes them
-(:func:`~ecotaxa_core.db.engine.json_dumps`). Run inside the caller's
-transaction: a rollback removes them.
+- :func:`insert_rows`: ``COPY`` on PostgreSQL, one ``executemany`` on SQLite.
+  The rows are dicts with the same keys (column names of the table). JSON
+  columns take Python values, written as the engine writes them
+  (:func:`~ecotaxa_core.db.engine.json_dumps`).
+- :func:`write_predicted_state`: a chunk of predictions written in two
+  statements (previous states to history, then the update), whatever its size.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Sequence
 
+import numpy as np
 from sqlalchemy import JSON, Table
 from sqlalchemy.orm import Session
 
 from ecotaxa_core.db.engine import json_dumps
 
-__all__ = ["insert_rows"]
+__all__ = ["insert_rows", "write_predicted_state"]
 
 
 def insert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) -> None:
@@ -34,3 +38,121 @@ def insert_rows(session: Session, table: Table, rows: Sequence[dict[str, Any]]) 
             for row in rows:
                 copy.write_row([json_dumps(row[name]) if name in json_columns
                                 and row[name] is not None else row[name] for name in names])
+
+
+_HISTORY_COLUMNS = ("object_id, changed_at, changed_by_id, status, taxon_id, score, "
+                    "annotator_id, annotation_date, model_id")
+_PREVIOUS_STATE = "id, {when}, NULL, status, taxon_id, score, annotator_id, annotation_date, model_id"
+
+
+def write_predicted_state(session: Session, project_id: int, object_ids: np.ndarray,
+                          taxon_ids: np.ndarray, scores: np.ndarray, tops: Sequence[list],
+                          model_id: int | None, when: datetime, *, predictable: Sequence[str],
+                          predicted: str) -> int:
+    """Predict objects in place, their previous state first copied to ``annotation_history``.
+
+    Only the objects of ``project_id`` whose status is in ``predictable`` when
+    the statements run change; the copy and the update see the same objects:
+
+    - SQLite: the copy (``INSERT ... SELECT``) is the transaction's first write,
+      so it takes the database's single write lock before it reads; the update
+      (one ``executemany``) tests the status again under the same lock.
+    - PostgreSQL: the copy reads the objects with ``SELECT ... FOR UPDATE``
+      (which waits for, and re-tests, a row another transaction is changing) and
+      keeps them locked; the update (``UPDATE ... FROM json_array_elements``)
+      takes only those it copied.
+
+    Two statements in the caller's transaction, whatever the number of objects. Returns how many objects changed.
+
+    Parameters
+    ----------
+    object_ids : ndarray of int, shape (n_objects,)
+        Unique ids (sorted, so that concurrent writers lock in the same order).
+    taxon_ids, scores : ndarray of shape (n_objects,)
+    tops : sequence of list
+        Each object's ``top_predictions``: ``[[taxon_id, score], ...]``.
+    model_id : int or None
+    when : datetime
+        The ``annotation_date`` of the new state and the ``changed_at`` of the history rows.
+    predictable : sequence of str
+        The statuses a prediction may replace.
+    predicted : str
+        The new status.
+    """
+    if len(object_ids) == 0:
+        return 0
+    connection = session.connection()
+    if connection.dialect.name == "postgresql":
+        copied, changed = _predict_postgresql(connection, project_id, object_ids, taxon_ids,
+                                              scores, tops, model_id, when, predictable,
+                                              predicted)
+    elif connection.dialect.name == "sqlite":
+        copied, changed = _predict_sqlite(connection, project_id, object_ids, taxon_ids, scores,
+                                          tops, model_id, when, predictable, predicted)
+    else:
+        raise NotImplementedError(f"predictions are written on SQLite and PostgreSQL, "
+                                  f"not {connection.dialect.name}")
+    if copied != changed:  # the locks above make this impossible; never commit it
+        raise RuntimeError(f"project {project_id}: {copied} history rows written for "
+                           f"{changed} predicted objects")
+    return changed
+
+
+def _predict_postgresql(connection, project_id, object_ids, taxon_ids, scores, tops, model_id,
+                        when, predictable, predicted) -> tuple[int, int]:
+    # Lists travel as one JSON text each: psycopg would dump a Python list of
+    # 10,000 values element by element; PostgreSQL parses the JSON in C.
+    ids = np.asarray(object_ids, dtype=np.int64).tolist()
+    copied_ids = [row[0] for row in connection.exec_driver_sql(
+        "WITH locked AS (SELECT id, status, taxon_id, score, annotator_id, annotation_date, "
+        "model_id FROM objects WHERE id IN "
+        "(SELECT value::bigint FROM json_array_elements_text(%(ids)s::json)) "
+        "AND project_id = %(pid)s AND status = ANY(%(statuses)s::text[]) ORDER BY id FOR UPDATE) "
+        f"INSERT INTO annotation_history ({_HISTORY_COLUMNS}) "
+        f"SELECT {_PREVIOUS_STATE.format(when='%(when)s')} FROM locked RETURNING object_id",
+        dict(ids=json_dumps(ids), pid=int(project_id), statuses=list(predictable), when=when))]
+    if not copied_ids:
+        return 0, 0
+    keep = np.isin(object_ids, np.asarray(copied_ids, dtype=np.int64)).tolist()
+    payload = [[oid, taxon, score, top] for oid, taxon, score, top, k in
+               zip(ids, np.asarray(taxon_ids).tolist(), np.asarray(scores).tolist(), tops, keep)
+               if k]
+    changed = connection.exec_driver_sql(
+        "UPDATE objects AS o SET status = %(predicted)s, taxon_id = v.taxon_id, "
+        "score = v.score, model_id = %(model_id)s, annotator_id = NULL, "
+        "annotation_date = %(when)s, top_predictions = v.top "
+        "FROM (SELECT (e->>0)::bigint AS id, (e->>1)::bigint AS taxon_id, "
+        "(e->>2)::float8 AS score, e->3 AS top FROM json_array_elements(%(rows)s::json) AS e) AS v "
+        "WHERE o.id = v.id AND o.project_id = %(pid)s AND o.status = ANY(%(statuses)s::text[])",
+        dict(rows=json_dumps(payload), pid=int(project_id), statuses=list(predictable),
+             predicted=predicted, model_id=model_id, when=when)).rowcount
+    return len(copied_ids), changed
+
+
+def _predict_sqlite(connection, project_id, object_ids, taxon_ids, scores, tops, model_id,
+                    when, predictable, predicted) -> tuple[int, int]:
+    from ecotaxa_core.db.models import Object
+
+    # The text SQLAlchemy stores for this datetime (raw DBAPI statements skip its types).
+    date_type = Object.__table__.c.annotation_date.type.dialect_impl(connection.dialect)
+    when_text = (date_type.bind_processor(connection.dialect) or (lambda v: v))(when)
+    status_in = ", ".join("?" * len(predictable))
+    copied = connection.exec_driver_sql(
+        f"INSERT INTO annotation_history ({_HISTORY_COLUMNS}) "
+        f"SELECT {_PREVIOUS_STATE.format(when='?')} FROM objects "
+        f"WHERE id IN (SELECT value FROM json_each(?)) AND project_id = ? "
+        f"AND status IN ({status_in})",
+        (when_text, json_dumps(np.asarray(object_ids, dtype=np.int64).tolist()), int(project_id),
+         *predictable)).rowcount
+    if not copied:
+        return 0, 0
+    changed = connection.exec_driver_sql(
+        "UPDATE objects SET status = ?, taxon_id = ?, score = ?, model_id = ?, "
+        "annotator_id = NULL, annotation_date = ?, top_predictions = ? "
+        f"WHERE id = ? AND project_id = ? AND status IN ({status_in})",
+        [(predicted, taxon, score, model_id, when_text, top, oid, int(project_id), *predictable)
+         for oid, taxon, score, top in zip(np.asarray(object_ids).tolist(),
+                                           np.asarray(taxon_ids).tolist(),
+                                           np.asarray(scores).tolist(),
+                                           map(json_dumps, tops))]).rowcount
+    return copied, changed
