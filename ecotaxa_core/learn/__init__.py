@@ -2,7 +2,7 @@
 
 >>> from ecotaxa_core.learn import CLASSIFIER_KINDS
 >>> CLASSIFIER_KINDS
-('classic_rf', 'deep_logreg', 'deep_rf', 'deep_mlp')
+('classic_rf', 'deep_logreg', 'deep_rf', 'deep_mlp', 'deep_logreg_rf')
 """
 
 from ecotaxa_core.learn.classifiers import (CLASSIFIER_KINDS, DEFAULT_FEATURE_SETS,
