@@ -18,6 +18,7 @@ from sqlalchemy import JSON, Table
 from sqlalchemy.orm import Session
 
 from ecotaxa_core.db.engine import json_dumps
+from ecotaxa_core.errors import EcoTaxaError
 
 __all__ = ["insert_rows", "write_predicted_state"]
 
@@ -90,8 +91,8 @@ def write_predicted_state(session: Session, project_id: int, object_ids: np.ndar
         copied, changed = _predict_sqlite(connection, project_id, object_ids, taxon_ids, scores,
                                           tops, model_id, when, predictable, predicted)
     else:
-        raise NotImplementedError(f"predictions are written on SQLite and PostgreSQL, "
-                                  f"not {connection.dialect.name}")
+        raise EcoTaxaError(f"unsupported database {connection.dialect.name!r}: the "
+                           "metadata database must be SQLite or PostgreSQL")
     if copied != changed:  # the locks above make this impossible; never commit it
         raise RuntimeError(f"project {project_id}: {copied} history rows written for "
                            f"{changed} predicted objects")
