@@ -24,45 +24,23 @@ from __future__ import annotations
 
 import argparse
 import os
-import random
 import shutil
 import sys
 import tempfile
 import time
-import zipfile
-from collections import defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-NDSB_ZIP = Path(os.environ.get("ECOTAXA_SHARED_DATASETS", ROOT.parent / "shared" / "datasets")) \
-    / "ndsb_planktonset1_dev.zip"
+sys.path.insert(0, str(ROOT / "bench"))
+from ndsb_sample import NDSB_ZIP, extract_classes  # noqa: E402
 ADMIN = "bench@localhost"
-
-
-def subset_folder(dest: Path, n_classes: int, per_class: int, seed: int) -> Path:
-    """Class folders of the ``n_classes`` largest classes, ``per_class`` images at most each."""
-    with zipfile.ZipFile(NDSB_ZIP) as z:
-        by_class: dict[str, list[str]] = defaultdict(list)
-        for name in sorted(z.namelist()):
-            parts = name.split("/")
-            if name.lower().endswith(".jpg") and len(parts) >= 2:
-                by_class[parts[-2]].append(name)
-        largest = sorted(by_class, key=lambda c: (-len(by_class[c]), c))[:n_classes]
-        rng = random.Random(seed)
-        for cls in largest:
-            names = by_class[cls]
-            for name in sorted(rng.sample(names, min(per_class, len(names)))):
-                target = dest / cls / Path(name).name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(z.read(name))
-    return dest
 
 
 def prepare(args) -> tuple[Path, int]:
     """The instance home and the project id, built on first use."""
     from ecotaxa_core.importer import import_path
-    from ecotaxa_core.instance import Instance, init_instance
+    from ecotaxa_core.instance import init_instance
     from ecotaxa_core.projects import create_project
     from ecotaxa_core.settings import Settings
     from ecotaxa_core.users import first_admin
@@ -88,8 +66,9 @@ def prepare(args) -> tuple[Path, int]:
                                         owner=admin).id
             admin_id = admin.id
         with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
-            source = (subset_folder(Path(tmp) / "ndsb", args.classes, args.per_class, args.seed)
-                      if args.classes else NDSB_ZIP)
+            if args.classes:
+                extract_classes(Path(tmp) / "ndsb", args.classes, args.per_class, args.seed)
+            source = Path(tmp) / "ndsb" if args.classes else NDSB_ZIP
             t0 = time.perf_counter()
             result = import_path(inst, project_id, source, user_id=admin_id,
                                  create_missing_taxa=True)
