@@ -11,9 +11,9 @@ import json
 import os
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
-__all__ = ["file_lock", "write_json_atomically", "write_text_atomically"]
+__all__ = ["file_lock", "write_atomically", "write_json_atomically", "write_text_atomically"]
 
 
 @contextmanager
@@ -43,14 +43,14 @@ def file_lock(path: Path, blocking: bool = True) -> Iterator[bool]:
         os.close(fd)
 
 
-def write_text_atomically(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` whole or not at all, on disk (file and folder entry)
-    before returning."""
+def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """Have ``write`` fill a temporary file next to ``path``, then put it in place whole,
+    on disk (file and folder entry) before returning. The temporary file is
+    ``path`` + ``.tmp``; a failed ``write`` may leave it behind, never ``path`` half written."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
+    write(tmp)
+    with open(tmp, "rb") as f:
         os.fsync(f.fileno())
     os.replace(tmp, path)
     dir_fd = os.open(path.parent, os.O_RDONLY)
@@ -58,6 +58,11 @@ def write_text_atomically(path: Path, text: str) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+def write_text_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` whole or not at all (see :func:`write_atomically`)."""
+    write_atomically(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def write_json_atomically(path: Path, data: dict[str, Any]) -> None:

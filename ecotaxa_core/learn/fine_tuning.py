@@ -73,6 +73,7 @@ from ecotaxa_core.features.deep import (NORMALISATION_MEAN, NORMALISATION_STD, T
                                         load_efficientnet_lite0)
 from ecotaxa_core.features.pipeline import project_bottom_crop
 from ecotaxa_core.features.preprocessing import preprocess, read_image
+from ecotaxa_core.durable_files import write_atomically
 from ecotaxa_core.file_digest import file_sha256
 from ecotaxa_core.learn.augmentation import AugmentationSettings, augment_batch
 from ecotaxa_core.learn.evaluation import holdout_split, min_per_category
@@ -602,12 +603,10 @@ def _check_new_name(backbones_path: Path, name: str) -> None:
 
 
 def _write_atomically(path: Path, write: Callable[[Path], None], written: list[Path]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    written.append(tmp)
-    write(tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    """:func:`write_atomically`, remembering the files (temporary one included) to remove
+    if the fine-tuning fails later."""
+    written.append(path.with_name(path.name + ".tmp"))
+    write_atomically(path, write)
     written.append(path)
 
 

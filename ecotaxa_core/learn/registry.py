@@ -35,6 +35,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from ecotaxa_core.db.models import TrainedModel, User
+from ecotaxa_core.durable_files import write_atomically
 from ecotaxa_core.errors import ModelNotFound
 
 __all__ = [
@@ -96,12 +97,6 @@ def strict_json(value: Any) -> Any:
     return value
 
 
-def _write_atomically(path: Path, write) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    write(tmp)
-    os.replace(tmp, path)
-
-
 def _has_confusion_matrix(metrics: Mapping[str, Any]) -> bool:
     confusion = metrics.get("confusion_matrix")
     return isinstance(confusion, Mapping) and bool(confusion.get("labels"))
@@ -157,13 +152,13 @@ def save_model(inst, project_id: int, *, name: str, kind: str, pipeline,
             # before committing (SQLite reuses rolled-back ids): nothing owns it.
             shutil.rmtree(model_dir, ignore_errors=True)
             model_dir.mkdir(parents=True)
-            _write_atomically(model_dir / MODEL_FILE, lambda p: joblib.dump(pipeline, p))
-            _write_atomically(model_dir / CARD_FILE, lambda p: p.write_text(
+            write_atomically(model_dir / MODEL_FILE, lambda p: joblib.dump(pipeline, p))
+            write_atomically(model_dir / CARD_FILE, lambda p: p.write_text(
                 json.dumps({"model_id": row.id, "project_id": int(project_id), **card}, indent=1)))
             if _has_confusion_matrix(metrics):
                 from ecotaxa_core.learn.confusion_plot import plot_confusion_matrix
 
-                _write_atomically(model_dir / CONFUSION_PNG, lambda p: plot_confusion_matrix(
+                write_atomically(model_dir / CONFUSION_PNG, lambda p: plot_confusion_matrix(
                     metrics["confusion_matrix"], p, title=_plot_title(name, metrics)))
             row.path = f"{row.id}/{MODEL_FILE}"
         return row
