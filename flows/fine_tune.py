@@ -1,7 +1,9 @@
 """Fine-tuning flow: train a backbone + 600 bottleneck on validated objects, register it.
 
 The network (EfficientNet-Lite0, ImageNet, by default) is fine-tuned on the
-validated objects of the project (and of ``other_project_ids``), with
+validated objects of the project (and of ``other_project_ids``; only
+``categories`` when given, each category of ``appear_as`` learned as its
+target, as in training), with
 EcoTaxa's augmentations, class weights and early stopping on a validation
 split (:mod:`ecotaxa_core.learn.fine_tuning`). Its feature part becomes the
 backbone ``name``: feature set ``deep_NAME``, 600 floats per object. With
@@ -34,6 +36,7 @@ def fine_tune_flow(project_id: int, name: str, epochs: int = 10, input_size: int
                    batch_size: int = 64, learning_rate: float = 1e-3, base: str = DEFAULT_BASE,
                    validation_fraction: float = 0.1, seed: int = 0,
                    other_project_ids: list[int] = [], categories: Optional[list[int]] = None,
+                   appear_as: Optional[dict[int, int]] = None,
                    compute_features: bool = False) -> dict[str, Any]:
     """Fine-tune backbone ``name`` on project ``project_id``; returns its summary.
 
@@ -50,11 +53,14 @@ def fine_tune_flow(project_id: int, name: str, epochs: int = 10, input_size: int
     params = {"name": name, "settings": settings.to_dict(), "max_per_category": max_per_category,
               "other_project_ids": list(other_project_ids),
               "categories": None if categories is None else list(categories),
+              "appear_as": None if appear_as is None else {str(k): int(v)
+                                                           for k, v in appear_as.items()},
               "compute_features": compute_features}
     with open_instance() as inst, stage_job(inst, "fine_tune", project_id, params) as job:
         summary = fine_tune_backbone(inst, project_id, name, settings,
                                      other_project_ids=list(other_project_ids),
-                                     categories=categories, max_per_category=max_per_category)
+                                     categories=categories, max_per_category=max_per_category,
+                                     appear_as=appear_as)
         logger.info("backbone %s registered (%s): validation accuracy %s, log loss %s",
                     name, summary["weights"], summary["validation"]["accuracy"],
                     summary["validation"]["log_loss"])

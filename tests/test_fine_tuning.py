@@ -22,7 +22,8 @@ from ecotaxa_core.file_digest import file_sha256
 from ecotaxa_core.learn.augmentation import (NO_AUGMENTATION, AugmentationSettings,
                                              affine_matrices, augment_batch)
 from ecotaxa_core.learn.fine_tuning import (BACKBONES_DIR, EarlyStopping, FineTuningError,
-                                            FineTuningSettings, class_weights, fine_tune)
+                                            FineTuningSettings, class_weights,
+                                            epochs_within_budget, fine_tune)
 from ecotaxa_core.taxonomy import get_or_create_taxon
 from test_features_flow import make_project, ndsb_images, point_flows_at
 
@@ -218,12 +219,14 @@ def test_fine_tune_flow_registers_a_backbone_that_feeds_a_classifier(
     # it did in training.
     point_flows_at(monkeypatch, inst, dask_n_workers="1", chunk_size="16",
                    deep_input_size="224", deep_views="1")
+    # "Appear as": the third category is learned as the first (as training does).
+    first, second, third = sorted(taxa.values())
     summary = fine_tune_flow(project_id=project_id, name="tuned", epochs=2, input_size=64,
                              device="cpu", batch_size=16, validation_fraction=0.25,
-                             compute_features=True)
+                             appear_as={third: first}, compute_features=True)
     json.dumps(summary)
     assert (summary["feature_set"], summary["n_classes"], summary["epochs_run"]) == (
-        "deep_tuned", 3, 2)
+        "deep_tuned", 2, 2)
     assert (summary["n_train"], summary["n_validation"]) == (45, 15)
     assert summary["train_images_per_s"] > 0
 
@@ -234,7 +237,8 @@ def test_fine_tune_flow_registers_a_backbone_that_feeds_a_classifier(
     assert (spec.bottleneck, spec.n_features, spec.input_size) == (600, 600, 64)
     assert spec.model == "tf_efficientnet_lite0" and "ImageNet" in spec.fine_tuned_from
     record = json.loads(Path(spec.training_record).read_text())
-    assert [c["taxon_id"] for c in record["classes"]] == sorted(taxa.values())
+    assert [c["taxon_id"] for c in record["classes"]] == [first, second]
+    assert record["learning_set"]["appear_as"] == {str(third): first}
     assert [r["epoch"] for r in record["history"]] == [1, 2]
     assert all(r["images_per_s"] > 0 and r["val_loss"] > 0 for r in record["history"])
     assert record["weights"]["sha256"] == spec.sha256
@@ -263,7 +267,8 @@ def test_fine_tune_flow_registers_a_backbone_that_feeds_a_classifier(
         truth = dict(s.execute(select(Object.id, Object.taxon_id)
                                .where(Object.id.in_(val_ids))).all())
     classes = [c["taxon_id"] for c in record["classes"]]
-    target = torch.tensor([classes.index(truth[i]) for i in val_ids])
+    learned_as = {first: first, second: second, third: first}
+    target = torch.tensor([classes.index(learned_as[truth[i]]) for i in val_ids])
     loss = torch.nn.functional.cross_entropy(logits, target).item()
     assert loss == pytest.approx(record["validation"]["log_loss"], abs=2e-3)
 
@@ -292,5 +297,19 @@ def test_fine_tune_command_refuses_clearly(tmp_path, prefect_api_url):
     bad = run_cli(["fine-tune", "1", "--name", "mine", "--device", "tpu"], home, check=False,
                   prefect_api_url=prefect_api_url)
     assert bad.returncode == 1 and "device must be auto, cpu, cuda or cuda:N" in bad.stderr
+    unpaired = run_cli(["fine-tune", "1", "--name", "mine", "--appear-as", "Copepoda"], home,
+                       check=False, prefect_api_url=prefect_api_url)
+    assert unpaired.returncode == 1 and "--appear-as needs CATEGORY=TARGET" in unpaired.stderr
     assert not (home / "backbones.toml").exists()
     assert not (home / "models" / BACKBONES_DIR).exists()
+
+
+@pytest.mark.parametrize("done, planned, elapsed, epoch_s, budget, expected", [
+    (1, 15, 100.0, 100.0, 1000.0, 10),   # 9 more fit
+    (1, 5, 100.0, 100.0, 1000.0, 5),     # never more than planned
+    (3, 10, 990.0, 300.0, 1000.0, 3),    # none more fits: stop now
+    (2, 10, 1500.0, 700.0, 1000.0, 2),   # already over: never fewer than done
+    (4, 8, 400.0, 100.0, 649.0, 6),      # 249 s left: two whole epochs
+])
+def test_the_epoch_plan_fits_the_time_budget(done, planned, elapsed, epoch_s, budget, expected):
+    assert epochs_within_budget(done, planned, elapsed, epoch_s, budget) == expected

@@ -31,9 +31,11 @@ How it trains:
   warm-up then a cosine decay over ``epochs``;
 - after each epoch the validation log loss (unweighted, no augmentation):
   the best epoch's weights are kept, and training stops when it has not
-  improved by ``min_delta`` for ``patience`` epochs, after ``epochs``, or
-  after the epoch during which ``time_budget_s`` (counted from the start,
-  preprocessing included) ran out.
+  improved by ``min_delta`` for ``patience`` epochs, after ``epochs``, or,
+  under ``time_budget_s`` (counted from the start, preprocessing included),
+  after the last epoch that fits: the plan is remade from the measured epoch
+  time after each epoch and the cosine decay ends with it, so a budget cut
+  never leaves the learning rate high.
 - on a CUDA GPU: bf16 autocast, pinned host memory and non-blocking copies;
   on the CPU, float32.
 
@@ -116,8 +118,9 @@ class FineTuningSettings:
     validation_fraction : of each category held out for early stopping.
     patience : epochs without improvement of the validation log loss before stopping.
     min_delta : improvement of the validation log loss that counts.
-    time_budget_s : stop after the epoch during which this many seconds passed
-        since the start (None: no limit).
+    time_budget_s : seconds from the start; training stops after the last epoch
+        expected to end within them, and the learning rate decays to that
+        epoch (None: no limit).
     seed : of the split, the initialisation, the batches and the augmentations.
     device : ``auto`` (a CUDA GPU when torch sees one, else the CPU), ``cpu``,
         ``cuda`` or ``cuda:N``.
@@ -367,6 +370,17 @@ class TrainingOutcome:
     seconds: float
 
 
+def epochs_within_budget(done: int, planned: int, elapsed_s: float, epoch_s: float,
+                         budget_s: float) -> int:
+    """How many epochs in all fit in ``budget_s``, after ``done`` took ``elapsed_s``.
+
+    Never more than ``planned`` (the plan only shrinks, so the learning-rate
+    schedule never jumps back up) and never fewer than ``done``.
+    """
+    more = int(max(0.0, budget_s - elapsed_s) // epoch_s) if epoch_s > 0 else planned
+    return max(done, min(planned, done + more))
+
+
 def _lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
     """Linear warm-up to 1, then a cosine decay to 1 % at ``total_steps``."""
     if step < warmup_steps:
@@ -483,9 +497,12 @@ def train_network(base: _Base, images: np.ndarray, y_index: np.ndarray, n_classe
     # A last batch of one image would break batch normalisation: it is left out.
     steps_per_epoch = n_train // settings.batch_size + (n_train % settings.batch_size > 1)
     warmup = max(1, round(settings.warmup_epochs * steps_per_epoch))
-    total = steps_per_epoch * settings.epochs
+    # The cosine decay ends with the last epoch. Under a time budget that is the last
+    # epoch that fits: re-planned from the measured epoch time after each epoch, so the
+    # learning rate has come down when the budget stops the training.
+    planned_epochs = settings.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimiser, lambda step: _lr_factor(step, warmup, total))
+        optimiser, lambda step: _lr_factor(step, warmup, steps_per_epoch * planned_epochs))
     y_device = torch.from_numpy(y_index).to(device)
     stopping = EarlyStopping(settings.patience, settings.min_delta)
     history: list[dict[str, Any]] = []
@@ -542,11 +559,13 @@ def train_network(base: _Base, images: np.ndarray, y_index: np.ndarray, n_classe
         if stop:
             stopped = "patience"
             break
-        if (settings.time_budget_s is not None
-                and time.perf_counter() - started > settings.time_budget_s
-                and epoch < settings.epochs):
-            stopped = "time_budget"
-            break
+        if settings.time_budget_s is not None and epoch < settings.epochs:
+            planned_epochs = epochs_within_budget(
+                epoch, planned_epochs, time.perf_counter() - started,
+                sum(r["epoch_seconds"] for r in history) / epoch, settings.time_budget_s)
+            if epoch >= planned_epochs:
+                stopped = "time_budget"
+                break
     if best_state is None or best_probs is None:
         raise FineTuningError(f"the validation loss never was a finite number in "
                               f"{len(history)} epochs (the training diverged); try a smaller "
