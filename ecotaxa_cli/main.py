@@ -678,6 +678,29 @@ def models_show(model_id: int = typer.Argument(..., help="Model id."),
          _human_model_report)
 
 
+def _learning_categories(category: Optional[list[str]], appear_as: Optional[list[str]]
+                         ) -> tuple[Optional[list[int]], Optional[dict[int, int]]]:
+    """``--category`` and ``--appear-as`` values (ids or names) as taxon ids."""
+    if not category and not appear_as:
+        return None, None
+    from ecotaxa_core.instance import Instance
+    from ecotaxa_core.taxonomy import taxon_by_id_or_name
+
+    inst = Instance.open(_settings())
+    try:
+        with inst.sessions() as s:
+            categories = [taxon_by_id_or_name(s, c).id for c in category] if category else None
+            mapping: Optional[dict[int, int]] = {} if appear_as else None
+            for pair in appear_as or []:
+                source, sep, target = pair.partition("=")
+                if not sep or not source.strip() or not target.strip():
+                    raise EcoTaxaError(f"--appear-as needs CATEGORY=TARGET, got {pair!r}")
+                mapping[taxon_by_id_or_name(s, source).id] = taxon_by_id_or_name(s, target).id
+    finally:
+        inst.close()
+    return categories, mapping
+
+
 @app.command("fine-tune")
 def fine_tune(
     project: int = typer.Argument(..., help="Project id."),
@@ -689,12 +712,18 @@ def fine_tune(
     device: str = typer.Option("auto", help="auto (a CUDA GPU when present), cpu, cuda, cuda:N."),
     max_per_category: Optional[int] = typer.Option(None, help="Cap of objects per category."),
     time_budget: Optional[float] = typer.Option(
-        None, help="Seconds; training stops after the epoch that exceeds them."),
+        None, help="Seconds; training stops after the last epoch that fits in them (the "
+        "learning rate decays to it)."),
     patience: int = typer.Option(3, help="Epochs without a better validation loss before "
                                  "stopping."),
     batch_size: int = typer.Option(64, help="Images per training step."),
     other_project: Optional[list[int]] = typer.Option(
         None, "--other-project", help="Also learn from this project's validated objects."),
+    category: Optional[list[str]] = typer.Option(
+        None, "--category", help="Learn only this category (id or name; repeatable)."),
+    appear_as: Optional[list[str]] = typer.Option(
+        None, "--appear-as", help="CATEGORY=TARGET: learn CATEGORY's objects as TARGET "
+        "(usually its parent; ids or names; repeatable)."),
     compute_features: bool = typer.Option(
         False, "--compute-features", help="Then compute deep_NAME for the project."),
     as_json: bool = JsonOpt,
@@ -703,11 +732,15 @@ def fine_tune(
     as backbone NAME (feature set deep_NAME) for the features flow and the classifiers."""
     from flows.fine_tune import fine_tune_flow
 
-    _flow(as_json, lambda: fine_tune_flow(
-        project_id=project, name=name, epochs=epochs, input_size=input_size, device=device,
-        max_per_category=max_per_category, time_budget_s=time_budget, patience=patience,
-        batch_size=batch_size, other_project_ids=list(other_project or []),
-        compute_features=compute_features),
+    def go() -> dict[str, Any]:
+        categories, mapping = _learning_categories(category, appear_as)
+        return fine_tune_flow(
+            project_id=project, name=name, epochs=epochs, input_size=input_size, device=device,
+            max_per_category=max_per_category, time_budget_s=time_budget, patience=patience,
+            batch_size=batch_size, other_project_ids=list(other_project or []),
+            categories=categories, appear_as=mapping, compute_features=compute_features)
+
+    _flow(as_json, go,
           lambda r: f"{r['feature_set']}: {r['epochs_run']} epochs on {r['device']} (best "
                     f"{r['best_epoch']}, stopped: {r['stopped']}), validation accuracy "
                     f"{r['validation']['accuracy']:.3f}, log loss "
@@ -745,25 +778,7 @@ def train(
     from flows.train import train_flow
 
     def go() -> dict[str, Any]:
-        from ecotaxa_core.instance import Instance
-        from ecotaxa_core.taxonomy import taxon_by_id_or_name
-
-        categories = mapping = None
-        if category or appear_as:
-            inst = Instance.open(_settings())
-            try:
-                with inst.sessions() as s:
-                    categories = ([taxon_by_id_or_name(s, c).id for c in category]
-                                  if category else None)
-                    mapping = {} if appear_as else None
-                    for pair in appear_as or []:
-                        source, sep, target = pair.partition("=")
-                        if not sep or not source.strip() or not target.strip():
-                            raise EcoTaxaError(f"--appear-as needs CATEGORY=TARGET, got {pair!r}")
-                        mapping[taxon_by_id_or_name(s, source).id] = \
-                            taxon_by_id_or_name(s, target).id
-            finally:
-                inst.close()
+        categories, mapping = _learning_categories(category, appear_as)
         return train_flow(project_id=project, candidates=list(kind) if kind else None,
                           time_budget_s=None if time_budget is None else time_budget * 60.0,
                           max_per_category=max_per_category,
