@@ -119,7 +119,7 @@ def _breakdown(inst, pid: int, model_row, chunk_size: int) -> dict[str, float]:
         t0 = time.perf_counter()
         X = P.model_features(model, store, pid, chunk)
         t1 = time.perf_counter()
-        proba = model.pipeline.predict_proba(X)
+        proba = model.predict_proba(X)
         t2 = time.perf_counter()
         batch = P.top_predictions(proba, model.classes, chunk)
         t3 = time.perf_counter()
@@ -141,7 +141,7 @@ def main() -> None:
     parser.add_argument("--train-size", type=int, default=6000,
                         help="validated objects the model is trained on")
     parser.add_argument("--chunk-size", type=int, default=None,
-                        help="objects per chunk (default: the settings' ECOTAXA_CHUNK_SIZE)")
+                        help="objects per chunk (default: the settings' ECOTAXA_PREDICT_CHUNK_SIZE)")
     db = parser.add_mutually_exclusive_group()
     db.add_argument("--postgres", action="store_true",
                     help=f"a new database on the server of {PG_ADMIN_URL} (ECOTAXA_TEST_PG_URL)")
@@ -168,12 +168,12 @@ def main() -> None:
     if url:
         env["ECOTAXA_DATABASE_URL"] = url
     if args.chunk_size:
-        env["ECOTAXA_CHUNK_SIZE"] = str(args.chunk_size)
+        env["ECOTAXA_PREDICT_CHUNK_SIZE"] = str(args.chunk_size)
     os.environ.update(env)
     inst = None
     try:
         settings = Settings()
-        chunk_size = settings.chunk_size
+        chunk_size = settings.predict_chunk_size
         inst = init_instance(settings, "bench@localhost", "bench")
         backend = inst.engine.dialect.name
         t = time.perf_counter()

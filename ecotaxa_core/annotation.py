@@ -17,6 +17,7 @@ from sqlalchemy import insert, select, update
 from sqlalchemy.orm import Session
 
 from ecotaxa_core.db.bulk import write_predicted_state
+from ecotaxa_core.db.engine import json_dumps
 from ecotaxa_core.db.models import AnnotationHistory, Object, ObjectStatus, Taxon, utcnow
 from ecotaxa_core.errors import EcoTaxaError, ObjectNotFound, TaxonNotFound
 
@@ -127,6 +128,24 @@ class PredictionBatch:
         return PredictionBatch(self.object_ids[keep], self.taxon_ids[keep], self.scores[keep],
                                self.top_taxon_ids[keep], self.top_scores[keep])
 
+    def top_json(self) -> list[str]:
+        """Each object's top as JSON text, as :meth:`top_lists` would be written.
+
+        >>> PredictionBatch.from_predictions([Prediction(7, 2, 0.75, [(2, 0.75), (5, 0.25)])]).top_json()
+        ['[[2,0.75],[5,0.25]]']
+        """
+        if np.isnan(self.top_scores).any() or self.top_taxon_ids.shape[1] == 0:
+            return [json_dumps(top) for top in self.top_lists()]
+        # One format per object (orjson would need a list per object first): a
+        # Python float's repr is the shortest text that reads back as the same
+        # number, as orjson writes it, and JSON has no other notation for it.
+        k = self.top_taxon_ids.shape[1]
+        pattern = "[" + ",".join(["[%d,%r]"] * k) + "]"
+        columns = []
+        for j in range(k):
+            columns += [self.top_taxon_ids[:, j].tolist(), self.top_scores[:, j].tolist()]
+        return [pattern % row for row in zip(*columns)]
+
     def top_lists(self) -> list[list[list]]:
         """Each object's top as the ``top_predictions`` column holds it: ``[[taxon, score], ...]``."""
         taxa, scores = self.top_taxon_ids.tolist(), self.top_scores.tolist()
@@ -225,7 +244,7 @@ def apply_predictions(session: Session, project_id: int,
         return 0
     batch = batch.by_object_id()
     return write_predicted_state(
-        session, project_id, batch.object_ids, batch.taxon_ids, batch.scores, batch.top_lists(),
+        session, project_id, batch.object_ids, batch.taxon_ids, batch.scores, batch.top_json(),
         model_id, utcnow(), predictable=PREDICTABLE, predicted=ObjectStatus.PREDICTED.value)
 
 

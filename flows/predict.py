@@ -1,7 +1,7 @@
 """Prediction flow: predict a project's unclassified and predicted objects on Dask.
 
 The model defaults to the project's best one (highest held-out accuracy). The
-predictable objects are split into chunks of ``ECOTAXA_CHUNK_SIZE``; each chunk
+predictable objects are split into chunks of ``ECOTAXA_PREDICT_CHUNK_SIZE``; each chunk
 is predicted on a Dask worker (``tasks.dask_cluster``: an embedded
 LocalCluster, or ``ECOTAXA_DASK_SCHEDULER_ADDRESS``) and written by this flow
 in one transaction as soon as it completes. Validated and dubious objects are
@@ -46,7 +46,7 @@ def predict_flow(project_id: int, model_id: Optional[int] = None) -> dict[str, A
                     f"model {model.id} needs feature set {feature_set!r}, which project "
                     f"{project_id} does not have; compute it first")
         object_ids = find_predictable_objects(inst, project_id)
-        chunk_size = inst.settings.chunk_size
+        chunk_size = inst.settings.predict_chunk_size
         logger.info("predicting %d objects of project %d with model %d (%s), chunks of %d",
                     len(object_ids), project_id, model.id, model.kind, chunk_size)
         if len(object_ids):

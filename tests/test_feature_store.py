@@ -33,7 +33,9 @@ def test_any_list_of_ids_reads_its_rows_in_order_with_nan_for_absent_ones(tmp_pa
     few[:2] = [0, n - 1]  # the first and the last row
     near = np.arange(chunk - 5, chunk + 5)  # across a chunk boundary
     many = rng.permutation(n)  # most chunks: all read at once
-    for positions in (few, near, many, np.array([n // 2])):
+    # Increasing rows in one run of chunks: one slice (no copy when consecutive).
+    increasing = np.sort(rng.choice(np.arange(chunk, min(n, 3 * chunk)), 40, replace=False))
+    for positions in (few, near, many, increasing, np.array([n // 2])):
         got = store.read(1, "s", ids[positions])
         np.testing.assert_array_equal(got.object_ids, ids[positions])
         np.testing.assert_array_equal(got.values, values[positions])

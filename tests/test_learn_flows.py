@@ -19,6 +19,7 @@ def flow_env(sqlite_instance, prefect_server, monkeypatch):
     monkeypatch.setenv("ECOTAXA_DASK_N_WORKERS", "1")
     monkeypatch.setenv("ECOTAXA_DASK_THREADS_PER_WORKER", "2")
     monkeypatch.setenv("ECOTAXA_CHUNK_SIZE", "7")
+    monkeypatch.setenv("ECOTAXA_PREDICT_CHUNK_SIZE", "7")
     monkeypatch.delenv("ECOTAXA_DASK_SCHEDULER_ADDRESS", raising=False)
     return inst
 

@@ -278,7 +278,7 @@ def test_the_predict_flow_reports_the_objects_above_threshold(sqlite_instance, p
     for name, value in {"ECOTAXA_HOME": str(inst.settings.home),
                         "ECOTAXA_DATABASE_URL": inst.settings.database_url,
                         "ECOTAXA_DASK_N_WORKERS": "1", "ECOTAXA_DASK_THREADS_PER_WORKER": "1",
-                        "ECOTAXA_CHUNK_SIZE": "8"}.items():
+                        "ECOTAXA_PREDICT_CHUNK_SIZE": "8"}.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("ECOTAXA_DASK_SCHEDULER_ADDRESS", raising=False)
     sp = make_project(inst, n_validated=(40, 40, 40), n_unclassified=20)

@@ -47,7 +47,7 @@ _PREVIOUS_STATE = "id, {when}, NULL, status, taxon_id, score, annotator_id, anno
 
 
 def write_predicted_state(session: Session, project_id: int, object_ids: np.ndarray,
-                          taxon_ids: np.ndarray, scores: np.ndarray, tops: Sequence[list],
+                          taxon_ids: np.ndarray, scores: np.ndarray, tops: Sequence[str],
                           model_id: int | None, when: datetime, *, predictable: Sequence[str],
                           predicted: str) -> int:
     """Predict objects in place, their previous state first copied to ``annotation_history``.
@@ -70,8 +70,8 @@ def write_predicted_state(session: Session, project_id: int, object_ids: np.ndar
     object_ids : ndarray of int, shape (n_objects,)
         Unique ids (sorted, so that concurrent writers lock in the same order).
     taxon_ids, scores : ndarray of shape (n_objects,)
-    tops : sequence of list
-        Each object's ``top_predictions``: ``[[taxon_id, score], ...]``.
+    tops : sequence of str
+        Each object's ``top_predictions`` as JSON text: ``[[taxon_id, score], ...]``.
     model_id : int or None
     when : datetime
         The ``annotation_date`` of the new state and the ``changed_at`` of the history rows.
@@ -99,34 +99,51 @@ def write_predicted_state(session: Session, project_id: int, object_ids: np.ndar
     return changed
 
 
+def _array_text(values: Sequence) -> str:
+    """A PostgreSQL array literal of numbers (or of texts without quotes or backslashes).
+
+    Lists travel as one text each, cast to an array by the server: psycopg would
+    adapt a Python list of 16,000 values element by element, and a JSON text is
+    parsed again by every ``->`` on it.
+
+    >>> _array_text([1, 2.5]), _array_text(['[[1,0.5]]'])
+    ('{1,2.5}', '{"[[1,0.5]]"}')
+    """
+    if values and isinstance(values[0], str):
+        together = "".join(values)
+        if '"' in together or "\\" in together:
+            raise ValueError("array texts cannot hold quotes or backslashes here")
+        return '{"' + '","'.join(values) + '"}'
+    return "{" + ",".join(map(repr, values)) + "}"
+
+
 def _predict_postgresql(connection, project_id, object_ids, taxon_ids, scores, tops, model_id,
                         when, predictable, predicted) -> tuple[int, int]:
-    # Lists travel as one JSON text each: psycopg would dump a Python list of
-    # 10,000 values element by element; PostgreSQL parses the JSON in C.
     ids = np.asarray(object_ids, dtype=np.int64).tolist()
     copied_ids = [row[0] for row in connection.exec_driver_sql(
         "WITH locked AS (SELECT id, status, taxon_id, score, annotator_id, annotation_date, "
-        "model_id FROM objects WHERE id IN "
-        "(SELECT value::bigint FROM json_array_elements_text(%(ids)s::json)) "
+        "model_id FROM objects WHERE id = ANY(%(ids)s::bigint[]) "
         "AND project_id = %(pid)s AND status = ANY(%(statuses)s::text[]) ORDER BY id FOR UPDATE) "
         f"INSERT INTO annotation_history ({_HISTORY_COLUMNS}) "
         f"SELECT {_PREVIOUS_STATE.format(when='%(when)s')} FROM locked RETURNING object_id",
-        dict(ids=json_dumps(ids), pid=int(project_id), statuses=list(predictable), when=when))]
+        dict(ids=_array_text(ids), pid=int(project_id), statuses=list(predictable),
+             when=when))]
     if not copied_ids:
         return 0, 0
-    keep = np.isin(object_ids, np.asarray(copied_ids, dtype=np.int64)).tolist()
-    payload = [[oid, taxon, score, top] for oid, taxon, score, top, k in
-               zip(ids, np.asarray(taxon_ids).tolist(), np.asarray(scores).tolist(), tops, keep)
-               if k]
+    keep = np.isin(object_ids, np.asarray(copied_ids, dtype=np.int64))
     changed = connection.exec_driver_sql(
         "UPDATE objects AS o SET status = %(predicted)s, taxon_id = v.taxon_id, "
         "score = v.score, model_id = %(model_id)s, annotator_id = NULL, "
-        "annotation_date = %(when)s, top_predictions = v.top "
-        "FROM (SELECT (e->>0)::bigint AS id, (e->>1)::bigint AS taxon_id, "
-        "(e->>2)::float8 AS score, e->3 AS top FROM json_array_elements(%(rows)s::json) AS e) AS v "
+        "annotation_date = %(when)s, top_predictions = v.top::json "
+        "FROM unnest(%(ids)s::bigint[], %(taxa)s::bigint[], %(scores)s::float8[], "
+        "%(tops)s::text[]) AS v(id, taxon_id, score, top) "
         "WHERE o.id = v.id AND o.project_id = %(pid)s AND o.status = ANY(%(statuses)s::text[])",
-        dict(rows=json_dumps(payload), pid=int(project_id), statuses=list(predictable),
-             predicted=predicted, model_id=model_id, when=when)).rowcount
+        dict(ids=_array_text(np.asarray(object_ids)[keep].tolist()),
+             taxa=_array_text(np.asarray(taxon_ids)[keep].tolist()),
+             scores=_array_text(np.asarray(scores, dtype=float)[keep].tolist()),
+             tops=_array_text([top for top, k in zip(tops, keep.tolist()) if k]),
+             pid=int(project_id), statuses=list(predictable), predicted=predicted,
+             model_id=model_id, when=when)).rowcount
     return len(copied_ids), changed
 
 
@@ -154,6 +171,5 @@ def _predict_sqlite(connection, project_id, object_ids, taxon_ids, scores, tops,
         [(predicted, taxon, score, model_id, when_text, top, oid, int(project_id), *predictable)
          for oid, taxon, score, top in zip(np.asarray(object_ids).tolist(),
                                            np.asarray(taxon_ids).tolist(),
-                                           np.asarray(scores).tolist(),
-                                           map(json_dumps, tops))]).rowcount
+                                           np.asarray(scores).tolist(), tops)]).rowcount
     return copied, changed

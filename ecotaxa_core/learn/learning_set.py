@@ -165,9 +165,14 @@ def read_feature_sets(store: FeatureStore, project_id: int, feature_sets: Sequen
         m = store.read(project_id, fs, object_ids)
         blocks.append(m.values)
         names.extend(f"{fs}:{n}" for n in m.feature_names)
-    X = (np.concatenate(blocks, axis=1) if blocks
-         else np.empty((len(object_ids), 0), dtype=np.float32)).astype(np.float32, copy=False)
-    X[~np.isfinite(X)] = np.nan
+    if len(blocks) == 1:
+        X = blocks[0].astype(np.float32, copy=False)
+    else:
+        X = (np.concatenate(blocks, axis=1) if blocks
+             else np.empty((len(object_ids), 0), dtype=np.float32)).astype(np.float32, copy=False)
+    infinite = np.isinf(X)
+    if infinite.any():
+        X[infinite] = np.nan
     return X, names
 
 

@@ -64,6 +64,8 @@ def model_features(model: LoadedModel, store: FeatureStore, project_id: int,
                    object_ids: Sequence[int]) -> np.ndarray:
     """The model's input matrix for ``object_ids``: its features, in its column order."""
     X, names = read_feature_sets(store, project_id, model.feature_sets, object_ids)
+    if names == model.feature_names:
+        return X
     column = {n: i for i, n in enumerate(names)}
     absent = [n for n in model.feature_names if n not in column]
     if absent:
@@ -110,7 +112,7 @@ def predict_batch(model: LoadedModel, X: np.ndarray, object_ids: Sequence[int]) 
         k = min(TOP_K, len(model.classes))
         return PredictionBatch(ids, np.empty(0, np.int64), np.empty(0), np.empty((0, k), np.int64),
                                np.empty((0, k)))
-    return top_predictions(model.pipeline.predict_proba(X), model.classes, ids)
+    return top_predictions(model.predict_proba(X), model.classes, ids)
 
 
 def predict_with_model(model: LoadedModel, X: np.ndarray,
@@ -177,14 +179,16 @@ def write_predictions(inst, project_id: int,
 
 
 def predict_project(inst, project_id: int, model_id: int | None = None, *,
-                    chunk_size: int = 2048) -> dict[str, Any]:
+                    chunk_size: int | None = None) -> dict[str, Any]:
     """Predict every predictable object of a project, chunk by chunk, in this process.
 
     The flow ``predict_flow`` does the same with the chunks on Dask. Default
-    model: the project's best (:func:`~ecotaxa_core.learn.registry.best_model`).
-    Returns a JSON-able summary.
+    model: the project's best (:func:`~ecotaxa_core.learn.registry.best_model`);
+    default chunk size: the settings' ``predict_chunk_size``. Returns a
+    JSON-able summary.
     """
     t0 = time.perf_counter()
+    chunk_size = chunk_size or inst.settings.predict_chunk_size
     with inst.sessions() as session:
         row = (get_model(session, model_id) if model_id is not None
                else best_model(session, project_id))

@@ -25,8 +25,9 @@ import math
 import os
 import shutil
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import joblib
 import numpy as np
@@ -37,6 +38,7 @@ from sqlalchemy.orm import Session
 from ecotaxa_core.db.models import TrainedModel, User
 from ecotaxa_core.durable_files import write_atomically
 from ecotaxa_core.errors import ModelNotFound
+from ecotaxa_core.learn.fast_inference import compile_predict_proba
 
 __all__ = [
     "LoadedModel",
@@ -72,6 +74,11 @@ class LoadedModel:
     class_names: list[str]
     feature_sets: list[str]
     feature_names: list[str]  # "<set>:<feature>", in the pipeline's column order
+
+    @cached_property
+    def predict_proba(self) -> Callable[[np.ndarray], np.ndarray]:
+        """``pipeline.predict_proba`` in float32 (see :mod:`~ecotaxa_core.learn.fast_inference`)."""
+        return compile_predict_proba(self.pipeline)
 
 
 def strict_json(value: Any) -> Any:

@@ -1,0 +1,60 @@
+"""The float32 prediction path gives scikit-learn's probabilities, for every kind."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.decomposition import PCA
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+
+from ecotaxa_core.learn.classifiers import CLASSIFIER_KINDS, make_classifier
+from ecotaxa_core.learn.fast_inference import compile_predict_proba
+
+NAMES = [f"deep_effnetlite0:f{i}" for i in range(24)] + [f"morpho:m{i}" for i in range(6)]
+
+
+def _data(n_classes: int, n: int = 300, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % n_classes
+    centres = rng.normal(0, 3, (n_classes, len(NAMES)))
+    X = (centres[y] + rng.normal(0, 4, (n, len(NAMES)))) * rng.uniform(0.1, 50, len(NAMES))
+    X[rng.random(X.shape) < 0.05] = np.nan  # gaps for the imputer
+    return X.astype(np.float32), y * 10 + 7
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("kind", CLASSIFIER_KINDS)
+@pytest.mark.parametrize("n_classes", [2, 5])
+def test_every_kind_gives_the_pipelines_probabilities(kind, n_classes):
+    X, y = _data(n_classes)
+    pipeline = make_classifier(kind, n_jobs=1, feature_names=NAMES)
+    if kind == "deep_mlp":
+        pipeline.set_params(classify__max_iter=30)
+    pipeline.fit(X[:200], y[:200])
+    expected = pipeline.predict_proba(X[200:])
+    got = compile_predict_proba(pipeline)(X[200:].copy())
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, atol=2e-5)
+    assert (got.argmax(1) == expected.argmax(1)).mean() > 0.98  # ties may round either way
+
+
+def test_steps_it_does_not_know_go_through_scikit_learn():
+    X, y = _data(4)
+    pipeline = Pipeline([("impute", SimpleImputer(strategy="mean")), ("pca", PCA(8)),
+                         ("scale", StandardScaler(with_mean=False)),
+                         ("classify", LogisticRegression(max_iter=500))]).fit(X, y)
+    np.testing.assert_allclose(compile_predict_proba(pipeline)(X.copy()),
+                               pipeline.predict_proba(X), atol=2e-5)
+
+
+@pytest.mark.filterwarnings("ignore:Skipping features without any observed values")
+def test_an_imputer_that_drops_an_empty_column_is_left_to_scikit_learn():
+    X, y = _data(3)
+    X[:, 3] = np.nan  # scikit-learn drops a column with no value at all
+    pipeline = Pipeline([("impute", SimpleImputer(strategy="median")),
+                         ("classify", LogisticRegression(max_iter=500))]).fit(X, y)
+    np.testing.assert_allclose(compile_predict_proba(pipeline)(X.copy()),
+                               pipeline.predict_proba(X), atol=2e-5)
