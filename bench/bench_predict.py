@@ -4,8 +4,9 @@ Builds a temporary instance (SQLite file, or a new PostgreSQL database that is
 dropped at the end) with ``n`` unclassified objects and ``--train-size``
 validated ones over ``--classes`` categories, whose feature rows are Gaussian
 clusters (throughput does not depend on the values): ``deep_effnetlite0``
-(1280 features) for ``deep_logreg``/``deep_mlp``, ``morpho`` (``--features``,
-default 50) for ``classic_rf``. It trains the model, then times
+(1280 features) for ``deep_logreg``/``deep_mlp``, ``morpho`` (50) for
+``classic_rf``, both (1280 + 41, as on NDSB) for ``deep_logreg_rf``, the
+default model (``FEATURE_SETS``). It trains the model, then times
 
 1. where the time goes, chunk by chunk in this process: feature read (Zarr),
    ``predict_proba``, top-3, database write (history + update, one
@@ -39,8 +40,11 @@ sys.path.insert(0, str(ROOT))
 
 PG_ADMIN_URL = os.environ.get("ECOTAXA_TEST_PG_URL",
                               "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-FEATURE_SET = {"deep_logreg": ("deep_effnetlite0", 1280), "deep_mlp": ("deep_effnetlite0", 1280),
-               "classic_rf": ("morpho", 50), "deep_rf": ("deep_effnetlite0_pca50", 50)}
+#: Feature sets (name, number of features) of each kind's model.
+FEATURE_SETS = {"deep_logreg": [("deep_effnetlite0", 1280)],
+                "deep_mlp": [("deep_effnetlite0", 1280)],
+                "deep_logreg_rf": [("deep_effnetlite0", 1280), ("morpho", 41)],
+                "classic_rf": [("morpho", 50)], "deep_rf": [("deep_effnetlite0_pca50", 50)]}
 
 
 def _pg_database(admin_url: str, action: str, name: str) -> None:
@@ -62,8 +66,6 @@ def _build(inst, args, rng):
     from ecotaxa_core.projects import create_project
     from ecotaxa_core.taxonomy import get_or_create_taxon
 
-    feature_set, dim = FEATURE_SET[args.kind]
-    dim = args.features or dim
     total = args.n + args.train_size
     labels = rng.integers(0, args.classes, total)
     labels[:args.classes] = np.arange(args.classes)  # every category has validated objects
@@ -80,13 +82,17 @@ def _build(inst, args, rng):
         ids = np.array(s.scalars(select(Object.id).where(Object.project_id == pid)
                                  .order_by(Object.id)).all())
     # Clusters that overlap (noise twice the spread of the centres), as real classes do.
-    centres = rng.normal(0, 1, (args.classes, dim)).astype(np.float32)
-    for start in range(0, total, 20_000):
-        part = labels[start:start + 20_000]
-        x = centres[part] + rng.normal(0, 2.0, (len(part), dim)).astype(np.float32)
-        inst.features.append(pid, feature_set, ids[start:start + 20_000], x,
-                             [f"f{j:04d}" for j in range(dim)], {"kind": "bench"})
-    return pid, feature_set
+    sets = FEATURE_SETS[args.kind]
+    if args.features:  # the first set's width
+        sets = [(sets[0][0], args.features)] + sets[1:]
+    for feature_set, dim in sets:
+        centres = rng.normal(0, 1, (args.classes, dim)).astype(np.float32)
+        for start in range(0, total, 20_000):
+            part = labels[start:start + 20_000]
+            x = centres[part] + rng.normal(0, 2.0, (len(part), dim)).astype(np.float32)
+            inst.features.append(pid, feature_set, ids[start:start + 20_000], x,
+                                 [f"f{j:04d}" for j in range(dim)], {"kind": "bench"})
+    return pid, [name for name, _ in sets]
 
 
 def _reset(inst, pid: int) -> None:
@@ -134,9 +140,9 @@ def _breakdown(inst, pid: int, model_row, chunk_size: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("n", nargs="?", type=int, default=100_000, help="objects to predict")
-    parser.add_argument("--kind", default="deep_logreg", choices=sorted(FEATURE_SET))
+    parser.add_argument("--kind", default="deep_logreg", choices=sorted(FEATURE_SETS))
     parser.add_argument("--features", type=int, default=None,
-                        help="number of features (default: 1280 deep, 50 classic)")
+                        help="width of the first feature set (default: 1280 deep, 50 classic)")
     parser.add_argument("--classes", type=int, default=120)
     parser.add_argument("--train-size", type=int, default=6000,
                         help="validated objects the model is trained on")
@@ -177,13 +183,13 @@ def main() -> None:
         inst = init_instance(settings, "bench@localhost", "bench")
         backend = inst.engine.dialect.name
         t = time.perf_counter()
-        pid, feature_set = _build(inst, args, np.random.default_rng(0))
+        pid, feature_sets = _build(inst, args, np.random.default_rng(0))
         print(f"built {args.n} + {args.train_size} objects on {backend} in "
               f"{time.perf_counter() - t:.1f} s", flush=True)
         t = time.perf_counter()
-        model = train_model(inst, pid, args.kind, feature_sets=[feature_set])
+        model = train_model(inst, pid, args.kind, feature_sets=feature_sets)
         print(f"trained {args.kind} on {args.train_size} objects, {args.classes} classes, "
-              f"{feature_set}: {time.perf_counter() - t:.1f} s", flush=True)
+              f"{'+'.join(feature_sets)}: {time.perf_counter() - t:.1f} s", flush=True)
         print(f"predicting {args.n} objects, chunks of {chunk_size}, on {backend}", flush=True)
         if "breakdown" not in args.skip:
             phases = _breakdown(inst, pid, model, chunk_size)
