@@ -13,7 +13,9 @@ default model (``FEATURE_SETS``). It trains the model, then times
    transaction per chunk);
 2. ``predict_project`` (the same, end to end, as ``ecotaxa predict`` without Dask);
 3. ``predict_flow`` (Prefect + embedded Dask LocalCluster; the flow's own figure
-   starts after the cluster is up).
+   starts after the cluster is up);
+4. ``predict_flow`` twice on one running cluster: the second run's worker has
+   its imports and the model loaded (a long-lived cluster's steady state).
 
 Each timed run starts from the same state: every object unclassified.
 
@@ -137,6 +139,30 @@ def _breakdown(inst, pid: int, model_row, chunk_size: int) -> dict[str, float]:
     return phases
 
 
+def _warm_flows(inst, pid: int, model_id: int, n: int) -> None:
+    """The flow twice on one running cluster (as ``ECOTAXA_DASK_SCHEDULER_ADDRESS``
+    gives it): the second run finds its worker's imports and model loaded."""
+    from distributed import LocalCluster
+
+    from flows.predict import predict_flow
+    from ecotaxa_core.settings import Settings
+
+    settings = Settings()
+    with LocalCluster(n_workers=settings.dask_n_workers,
+                      threads_per_worker=settings.dask_threads_per_worker, processes=True,
+                      dashboard_address=":0", host="127.0.0.1") as cluster:
+        os.environ["ECOTAXA_DASK_SCHEDULER_ADDRESS"] = cluster.scheduler_address
+        try:
+            for run in ("cold", "warm"):
+                summary = predict_flow(project_id=pid, model_id=model_id)
+                assert summary["n_predicted"] == n, summary
+                print(f"predict_flow, running cluster, {run} worker: {summary['seconds']:.2f} s, "
+                      f"{summary['objects_per_second']:,.0f} objects/s", flush=True)
+                _reset(inst, pid)
+        finally:
+            del os.environ["ECOTAXA_DASK_SCHEDULER_ADDRESS"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], allow_abbrev=False)
     parser.add_argument("n", nargs="?", type=int, default=100_000, help="objects to predict")
@@ -153,7 +179,7 @@ def main() -> None:
                     help=f"a new database on the server of {PG_ADMIN_URL} (ECOTAXA_TEST_PG_URL)")
     db.add_argument("--database-url", default=None,
                     help="an existing, empty database (its tables are created)")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["breakdown", "project", "flow"],
+    parser.add_argument("--skip", nargs="*", default=[], choices=["breakdown", "project", "flow", "warm-flow"],
                         help="parts not to run")
     args = parser.parse_args()
 
@@ -218,6 +244,9 @@ def main() -> None:
             print(f"predict_flow (Dask)    {seconds:6.2f} s wall, {args.n / seconds:,.0f} "
                   f"objects/s; after cluster start {summary['seconds']:.2f} s, "
                   f"{summary['objects_per_second']:,.0f} objects/s", flush=True)
+        if "warm-flow" not in args.skip:
+            _reset(inst, pid)
+            _warm_flows(inst, pid, model.id, args.n)
     finally:
         if inst is not None:
             inst.close()
