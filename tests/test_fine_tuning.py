@@ -23,7 +23,7 @@ from ecotaxa_core.learn.augmentation import (NO_AUGMENTATION, AugmentationSettin
                                              affine_matrices, augment_batch)
 from ecotaxa_core.learn.fine_tuning import (BACKBONES_DIR, EarlyStopping, FineTuningError,
                                             FineTuningSettings, class_weights,
-                                            epochs_within_budget, fine_tune)
+                                            _CosineToPlan, epochs_within_budget, fine_tune)
 from ecotaxa_core.taxonomy import get_or_create_taxon
 from test_features_flow import make_project, ndsb_images, point_flows_at
 
@@ -304,12 +304,23 @@ def test_fine_tune_command_refuses_clearly(tmp_path, prefect_api_url):
     assert not (home / "models" / BACKBONES_DIR).exists()
 
 
-@pytest.mark.parametrize("done, planned, elapsed, epoch_s, budget, expected", [
+@pytest.mark.parametrize("done, most, elapsed, epoch_s, budget, expected", [
     (1, 15, 100.0, 100.0, 1000.0, 10),   # 9 more fit
-    (1, 5, 100.0, 100.0, 1000.0, 5),     # never more than planned
+    (1, 5, 100.0, 100.0, 1000.0, 5),     # never more than the settings' epochs
     (3, 10, 990.0, 300.0, 1000.0, 3),    # none more fits: stop now
     (2, 10, 1500.0, 700.0, 1000.0, 2),   # already over: never fewer than done
     (4, 8, 400.0, 100.0, 649.0, 6),      # 249 s left: two whole epochs
 ])
-def test_the_epoch_plan_fits_the_time_budget(done, planned, elapsed, epoch_s, budget, expected):
-    assert epochs_within_budget(done, planned, elapsed, epoch_s, budget) == expected
+def test_the_epoch_plan_fits_the_time_budget(done, most, elapsed, epoch_s, budget, expected):
+    assert epochs_within_budget(done, most, elapsed, epoch_s, budget) == expected
+
+
+def test_the_learning_rate_decays_to_the_plan_and_never_rises_again():
+    schedule = _CosineToPlan(warmup_steps=2, total_steps=12)
+    rates = [schedule(step) for step in range(6)]
+    assert rates[:2] == [0.5, 1.0] and rates[2] == 1.0  # warm-up, then the decay starts
+    assert all(a > b for a, b in zip(rates[2:], rates[3:]))
+    schedule.total_steps = 6  # the budget shrinks the plan: the decay ends at step 6
+    assert schedule(6) == pytest.approx(0.01)
+    schedule.total_steps = 100  # it grows again: the rate holds, never rises
+    assert [schedule(s) for s in (7, 8)] == [pytest.approx(0.01)] * 2

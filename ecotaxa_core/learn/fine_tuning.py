@@ -33,9 +33,10 @@ How it trains:
   the best epoch's weights are kept, and training stops when it has not
   improved by ``min_delta`` for ``patience`` epochs, after ``epochs``, or,
   under ``time_budget_s`` (counted from the start, preprocessing included),
-  after the last epoch that fits: the plan is remade from the measured epoch
-  time after each epoch and the cosine decay ends with it, so a budget cut
-  never leaves the learning rate high.
+  after the last epoch that fits: the plan is remade from the last epoch's
+  time after each epoch and the cosine decay ends with it (a plan that grows
+  holds the learning rate until the schedule comes down to it: it never rises
+  again), so a budget cut never leaves the learning rate high.
 - on a CUDA GPU: bf16 autocast, pinned host memory and non-blocking copies;
   on the CPU, float32.
 
@@ -370,15 +371,29 @@ class TrainingOutcome:
     seconds: float
 
 
-def epochs_within_budget(done: int, planned: int, elapsed_s: float, epoch_s: float,
+def epochs_within_budget(done: int, most: int, elapsed_s: float, epoch_s: float,
                          budget_s: float) -> int:
-    """How many epochs in all fit in ``budget_s``, after ``done`` took ``elapsed_s``.
+    """How many epochs in all fit in ``budget_s``, after ``done`` took ``elapsed_s``
+    and the next ones take ``epoch_s`` each: between ``done`` and ``most``."""
+    more = int(max(0.0, budget_s - elapsed_s) // epoch_s) if epoch_s > 0 else most
+    return max(done, min(most, done + more))
 
-    Never more than ``planned`` (the plan only shrinks, so the learning-rate
-    schedule never jumps back up) and never fewer than ``done``.
-    """
-    more = int(max(0.0, budget_s - elapsed_s) // epoch_s) if epoch_s > 0 else planned
-    return max(done, min(planned, done + more))
+
+class _CosineToPlan:
+    """The learning-rate factor: warm-up, then a cosine decay that ends with the
+    planned last epoch; ``total_steps`` may change between steps (a re-planned
+    time budget), and the factor never rises again after the warm-up (a plan that
+    grows holds it until the new schedule comes down to it)."""
+
+    def __init__(self, warmup_steps: int, total_steps: int):
+        self.warmup_steps, self.total_steps = warmup_steps, total_steps
+        self._last = 1.0
+
+    def __call__(self, step: int) -> float:
+        factor = _lr_factor(step, self.warmup_steps, self.total_steps)
+        if step >= self.warmup_steps:
+            factor = self._last = min(factor, self._last)
+        return factor
 
 
 def _lr_factor(step: int, warmup_steps: int, total_steps: int) -> float:
@@ -500,9 +515,8 @@ def train_network(base: _Base, images: np.ndarray, y_index: np.ndarray, n_classe
     # The cosine decay ends with the last epoch. Under a time budget that is the last
     # epoch that fits: re-planned from the measured epoch time after each epoch, so the
     # learning rate has come down when the budget stops the training.
-    planned_epochs = settings.epochs
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimiser, lambda step: _lr_factor(step, warmup, steps_per_epoch * planned_epochs))
+    schedule = _CosineToPlan(warmup, steps_per_epoch * settings.epochs)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimiser, schedule)
     y_device = torch.from_numpy(y_index).to(device)
     stopping = EarlyStopping(settings.patience, settings.min_delta)
     history: list[dict[str, Any]] = []
@@ -560,9 +574,11 @@ def train_network(base: _Base, images: np.ndarray, y_index: np.ndarray, n_classe
             stopped = "patience"
             break
         if settings.time_budget_s is not None and epoch < settings.epochs:
+            # The last epoch's time (the first ones may have shared the machine).
             planned_epochs = epochs_within_budget(
-                epoch, planned_epochs, time.perf_counter() - started,
-                sum(r["epoch_seconds"] for r in history) / epoch, settings.time_budget_s)
+                epoch, settings.epochs, time.perf_counter() - started,
+                row["epoch_seconds"], settings.time_budget_s)
+            schedule.total_steps = steps_per_epoch * planned_epochs
             if epoch >= planned_epochs:
                 stopped = "time_budget"
                 break
