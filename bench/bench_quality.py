@@ -15,6 +15,7 @@ the training time (held-out fit + final refit, this machine).
     python bench/bench_quality.py [--workdir /work/benchwork/quality] [--input-size 128] [--views 4]
         [--candidates classic_rf deep_logreg ...] [--test-size 0.2] [--seed 0]
         [--classes N --per-class M]     # a subset, for a quick look
+        [--blend-trees 100]             # deep_logreg_rf's forest size (default 300)
 
 A candidate is ``KIND`` (its default feature sets) or ``KIND:SET+SET`` (e.g.
 ``deep_logreg:deep_effnetlite0+morpho``).
@@ -103,6 +104,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--classes", type=int, default=0, help="subset: largest N classes")
     parser.add_argument("--per-class", type=int, default=100)
+    parser.add_argument("--blend-trees", type=int, default=None,
+                        help="trees of deep_logreg_rf's forest (default: the platform's)")
     args = parser.parse_args()
     Path(args.workdir).mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="prefect_", dir=args.workdir))
@@ -113,6 +116,10 @@ def main() -> None:
     from ecotaxa_core.learn.training import train_model
     from ecotaxa_core.settings import Settings
 
+    if args.blend_trees:
+        from ecotaxa_core.learn import classifiers
+
+        classifiers.DEEP_LOGREG_RF_TREES = args.blend_trees
     inst = Instance.open(Settings())
     rows = []
     try:
