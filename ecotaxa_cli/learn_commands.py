@@ -217,6 +217,15 @@ def models_show(model_id: int = typer.Argument(..., help="Model id."),
          _human_model_report)
 
 
+# The learning-set options that ``train`` and ``fine-tune`` share.
+OtherProjectOpt = typer.Option(None, "--other-project",
+                               help="Also learn from this project's validated objects.")
+CategoryOpt = typer.Option(None, "--category",
+                           help="Learn only this category (id or name; repeatable).")
+AppearAsOpt = typer.Option(None, "--appear-as", help="CATEGORY=TARGET: learn CATEGORY's "
+                           "objects as TARGET (usually its parent; ids or names; repeatable).")
+
+
 def _learning_categories(category: Optional[list[str]], appear_as: Optional[list[str]]
                          ) -> tuple[Optional[list[int]], Optional[dict[int, int]]]:
     """``--category`` and ``--appear-as`` values (ids or names) as taxon ids."""
@@ -256,13 +265,9 @@ def fine_tune(
     patience: int = typer.Option(3, help="Epochs without a better validation loss before "
                                  "stopping."),
     batch_size: int = typer.Option(64, help="Images per training step."),
-    other_project: Optional[list[int]] = typer.Option(
-        None, "--other-project", help="Also learn from this project's validated objects."),
-    category: Optional[list[str]] = typer.Option(
-        None, "--category", help="Learn only this category (id or name; repeatable)."),
-    appear_as: Optional[list[str]] = typer.Option(
-        None, "--appear-as", help="CATEGORY=TARGET: learn CATEGORY's objects as TARGET "
-        "(usually its parent; ids or names; repeatable)."),
+    other_project: Optional[list[int]] = OtherProjectOpt,
+    category: Optional[list[str]] = CategoryOpt,
+    appear_as: Optional[list[str]] = AppearAsOpt,
     compute_features: bool = typer.Option(
         False, "--compute-features", help="Then compute deep_NAME for the project."),
     as_json: bool = JsonOpt,
@@ -299,13 +304,9 @@ def train(
     time_budget: Optional[float] = typer.Option(
         None, help="Minutes the training may take (the automatic choice fits within it)."),
     max_per_category: Optional[int] = typer.Option(None, help="Cap of objects per category."),
-    other_project: Optional[list[int]] = typer.Option(
-        None, "--other-project", help="Also learn from this project's validated objects."),
-    category: Optional[list[str]] = typer.Option(
-        None, "--category", help="Learn only this category (id or name; repeatable)."),
-    appear_as: Optional[list[str]] = typer.Option(
-        None, "--appear-as", help="CATEGORY=TARGET: learn CATEGORY's objects as TARGET "
-        "(usually its parent; ids or names; repeatable)."),
+    other_project: Optional[list[int]] = OtherProjectOpt,
+    category: Optional[list[str]] = CategoryOpt,
+    appear_as: Optional[list[str]] = AppearAsOpt,
     seed: Optional[int] = typer.Option(None, help="Seed of the cap's choice and of the split."),
     test_size: Optional[float] = typer.Option(None, help="Held-out fraction of each category."),
     as_json: bool = JsonOpt,
