@@ -58,3 +58,29 @@ def test_an_imputer_that_drops_an_empty_column_is_left_to_scikit_learn():
                          ("classify", LogisticRegression(max_iter=500))]).fit(X, y)
     np.testing.assert_allclose(compile_predict_proba(pipeline)(X.copy()),
                                pipeline.predict_proba(X), atol=2e-5)
+
+
+def _compile_in_daemon(pipeline, queue):
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        proba = compile_predict_proba(pipeline)(_data(4)[0])
+    forest = pipeline.named_steps["classify"].forest_
+    queue.put((forest.n_jobs, proba.shape, [str(w.message) for w in caught]))
+
+
+def test_in_a_daemon_process_forests_predict_with_one_job_and_no_warning():
+    import multiprocessing
+
+    X, y = _data(4)
+    pipeline = make_classifier("deep_logreg_rf", n_jobs=-1, feature_names=NAMES).fit(X, y)
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_compile_in_daemon, args=(pipeline, queue), daemon=True)
+    child.start()
+    n_jobs, shape, warned = queue.get(timeout=120)
+    child.join()
+    assert (n_jobs, shape) == (1, (300, 4))
+    assert not [w for w in warned if "n_jobs" in w or "daemon" in w], warned
+    assert pipeline.named_steps["classify"].forest_.n_jobs == -1  # this process: unchanged

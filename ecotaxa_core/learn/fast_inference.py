@@ -15,11 +15,14 @@ knows and returns a function that applies them in float32, in place:
 
 Any other step or final estimator is applied through scikit-learn, so every
 pipeline gets a function; the probabilities agree with ``predict_proba`` to
-float32 rounding (about 1e-6; tested for every classifier kind).
+float32 rounding (about 1e-6; tested for every classifier kind). In a daemon
+process (a Dask worker), forests predict with one job: joblib cannot start
+workers there and would fall back to one, warning at every call.
 """
 
 from __future__ import annotations
 
+import multiprocessing
 from typing import Callable
 
 import numpy as np
@@ -42,6 +45,8 @@ def compile_predict_proba(model) -> PredictProba:
 
     ``X`` (float32 or float64, shape (n, n_features)) may be overwritten.
     """
+    if multiprocessing.current_process().daemon:
+        _one_job(model)
     steps = list(model.steps) if isinstance(model, Pipeline) else [("model", model)]
     *transforms, (_, final) = steps
     ops: list[Transform] = []
@@ -67,6 +72,20 @@ def compile_predict_proba(model) -> PredictProba:
         return head(X)
 
     return predict_proba
+
+
+def _one_job(model) -> None:
+    """Every estimator inside ``model`` that runs jobs runs one."""
+    parts = [model]
+    while parts:
+        part = parts.pop()
+        if isinstance(part, Pipeline):
+            parts.extend(step for _, step in part.steps)
+        elif isinstance(part, ForestBlend):
+            parts.extend(p for p in (getattr(part, "linear_", None),
+                                     getattr(part, "forest_", None)) if p is not None)
+        elif getattr(part, "n_jobs", None) not in (None, 1):
+            part.n_jobs = 1
 
 
 def _transform_op(step) -> Transform:
