@@ -129,3 +129,10 @@ def test_deep_logreg_rf_blends_the_forest_on_classic_columns_geometrically():
     assert default_feature_sets("deep_logreg_rf", ["morpho", "tsv"]) == []
     assert default_feature_sets("deep_logreg_rf", ["morpho", "deep_effnetlite0"]) == [
         "deep_effnetlite0", "morpho"]
+
+
+def test_the_default_blend_uses_a_lighter_forest_than_the_baseline():
+    names = ["deep_effnetlite0:f0", "morpho:area"]
+    blend = make_classifier("deep_logreg_rf", feature_names=names).named_steps["classify"]
+    assert (blend.forest.n_estimators, blend.forest.min_samples_leaf) == (100, 5)
+    assert blend.forest_columns == (1,) and blend.forest_weight == 0.3
