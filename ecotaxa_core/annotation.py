@@ -20,6 +20,7 @@ from ecotaxa_core.db.bulk import write_predicted_state
 from ecotaxa_core.db.engine import json_dumps
 from ecotaxa_core.db.models import AnnotationHistory, Object, ObjectStatus, Taxon, utcnow
 from ecotaxa_core.errors import EcoTaxaError, ObjectNotFound, TaxonNotFound
+from ecotaxa_core.rights import Action, require
 
 __all__ = [
     "Prediction",
@@ -162,6 +163,7 @@ def _history_rows(rows, changed_by_id: int | None, when: datetime) -> list[dict]
 
 def _set_state(session: Session, project_id: int, object_ids: Iterable[int], *, status: str,
                user_id: int, taxon_id: int | None = None, keep_taxon: bool = False) -> int:
+    require(session, user_id, project_id, Action.ANNOTATE)
     ids = sorted({int(i) for i in object_ids})
     if not ids:
         return 0
@@ -190,7 +192,11 @@ def _set_state(session: Session, project_id: int, object_ids: Iterable[int], *, 
 
 def validate_objects(session: Session, project_id: int, object_ids: Iterable[int],
                      user_id: int) -> int:
-    """Validate the objects in their current category; returns how many changed."""
+    """Validate the objects in their current category; returns how many changed.
+
+    Like every change of this module, raises :class:`PermissionDenied` unless
+    ``user_id`` may annotate the project, whoever calls it (page, flow, CLI).
+    """
     return _set_state(session, project_id, object_ids, status=ObjectStatus.VALIDATED.value,
                       user_id=user_id, keep_taxon=True)
 

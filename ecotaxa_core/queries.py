@@ -6,19 +6,22 @@ per-category counts of a project, and for the taxa matching what a user types
 in the category picker. Changes go through :mod:`ecotaxa_core.annotation`.
 
 >>> SORTS
-('score_desc', 'score_asc', 'id', 'orig_id')
+('score_desc', 'score_asc', 'annotated_desc', 'annotated_asc', 'random', 'id', 'orig_id')
 """
 
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass
-from typing import NamedTuple
+from datetime import datetime
+from typing import Iterable, NamedTuple
 
 from sqlalchemy import and_, case, func, select
 from sqlalchemy.orm import Session, aliased
 
 from ecotaxa_core.db.models import Image, Membership, Object, ObjectStatus, Project, Role, Taxon, User
 from ecotaxa_core.errors import EcoTaxaError, UserNotFound
+from ecotaxa_core.object_filter import ObjectFilter
 
 __all__ = [
     "SORTS",
@@ -30,9 +33,14 @@ __all__ = [
     "category_counts",
     "taxa_for_picker",
     "projects_for_user",
+    "current_states",
 ]
 
-SORTS = ("score_desc", "score_asc", "id", "orig_id")
+SORTS = ("score_desc", "score_asc", "annotated_desc", "annotated_asc", "random", "id", "orig_id")
+# "random": a fixed shuffle of ids (id times a multiplier, modulo a prime below 2**31: a
+# one-to-one map), the same for everyone and stable across pages; the seed draws the
+# multiplier, hence another shuffle.
+_HASH_MODULUS = 2_147_483_629
 
 _ANNOTATING_ROLES = (Role.ANNOTATOR.value, Role.MANAGER.value)
 
@@ -50,6 +58,7 @@ class ObjectRow:
     thumb_path: str | None  # relative to the vault root; first image (rank 0), or the image
     # itself when it is small enough to be its own thumbnail
     annotator: str | None  # name of the user who made the last change
+    annotation_date: datetime | None = None  # when the last change was made
 
 
 class CategoryCount(NamedTuple):
@@ -71,11 +80,19 @@ class ProjectChoice(NamedTuple):
     can_annotate: bool
 
 
-def _order_by(sort: str):
+def _order_by(sort: str, seed: int = 0):
     if sort == "score_desc":
         return (Object.score.desc().nulls_last(), Object.id)
     if sort == "score_asc":
         return (Object.score.asc().nulls_last(), Object.id)
+    if sort == "annotated_desc":
+        return (Object.annotation_date.desc().nulls_last(), Object.id)
+    if sort == "annotated_asc":
+        return (Object.annotation_date.asc().nulls_last(), Object.id)
+    if sort == "random":
+        multiplier = random.Random(int(seed)).randrange(_HASH_MODULUS // 7, _HASH_MODULUS)
+        shuffled = Object.id % _HASH_MODULUS * multiplier % _HASH_MODULUS
+        return (shuffled, Object.id)
     if sort == "id":
         return (Object.id,)
     if sort == "orig_id":
@@ -94,7 +111,8 @@ def _check_status(status: str | None) -> str | None:
 
 
 def list_objects(session: Session, project_id: int, *, taxon_id: int | None = None,
-                 status: str | None = None, sort: str = "score_desc", limit: int = 60,
+                 status: str | None = None, object_filter: ObjectFilter | None = None,
+                 sort: str = "score_desc", seed: int = 0, limit: int = 60,
                  offset: int = 0) -> tuple[list[ObjectRow], int]:
     """One page of a project's objects, and how many objects match the filters.
 
@@ -105,16 +123,22 @@ def list_objects(session: Session, project_id: int, *, taxon_id: int | None = No
     taxon_id : only objects currently in this category (None: any category).
     status : only objects with this status (``unclassified``, ``predicted``,
         ``dubious``, ``validated``; None: any).
+    object_filter : any other criteria (:class:`ObjectFilter`: categories
+        with their children, samples, dates, depths, annotators, score range,
+        free columns ...); raises its :class:`InvalidFilter` for names the
+        project does not have.
     sort : ``score_desc`` / ``score_asc`` (objects without a score come last
-        either way), ``id`` or ``orig_id``; ties are broken by object id so
-        pages never overlap.
+        either way), ``annotated_desc`` / ``annotated_asc`` (date of the last
+        change; never changed last), ``random`` (a shuffle fixed by ``seed``),
+        ``id`` or ``orig_id``; ties are broken by object id so pages never
+        overlap.
     limit, offset : the page.
 
     Returns
     -------
     (rows, total) : the page's rows and the number of matching objects.
     """
-    order = _order_by(sort)
+    order = _order_by(sort, seed)
     status = _check_status(status)
     if limit < 1 or offset < 0:
         raise EcoTaxaError(f"invalid page: limit={limit} (>= 1), offset={offset} (>= 0)")
@@ -123,16 +147,19 @@ def list_objects(session: Session, project_id: int, *, taxon_id: int | None = No
         conditions.append(Object.taxon_id == taxon_id)
     if status is not None:
         conditions.append(Object.status == status)
+    if object_filter is not None:
+        conditions.extend(object_filter.where_clauses(session, project_id))
     total = session.scalar(select(func.count()).select_from(Object).where(*conditions))
     annotator = aliased(User)
     q = (select(Object.id, Object.orig_id, Object.status, Object.taxon_id, Taxon.display_name,
-                Object.score, func.coalesce(Image.thumb_path, Image.file_path), annotator.name)
+                Object.score, func.coalesce(Image.thumb_path, Image.file_path), annotator.name,
+                Object.annotation_date)
          .outerjoin(Taxon, Taxon.id == Object.taxon_id)
          .outerjoin(Image, and_(Image.object_id == Object.id, Image.rank == 0))
          .outerjoin(annotator, annotator.id == Object.annotator_id)
          .where(*conditions).order_by(*order).limit(limit).offset(offset))
     rows = [ObjectRow(id=r[0], orig_id=r[1], status=r[2], taxon_id=r[3], category=r[4],
-                      score=r[5], thumb_path=r[6], annotator=r[7])
+                      score=r[5], thumb_path=r[6], annotator=r[7], annotation_date=r[8])
             for r in session.execute(q)]
     return rows, int(total or 0)
 
@@ -200,3 +227,18 @@ def projects_for_user(session: Session, user_id: int) -> list[ProjectChoice]:
     return [ProjectChoice(pid, title, role in _ANNOTATING_ROLES)
             for pid, title, role in session.execute(q)]
 
+
+
+def current_states(session: Session, project_id: int,
+                   object_ids: Iterable[int]) -> dict[int, tuple[str, int | None, datetime | None]]:
+    """``{object_id: (status, taxon_id, annotation_date)}`` now, for objects of the project.
+
+    What a page compares with the rows it shows to find the tiles someone else
+    changed since; objects deleted since are absent.
+    """
+    ids = sorted({int(i) for i in object_ids})
+    if not ids:
+        return {}
+    q = select(Object.id, Object.status, Object.taxon_id, Object.annotation_date).where(
+        Object.project_id == project_id, Object.id.in_(ids))
+    return {r[0]: (r[1], r[2], r[3]) for r in session.execute(q)}

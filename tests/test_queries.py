@@ -7,11 +7,13 @@ import pytest
 from ecotaxa_core.annotation import set_dubious, validate_objects
 from ecotaxa_core.db.models import Image, Object, Role
 from ecotaxa_core.errors import EcoTaxaError
+from ecotaxa_core.object_filter import InvalidFilter, ObjectFilter
 from ecotaxa_core.projects import create_project, set_member
 from ecotaxa_core.queries import (
     CategoryCount,
     ObjectRow,
     category_counts,
+    current_states,
     list_objects,
     projects_for_user,
     taxa_for_picker,
@@ -84,7 +86,9 @@ def test_rows_carry_category_score_first_thumbnail_and_annotator(instance, proje
     o1, o2, _, o4 = rows
     assert o1 == ObjectRow(id=project["ids"]["o1"], orig_id="o1", status="validated",
                            taxon_id=project["taxa"]["cope"], category="Copepoda", score=None,
-                           thumb_path="thumbs/o1_0.jpg", annotator="Administrator")
+                           thumb_path="thumbs/o1_0.jpg", annotator="Administrator",
+                           annotation_date=o1.annotation_date)
+    assert o1.annotation_date is not None and o2.annotation_date is None
     assert (o2.status, o2.category, o2.score, o2.annotator) == ("predicted", "Copepoda", 0.40, None)
     assert (o4.taxon_id, o4.category, o4.score) == (None, None, None)
 
@@ -172,3 +176,54 @@ def test_projects_for_user(instance, project, admin):
         assert projects_for_user(s, ids[1]) == [(project["id"], "queries", True),
                                                 (project["other"], "other", True)]
         assert projects_for_user(s, ids[2]) == []
+
+
+def test_sorted_by_last_change_and_by_a_stable_shuffle(instance, project, admin):
+    ids = project["ids"]
+    with instance.sessions.begin() as s:
+        validate_objects(s, project["id"], [ids["o3"]], admin.id)
+    with instance.sessions.begin() as s:
+        set_dubious(s, project["id"], [ids["o7"]], admin.id)
+    with instance.sessions() as s:
+        newest, _ = list_objects(s, project["id"], sort="annotated_desc")
+        oldest, _ = list_objects(s, project["id"], sort="annotated_asc")
+        shuffles = {seed: _origs(list_objects(s, project["id"], sort="random", seed=seed)[0])
+                    for seed in range(6)}
+        paged = [r.orig_id for offset in range(0, 8, 3)
+                 for r in list_objects(s, project["id"], sort="random", seed=1, limit=3,
+                                       offset=offset)[0]]
+    assert _origs(newest)[:2] == ["o7", "o3"] and _origs(oldest)[:2] == ["o3", "o7"]
+    assert _origs(oldest)[2:] == sorted(_origs(oldest)[2:], key=lambda o: ids[o])  # never changed
+    assert all(sorted(order) == sorted(ids) for order in shuffles.values())
+    assert len({tuple(order) for order in shuffles.values()}) >= 4  # seeds give other orders
+    assert paged == shuffles[1]  # stable across pages
+
+
+def test_any_object_filter_narrows_the_listing(instance, project):
+    root = project["root"]
+    with instance.sessions() as s:
+        biota, n_biota = list_objects(s, project["id"], sort="orig_id", object_filter=ObjectFilter(
+            taxon_ids=(root,), with_children=True))
+        scored, n_scored = list_objects(s, project["id"], sort="orig_id",
+                                        object_filter=ObjectFilter(score_min=0.5, score_max=0.95))
+        both, _ = list_objects(s, project["id"], status="predicted", taxon_id=project["taxa"]["diat"],
+                               object_filter=ObjectFilter(score_min=0.8))
+        with pytest.raises(InvalidFilter, match="samples"):
+            list_objects(s, project["id"], object_filter=ObjectFilter(samples=("no-such",)))
+    assert (n_biota, _origs(biota)) == (5, ["o1", "o2", "o3", "o5", "o8"])  # not detritus
+    assert (n_scored, _origs(scored)) == (3, ["o1", "o3", "o7"])
+    assert _origs(both) == ["o5"]
+
+
+def test_current_states_tell_what_changed_since_a_page_was_read(instance, project, admin):
+    ids = project["ids"]
+    with instance.sessions() as s:
+        rows, _ = list_objects(s, project["id"], sort="orig_id", limit=3)
+    with instance.sessions.begin() as s:
+        validate_objects(s, project["id"], [ids["o2"]], admin.id)
+    with instance.sessions() as s:
+        now = current_states(s, project["id"], [r.id for r in rows] + [10**9])
+    shown = {r.id: (r.status, r.taxon_id, r.annotation_date) for r in rows}
+    assert sorted(now) == sorted(shown)  # unknown ids are left out
+    assert [i for i in shown if now[i] != shown[i]] == [ids["o2"]]
+    assert now[ids["o2"]][0] == "validated"

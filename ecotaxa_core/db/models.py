@@ -263,6 +263,10 @@ class AnnotationHistory(Base):
     annotator_id: Mapped[Optional[UserIDT]] = mapped_column(ForeignKey("users.id"))
     annotation_date: Mapped[Optional[datetime]] = mapped_column(DateTime(timezone=True))
     model_id: Mapped[Optional[int]] = mapped_column(ForeignKey("trained_models.id", ondelete="SET NULL"))
+    # None for a change; "undo" when the change put back an earlier state (see annotation_undo).
+    action: Mapped[Optional[str]] = mapped_column(String(16))
+
+    __table_args__ = (Index("ix_annotation_history_changed_by_at", "changed_by_id", "changed_at"),)
 
 
 class TrainedModel(Base):
