@@ -14,7 +14,9 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Iterable, NamedTuple
+from typing import Iterable, NamedTuple, Sequence
+
+import numpy as np
 
 from sqlalchemy import and_, case, func, select
 from sqlalchemy.orm import Session, aliased
@@ -22,6 +24,8 @@ from sqlalchemy.orm import Session, aliased
 from ecotaxa_core.db.models import Image, Membership, Object, ObjectStatus, Project, Role, Taxon, User
 from ecotaxa_core.errors import EcoTaxaError, UserNotFound
 from ecotaxa_core.object_filter import ObjectFilter
+from ecotaxa_core.similarity import rank_by_similarity
+from ecotaxa_core.store.feature_store import FeatureStore
 
 __all__ = [
     "SORTS",
@@ -30,6 +34,8 @@ __all__ = [
     "TaxonChoice",
     "ProjectChoice",
     "list_objects",
+    "list_objects_by_similarity",
+    "rows_for_ids",
     "category_counts",
     "taxa_for_picker",
     "projects_for_user",
@@ -142,6 +148,46 @@ def list_objects(session: Session, project_id: int, *, taxon_id: int | None = No
     status = _check_status(status)
     if limit < 1 or offset < 0:
         raise EcoTaxaError(f"invalid page: limit={limit} (>= 1), offset={offset} (>= 0)")
+    conditions = _conditions(session, project_id, taxon_id, status, object_filter)
+    total = session.scalar(select(func.count()).select_from(Object).where(*conditions))
+    q = _row_query().where(*conditions).order_by(*order).limit(limit).offset(offset)
+    return [_object_row(r) for r in session.execute(q)], int(total or 0)
+
+
+def list_objects_by_similarity(session: Session, store: FeatureStore, project_id: int,
+                               reference_id: int, *, most_similar_first: bool = True,
+                               taxon_id: int | None = None, status: str | None = None,
+                               object_filter: ObjectFilter | None = None, limit: int = 60,
+                               offset: int = 0) -> tuple[list[ObjectRow], int]:
+    """One page of the objects that pass the filters, the most (or least) similar to
+    ``reference_id`` first (:func:`~ecotaxa_core.similarity.rank_by_similarity`:
+    deep features; objects without a vector last); and how many pass the filters.
+
+    Raises :class:`~ecotaxa_core.similarity.NoSimilarityFeatures` when the
+    project or the reference object has no vector.
+    """
+    status = _check_status(status)
+    if limit < 1 or offset < 0:
+        raise EcoTaxaError(f"invalid page: limit={limit} (>= 1), offset={offset} (>= 0)")
+    conditions = _conditions(session, project_id, taxon_id, status, object_filter)
+    ids = np.fromiter(session.scalars(select(Object.id).where(*conditions)), dtype=np.int64)
+    ranked = rank_by_similarity(store, project_id, reference_id, ids,
+                                most_similar_first=most_similar_first, limit=offset + limit)
+    return rows_for_ids(session, project_id, ranked[offset:].tolist()), len(ids)
+
+
+def rows_for_ids(session: Session, project_id: int, object_ids: Sequence[int]) -> list[ObjectRow]:
+    """The grid rows of these objects of the project, in the order given (others left out)."""
+    ids = [int(i) for i in object_ids]
+    if not ids:
+        return []
+    found = {r[0]: _object_row(r) for r in session.execute(
+        _row_query().where(Object.project_id == project_id, Object.id.in_(ids)))}
+    return [found[i] for i in ids if i in found]
+
+
+def _conditions(session: Session, project_id: int, taxon_id: int | None, status: str | None,
+                object_filter: ObjectFilter | None) -> list:
     conditions = [Object.project_id == project_id]
     if taxon_id is not None:
         conditions.append(Object.taxon_id == taxon_id)
@@ -149,19 +195,22 @@ def list_objects(session: Session, project_id: int, *, taxon_id: int | None = No
         conditions.append(Object.status == status)
     if object_filter is not None:
         conditions.extend(object_filter.where_clauses(session, project_id))
-    total = session.scalar(select(func.count()).select_from(Object).where(*conditions))
+    return conditions
+
+
+def _row_query():
     annotator = aliased(User)
-    q = (select(Object.id, Object.orig_id, Object.status, Object.taxon_id, Taxon.display_name,
-                Object.score, func.coalesce(Image.thumb_path, Image.file_path), annotator.name,
-                Object.annotation_date)
-         .outerjoin(Taxon, Taxon.id == Object.taxon_id)
-         .outerjoin(Image, and_(Image.object_id == Object.id, Image.rank == 0))
-         .outerjoin(annotator, annotator.id == Object.annotator_id)
-         .where(*conditions).order_by(*order).limit(limit).offset(offset))
-    rows = [ObjectRow(id=r[0], orig_id=r[1], status=r[2], taxon_id=r[3], category=r[4],
-                      score=r[5], thumb_path=r[6], annotator=r[7], annotation_date=r[8])
-            for r in session.execute(q)]
-    return rows, int(total or 0)
+    return (select(Object.id, Object.orig_id, Object.status, Object.taxon_id, Taxon.display_name,
+                   Object.score, func.coalesce(Image.thumb_path, Image.file_path), annotator.name,
+                   Object.annotation_date)
+            .outerjoin(Taxon, Taxon.id == Object.taxon_id)
+            .outerjoin(Image, and_(Image.object_id == Object.id, Image.rank == 0))
+            .outerjoin(annotator, annotator.id == Object.annotator_id))
+
+
+def _object_row(r) -> ObjectRow:
+    return ObjectRow(id=r[0], orig_id=r[1], status=r[2], taxon_id=r[3], category=r[4],
+                     score=r[5], thumb_path=r[6], annotator=r[7], annotation_date=r[8])
 
 
 def category_counts(session: Session, project_id: int) -> list[CategoryCount]:

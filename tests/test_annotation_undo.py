@@ -123,3 +123,28 @@ def test_visitors_and_strangers_may_neither_change_nor_undo(instance, setup):
     with instance.sessions() as s:
         n_history = len(s.scalars(select(AnnotationHistory)).all())
     assert n_history == 6  # the predictions' rows only
+
+
+def test_the_detail_of_an_object_names_its_history_and_top_predictions(instance, setup):
+    from ecotaxa_core.object_detail import object_detail
+
+    pid, ann, oid = setup["pid"], setup["ann"], setup["ids"][0]
+    with instance.sessions.begin() as s:
+        move_objects(s, pid, [oid], setup["diat"], ann)
+    with instance.sessions.begin() as s:
+        undo_last_change(s, pid, ann)
+    with instance.sessions.begin() as s:
+        validate_objects(s, pid, [oid], setup["bob"])
+    with instance.sessions() as s:
+        detail = object_detail(s, pid, oid, setup["vis"])  # a visitor may look
+        with pytest.raises(PermissionDenied):
+            object_detail(s, pid, oid, create_user(s, "y@example.org", "y", "pw").id)
+    assert (detail.orig_id, detail.status, detail.category, detail.annotator) == (
+        "o0", "validated", "Copepoda", "bob")
+    assert detail.top_predictions == [("Copepoda", 0.5)]
+    assert [(h.changed_by, h.action, h.status, h.category) for h in detail.history] == [
+        ("bob", None, "predicted", "Copepoda"),  # the state bob's validation replaced
+        ("ann", UNDO, "validated", "Bacillariophyta"),  # the state ann's undo replaced
+        ("ann", None, "predicted", "Copepoda"),
+        (None, None, "unclassified", None),  # the prediction run
+    ]

@@ -227,3 +227,32 @@ def test_current_states_tell_what_changed_since_a_page_was_read(instance, projec
     assert sorted(now) == sorted(shown)  # unknown ids are left out
     assert [i for i in shown if now[i] != shown[i]] == [ids["o2"]]
     assert now[ids["o2"]][0] == "validated"
+
+
+def test_similarity_pages_rank_the_filtered_objects_by_their_deep_features(instance, project):
+    import numpy as np
+
+    from ecotaxa_core.queries import list_objects_by_similarity
+    from ecotaxa_core.similarity import NoSimilarityFeatures
+
+    ids = project["ids"]
+    # o1 is the reference; distances: o2 1, o3 2, o5 3, o7 4, o8 5 (o4 and o6 have no vector).
+    vectors = {"o1": 0, "o2": 1, "o3": 2, "o5": 3, "o7": 4, "o8": 5}
+    with instance.sessions() as s:
+        with pytest.raises(NoSimilarityFeatures):
+            list_objects_by_similarity(s, instance.features, project["id"], ids["o1"])
+    order = sorted(vectors, key=lambda o: ids[o])
+    instance.features.append(project["id"], "deep_effnetlite0_pca50", [ids[o] for o in order],
+                             np.array([[vectors[o], 0.0] for o in order], dtype=np.float32),
+                             ["c0", "c1"], producer={"kind": "test"})
+    with instance.sessions() as s:
+        near, total = list_objects_by_similarity(s, instance.features, project["id"], ids["o1"],
+                                                 limit=3)
+        far, _ = list_objects_by_similarity(s, instance.features, project["id"], ids["o1"],
+                                            most_similar_first=False, limit=3, offset=1)
+        cope, n_cope = list_objects_by_similarity(s, instance.features, project["id"], ids["o8"],
+                                                  taxon_id=project["taxa"]["cope"])
+    assert (total, _origs(near)) == (8, ["o1", "o2", "o3"])
+    assert _origs(far) == ["o7", "o5", "o3"]  # page 2 of 3 of o8, o7, o5, o3 ...
+    assert (n_cope, _origs(cope)) == (3, ["o8", "o2", "o1"])
+    assert near[0].thumb_path == "thumbs/o1_0.jpg"
