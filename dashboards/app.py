@@ -7,6 +7,7 @@ image vault, served as static files under ``/vault``.
 from __future__ import annotations
 
 from functools import partial
+from urllib.parse import urlencode
 
 import panel as pn
 
@@ -40,8 +41,8 @@ def create_app(instance: Instance, *, vault_url: str = f"/{VAULT_ROUTE}") -> pn.
                                          css_classes=["et-user"], styles={"color": "#fff"},
                                          align="center"),
                             sign_out]
-        state = ValidationState(instance, user.id, vault_url=vault_url)
-        body.objects = [ValidationPage(state)]
+        state = ValidationState(instance, user.id, vault_url=vault_url, query=_url_query())
+        body.objects = [ValidationPage(state, on_view_change=_set_url_query)]
 
     show_sign_in()
     header = pn.Row(pn.pane.HTML("<h2 style='margin:8px 0'>EcoTaxa &middot; validation</h2>",
@@ -49,6 +50,18 @@ def create_app(instance: Instance, *, vault_url: str = f"/{VAULT_ROUTE}") -> pn.
                     pn.HSpacer(), user_box, styles=_HEADER_STYLES, sizing_mode="stretch_width")
     return pn.Column(header, body, sizing_mode="stretch_width",
                      styles={"background": "#f7f8fa", "min-height": "100vh"})
+
+
+def _url_query() -> dict[str, str]:
+    """The query arguments of the page's URL (a shared view), when served."""
+    args = pn.state.session_args or {}
+    return {k: v[-1].decode("utf-8", "replace") for k, v in args.items() if v}
+
+
+def _set_url_query(query: dict[str, str]) -> None:
+    """Show the view in the address bar, so that it can be bookmarked or shared."""
+    if pn.state.location is not None:
+        pn.state.location.search = "?" + urlencode(query) if query else ""
 
 
 def _escape(text: str) -> str:

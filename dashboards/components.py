@@ -14,18 +14,34 @@ from typing import Callable
 import param
 from panel.custom import JSComponent
 
-__all__ = ["ThumbnailGrid", "TaxonPicker", "SHORTCUTS"]
+__all__ = ["ThumbnailGrid", "TaxonPicker", "CategoryTree", "SHORTCUTS"]
 
-# Keys the grid forwards to the page (when focus is not in a text field).
+# Keys the grid forwards to the page (when focus is not in a text field); Ctrl+Z (or
+# Cmd+Z) is "undo" too, and "?" shows the list below over the page.
 SHORTCUTS = {
     "v": "validate",
     "d": "dubious",
+    "m": "move",
+    "V": "validate_page",
+    "u": "undo",
+    "s": "similar",
     "a": "select_all",
     "n": "select_none",
     "Escape": "select_none",
     "ArrowRight": "next_page",
     "ArrowLeft": "previous_page",
 }
+SHORTCUT_HELP = [
+    ["v", "validate the selection in its category"],
+    ["d", "mark the selection dubious"],
+    ["m", "move the selection: type a category, Enter to pick it, Enter to move"],
+    ["Shift+V", "validate the whole page and go on"],
+    ["u / Ctrl+Z", "undo your last change"],
+    ["s", "sort by similarity to the selected object"],
+    ["a / n / Esc", "select all / none"],
+    ["\u2190 / \u2192", "previous / next page"],
+    ["?", "show or hide this list"],
+]
 
 
 class ThumbnailGrid(JSComponent):
@@ -40,6 +56,7 @@ class ThumbnailGrid(JSComponent):
     items = param.List(default=[], doc="Tiles to show, in order.")
     selected = param.List(default=[], doc="Ids of the selected objects.")
     shortcuts = param.Dict(default=SHORTCUTS, constant=True)
+    shortcut_help = param.List(default=SHORTCUT_HELP, constant=True)
 
     _esm = """
     function fmtScore(s) { return (s === null || s === undefined) ? "" : s.toFixed(2); }
@@ -112,13 +129,56 @@ class ThumbnailGrid(JSComponent):
         model.selected = ids.filter((i) => chosen.has(i));
       });
 
+      // "?": the keys, over the page.
+      const help = document.createElement("div");
+      help.className = "et-help-overlay";
+      help.hidden = true;
+      const table = document.createElement("table");
+      for (const [key, what] of model.shortcut_help) {
+        const row = table.insertRow();
+        const k = document.createElement("th");
+        k.textContent = key;
+        row.append(k);
+        row.insertCell().textContent = what;
+      }
+      const title = document.createElement("h3");
+      title.textContent = "Keyboard";
+      help.append(title, table);
+      help.addEventListener("click", () => { help.hidden = true; });
+
+      // Hover: a larger view of the image, next to the tile.
+      const preview = document.createElement("img");
+      preview.className = "et-preview";
+      preview.hidden = true;
+      let hoverTimer = null;
+      grid.addEventListener("mouseover", (event) => {
+        const img = event.target.closest(".et-thumb-img");
+        clearTimeout(hoverTimer);
+        if (!img) { preview.hidden = true; return; }
+        hoverTimer = setTimeout(() => {
+          const box = img.getBoundingClientRect();
+          preview.src = img.src;
+          preview.style.left = Math.min(box.right + 8, window.innerWidth - 420) + "px";
+          preview.style.top = Math.max(8, Math.min(box.top, window.innerHeight - 420)) + "px";
+          preview.hidden = false;
+        }, 350);
+      });
+      grid.addEventListener("mouseleave", () => { clearTimeout(hoverTimer); preview.hidden = true; });
+
       function onKey(event) {
         const target = event.composedPath()[0];
-        if (event.ctrlKey || event.metaKey || event.altKey) return;
         if (target && (target.isContentEditable || ["INPUT", "TEXTAREA", "SELECT"].includes(target.tagName))) return;
+        if ((event.ctrlKey || event.metaKey) && !event.altKey && event.key.toLowerCase() === "z") {
+          event.preventDefault();
+          model.send_msg({ action: "undo" });
+          return;
+        }
+        if (event.ctrlKey || event.metaKey || event.altKey) return;
+        if (event.key === "?") { help.hidden = !help.hidden; event.preventDefault(); return; }
         const action = model.shortcuts[event.key];
         if (action) {
           event.preventDefault();
+          help.hidden = true;
           model.send_msg({ action: action });
         }
       }
@@ -126,7 +186,9 @@ class ThumbnailGrid(JSComponent):
       model.on("remove", () => document.removeEventListener("keydown", onKey));
       model.on(["items", "selected"], draw);
       draw();
-      return grid;
+      const host = document.createElement("div");
+      host.append(grid, help, preview);
+      return host;
     }
     """
 
@@ -150,6 +212,14 @@ class ThumbnailGrid(JSComponent):
     .et-status-unclassified .et-thumb-status { color: #777; }
     .et-thumb.et-selected { border-color: #e0a000; background: #fff6d6;
                             box-shadow: 0 0 0 2px #e0a000; }
+    .et-help-overlay { position: fixed; z-index: 1000; top: 80px; left: 50%; transform: translateX(-50%);
+                       background: #fff; border: 1px solid #8aa4c8; border-radius: 8px; padding: 12px 20px;
+                       box-shadow: 0 8px 30px rgba(0,0,0,.25); font: 14px system-ui, sans-serif; }
+    .et-help-overlay th { text-align: right; padding: 3px 12px 3px 0; white-space: nowrap; }
+    .et-help-overlay h3 { margin: 0 0 8px; }
+    .et-preview { position: fixed; z-index: 900; max-width: 400px; max-height: 400px; background: #fff;
+                  border: 1px solid #8aa4c8; border-radius: 4px; box-shadow: 0 6px 20px rgba(0,0,0,.25);
+                  pointer-events: none; image-rendering: pixelated; min-width: 200px; }
     .et-thumb.et-selected::after { content: "\\2713"; position: absolute; top: 6px; right: 8px;
                                    background: #e0a000; color: #fff; border-radius: 50%;
                                    width: 20px; height: 20px; text-align: center; line-height: 20px;
@@ -171,7 +241,8 @@ class TaxonPicker(JSComponent):
 
     Typing sets ``query``; whoever owns the picker answers by setting
     ``options`` (a list of ``[taxon_id, display_name]``). Choosing an option
-    (click, or arrows and Enter) sets ``value`` (the taxon id) and ``label``.
+    (click, or arrows and Enter) sets ``value`` (the taxon id) and ``label``;
+    Enter again calls ``on_submit`` (the page moves the selection there).
     """
 
     query = param.String(default="", doc="What the user typed.")
@@ -227,6 +298,7 @@ class TaxonPicker(JSComponent):
         if (e.key === "ArrowDown" && n) { active = (active + 1) % n; drawOptions(); e.preventDefault(); }
         else if (e.key === "ArrowUp" && n) { active = (active - 1 + n) % n; drawOptions(); e.preventDefault(); }
         else if (e.key === "Enter" && n && !list.hidden) { const [id, name] = model.options[active]; choose(id, name); }
+        else if (e.key === "Enter" && model.value !== null) { model.send_msg({ submit: true }); }
         else if (e.key === "Escape") { list.hidden = true; }
       });
       model.on("options", () => {
@@ -237,6 +309,7 @@ class TaxonPicker(JSComponent):
       // The owner clears the picker after a move (see TaxonPicker.clear).
       model.on("msg:custom", (msg) => {
         if (msg && msg.clear) { clearTimeout(timer); input.value = ""; list.hidden = true; }
+        if (msg && msg.focus) { input.focus(); input.select(); model.query = input.value; }
       });
       box.append(input, list);
       return box;
@@ -254,7 +327,89 @@ class TaxonPicker(JSComponent):
     .et-picker-option.et-active, .et-picker-option:hover { background: #e6eefa; }
     """]
 
+    def __init__(self, on_submit: Callable[[], None] | None = None, **params):
+        super().__init__(**params)
+        self.on_submit = on_submit
+
     def clear(self) -> None:
         """Forget the chosen category and empty the text field."""
         self.param.update(value=None, label="", query="", options=[])
         self._send_msg({"clear": True})
+
+    def focus(self) -> None:
+        """Put the keyboard in the text field (the "m" key), showing the recent categories."""
+        self._send_msg({"focus": True})
+
+    def _handle_msg(self, data) -> None:
+        if isinstance(data, dict) and data.get("submit") and self.on_submit is not None:
+            self.on_submit()
+
+
+class CategoryTree(JSComponent):
+    """The project's categories as a collapsible tree with their counts; click to filter.
+
+    ``nodes`` lists the categories depth first (parents before children), each
+    a dict with ``id``, ``name``, ``depth`` and the subtree counts ``v``
+    (validated), ``p`` (predicted), ``d`` (dubious). Clicking a name sets
+    ``chosen`` to its id; the triangle folds or unfolds its children.
+    """
+
+    nodes = param.List(default=[], doc="Categories, depth first.")
+    chosen = param.Integer(default=None, allow_None=True, doc="The category clicked last.")
+
+    _esm = """
+    export function render({ model, el }) {
+      const box = document.createElement("div");
+      box.className = "et-tree";
+      const folded = new Set();
+
+      function draw() {
+        box.replaceChildren();
+        let hideBelow = null;  // depth under which rows are folded away
+        const nodes = model.nodes;
+        nodes.forEach((n, i) => {
+          if (hideBelow !== null && n.depth > hideBelow) return;
+          hideBelow = folded.has(n.id) ? n.depth : null;
+          const row = document.createElement("div");
+          row.className = "et-tree-node" + (n.id === model.chosen ? " et-chosen" : "");
+          row.dataset.taxonId = n.id;
+          row.style.paddingLeft = (4 + 14 * n.depth) + "px";
+          const hasChildren = i + 1 < nodes.length && nodes[i + 1].depth > n.depth;
+          const fold = document.createElement("span");
+          fold.className = "et-tree-fold";
+          fold.textContent = hasChildren ? (folded.has(n.id) ? "\u25b8" : "\u25be") : "";
+          fold.addEventListener("click", (e) => {
+            e.stopPropagation();
+            if (folded.has(n.id)) folded.delete(n.id); else folded.add(n.id);
+            draw();
+          });
+          const name = document.createElement("span");
+          name.className = "et-tree-name";
+          name.textContent = n.name;
+          const counts = document.createElement("span");
+          counts.className = "et-tree-counts";
+          counts.title = "validated / predicted / dubious, with sub-categories";
+          counts.innerHTML = '<b class="et-v">' + n.v + '</b> <span class="et-p">' + n.p +
+                             '</span> <span class="et-d">' + n.d + '</span>';
+          row.append(fold, name, counts);
+          row.addEventListener("click", () => { model.chosen = n.id; });
+          box.append(row);
+        });
+      }
+      model.on(["nodes", "chosen"], draw);
+      draw();
+      return box;
+    }
+    """
+
+    _stylesheets = ["""
+    .et-tree { font: 13px/1.5 system-ui, sans-serif; max-height: 360px; overflow-y: auto;
+               border: 1px solid #d0d4d9; border-radius: 4px; background: #fff; }
+    .et-tree-node { display: flex; gap: 4px; cursor: pointer; padding-right: 6px; }
+    .et-tree-node:hover { background: #eef3fb; }
+    .et-tree-node.et-chosen { background: #dce8f8; font-weight: 600; }
+    .et-tree-fold { width: 12px; flex: none; color: #555; }
+    .et-tree-name { flex: 1; white-space: nowrap; overflow: hidden; text-overflow: ellipsis; }
+    .et-tree-counts { flex: none; font-variant-numeric: tabular-nums; font-size: 12px; }
+    .et-v { color: #1e7a34; } .et-p { color: #1f5fa8; } .et-d { color: #b25d00; }
+    """]

@@ -9,20 +9,26 @@ to the state's parameters, and nothing else.
 
 from __future__ import annotations
 
+import html
 import math
 
 import panel as pn
 import param
 
-from dashboards.components import TaxonPicker, ThumbnailGrid
+from dashboards.components import CategoryTree, TaxonPicker, ThumbnailGrid
 from ecotaxa_core.annotation import move_objects, set_dubious, validate_objects
+from ecotaxa_core.annotation_undo import undo_last_change
+from ecotaxa_core.category_tree import category_tree, flatten
 from ecotaxa_core.db.models import ObjectStatus
 from ecotaxa_core.errors import EcoTaxaError, PermissionDenied
 from ecotaxa_core.instance import Instance
+from ecotaxa_core.object_detail import ObjectDetail, object_detail
+from ecotaxa_core.object_filter import ObjectFilter
 from ecotaxa_core.queries import (
     ObjectRow,
-    category_counts,
+    current_states,
     list_objects,
+    list_objects_by_similarity,
     projects_for_user,
     taxa_for_picker,
 )
@@ -36,7 +42,13 @@ ANY_TAXON = 0
 ANY_STATUS = "any"
 STATUS_CHOICES = {"All statuses": ANY_STATUS, **{s.value.capitalize(): s.value for s in ObjectStatus}}
 SORT_CHOICES = {"Score, high to low": "score_desc", "Score, low to high": "score_asc",
+                "Last change, newest first": "annotated_desc",
+                "Last change, oldest first": "annotated_asc", "Random": "random",
+                "Most similar to the chosen object": "similar",
+                "Least similar to the chosen object": "dissimilar",
                 "Object id": "id", "Original id": "orig_id"}
+SIMILARITY_SORTS = ("similar", "dissimilar")
+RECENT_TAXA = 8  # categories moved to lately, offered first by the picker
 
 
 def _plural(n: int, word: str = "object") -> str:
@@ -58,7 +70,16 @@ class ValidationState(param.Parameterized):
                               label="Category", doc="Show only the objects now in this category.")
     status = param.Selector(default=ANY_STATUS, objects=STATUS_CHOICES, label="Status",
                             doc="Show only the objects with this status.")
+    with_children = param.Boolean(default=False, label="With sub-categories",
+                                  doc="The category filter keeps the category's descendants too.")
+    score_min = param.Number(default=None, allow_None=True, bounds=(0, 1), label="Score from")
+    score_max = param.Number(default=None, allow_None=True, bounds=(0, 1), label="Score to")
+    conditions = param.String(default="", label="Field conditions",
+                              doc="Conditions on object fields, separated by ';' "
+                                  "(e.g. 'area>=1000; sex=F').")
     sort = param.Selector(default="score_desc", objects=SORT_CHOICES, label="Sort by")
+    similar_to = param.Integer(default=None, allow_None=True,
+                               doc="The object the similarity sorts compare with.")
     page_size = param.Selector(default=100, objects=PAGE_SIZES, label="Per page")
     page = param.Integer(default=1, bounds=(1, None))
 
@@ -66,14 +87,20 @@ class ValidationState(param.Parameterized):
     total = param.Integer(default=0, doc="Objects matching the filters.")
     selected = param.List(default=[], item_type=int, doc="Selected object ids (current page).")
     can_annotate = param.Boolean(default=False, doc="Whether the user may change this project.")
+    tree = param.List(default=[], doc="The project's categories, depth first, with counts.")
+    detail = param.ClassSelector(class_=ObjectDetail, default=None, allow_None=True,
+                                 doc="The one selected object, in detail.")
+    recent_taxa = param.List(default=[], doc="[[taxon_id, name], ...] moved to lately, newest first.")
     message = param.String(default="")
     message_kind = param.Selector(default="info", objects=["info", "success", "warning", "danger"])
 
-    def __init__(self, instance: Instance, user_id: int, *, vault_url: str = "/vault", **params):
+    def __init__(self, instance: Instance, user_id: int, *, vault_url: str = "/vault",
+                 query: dict[str, str] | None = None, **params):
         self._instance = instance
         self._user_id = user_id
         self._vault_url = vault_url.rstrip("/")
         self._opening = False
+        self._seed = user_id  # the random sort: one shuffle per user, stable across pages
         requested = params.pop("project_id", None)
         super().__init__(**params)
         with instance.sessions() as session:
@@ -85,8 +112,60 @@ class ValidationState(param.Parameterized):
         if not self._projects:
             self._say("You are not a member of any project.", "warning")
             return
+        query = dict(query or {})
+        if requested is None and "project" in query:
+            try:
+                requested = int(query["project"])
+            except ValueError:
+                requested = None
+            if requested not in self._projects:
+                self._say(f"Project {query['project']} is not one you may open.", "warning")
+                requested = None
         # Opens the project through _open_project.
         self.project_id = requested if requested is not None else next(iter(self._projects))
+        if query:
+            self.apply_query(query)
+
+    # ---- shareable view --------------------------------------------------------------
+
+    # URL query key -> (parameter, parser); what a shared link restores.
+    _QUERY = {"category": ("taxon_id", int), "status": ("status", str), "sort": ("sort", str),
+              "children": ("with_children", lambda v: v in ("1", "true", "yes")),
+              "score_min": ("score_min", float), "score_max": ("score_max", float),
+              "where": ("conditions", str), "similar_to": ("similar_to", int),
+              "per_page": ("page_size", int), "page": ("page", int)}
+
+    def view_query(self) -> dict[str, str]:
+        """The view as URL query arguments (only those that differ from the defaults)."""
+        out = {"project": str(self.project_id)} if self.project_id is not None else {}
+        for key, (name, _) in self._QUERY.items():
+            value = getattr(self, name)
+            if value != self.param[name].default and value not in (None, ""):
+                out[key] = "1" if value is True else str(value)
+        return out
+
+    def apply_query(self, query: dict[str, str]) -> None:
+        """Restore a view from URL query arguments; bad values are named and skipped."""
+        values, bad = {}, []
+        for key, (name, parse) in self._QUERY.items():
+            if key not in query:
+                continue
+            try:
+                values[name] = parse(query[key])
+                self.param[name]._validate(values[name])
+                if name == "taxon_id" and values[name] not in self.param.taxon_id.objects.values():
+                    raise ValueError("not a category of this project")
+            except (ValueError, TypeError) as error:
+                values.pop(name, None)
+                bad.append(f"{key}={query[key]!r} ({error})")
+        self._opening = True
+        try:
+            self.param.update(**values)
+        finally:
+            self._opening = False
+        self.refresh()
+        if bad:
+            self._say("Ignored in the link: " + "; ".join(bad), "warning")
 
     # ---- derived values -------------------------------------------------------------
 
@@ -97,6 +176,10 @@ class ValidationState(param.Parameterized):
     @property
     def n_pages(self) -> int:
         return max(1, math.ceil(self.total / self.page_size))
+
+    @property
+    def vault_url(self) -> str:
+        return self._vault_url
 
     def thumbnail_url(self, row: ObjectRow) -> str | None:
         return f"{self._vault_url}/{row.thumb_path}" if row.thumb_path else None
@@ -115,11 +198,33 @@ class ValidationState(param.Parameterized):
         return f"{first}-{last} of {self.total} objects, page {self.page} of {self.n_pages}"
 
     def search_taxa(self, text: str, limit: int = 20) -> list[list]:
-        """Suggestions for the category picker: ``[[taxon_id, display_name], ...]``."""
-        if not text.strip():
-            return []
+        """Suggestions for the category picker: ``[[taxon_id, display_name], ...]``.
+
+        The categories moved to lately that match come first; an empty text
+        offers just those.
+        """
+        needle = text.strip().lower()
+        recent = [list(t) for t in self.recent_taxa if needle in t[1].lower()]
+        if not needle:
+            return recent
         with self._instance.sessions() as session:
-            return [[c.taxon_id, c.display_name] for c in taxa_for_picker(session, text, limit)]
+            found = [[c.taxon_id, c.display_name] for c in taxa_for_picker(session, text, limit)]
+        seen = {t[0] for t in recent}
+        return (recent + [t for t in found if t[0] not in seen])[:limit]
+
+    def object_filter(self) -> ObjectFilter | None:
+        """The filters beyond category and status, as the core reads them."""
+        criteria: dict = {}
+        if self.taxon_id != ANY_TAXON and self.with_children:
+            criteria.update(taxon_ids=(self.taxon_id,), with_children=True)
+        if self.score_min is not None:
+            criteria["score_min"] = self.score_min
+        if self.score_max is not None:
+            criteria["score_max"] = self.score_max
+        conditions = [c.strip() for c in self.conditions.split(";") if c.strip()]
+        if conditions:
+            criteria["conditions"] = conditions
+        return ObjectFilter.from_mapping(criteria) if criteria else None
 
     # ---- loading ---------------------------------------------------------------------
 
@@ -129,13 +234,15 @@ class ValidationState(param.Parameterized):
         self._opening = True
         try:
             self._load_categories()
-            self.param.update(taxon_id=ANY_TAXON, page=1, selected=[],
+            sort = "score_desc" if self.sort in SIMILARITY_SORTS else self.sort
+            self.param.update(taxon_id=ANY_TAXON, page=1, selected=[], similar_to=None, sort=sort,
                               can_annotate=bool(project and project.can_annotate))
         finally:
             self._opening = False
         self.refresh()
 
-    @param.depends("taxon_id", "status", "sort", "page_size", watch=True)
+    @param.depends("taxon_id", "status", "sort", "page_size", "with_children", "score_min",
+                   "score_max", "conditions", "similar_to", watch=True)
     def _filters_changed(self) -> None:
         if self._opening:
             return
@@ -151,13 +258,19 @@ class ValidationState(param.Parameterized):
 
     def _load_categories(self) -> None:
         options = {"All categories": ANY_TAXON}
+        tree: list[dict] = []
         if self.project_id is not None:
             with self._instance.sessions() as session:
-                for c in category_counts(session, self.project_id):
-                    counts = ", ".join(f"{n} {what}" for n, what in
-                                       ((c.n_predicted, "pred"), (c.n_validated, "val"),
-                                        (c.n_dubious, "dub")) if n)
-                    options[f"{c.display_name} ({counts})" if counts else c.display_name] = c.taxon_id
+                nodes = flatten(category_tree(session, self.project_id))
+            for n in nodes:
+                counts = ", ".join(f"{k} {what}" for k, what in
+                                   ((n.total_predicted, "pred"), (n.total_validated, "val"),
+                                    (n.total_dubious, "dub")) if k)
+                label = "\u00a0\u00a0" * n.depth + n.name
+                options[f"{label} ({counts})" if counts else label] = n.taxon_id
+                tree.append(dict(id=n.taxon_id, name=n.name, depth=n.depth, v=n.total_validated,
+                                 p=n.total_predicted, d=n.total_dubious))
+        self.tree = tree
         if self.taxon_id != ANY_TAXON and self.taxon_id not in options.values():
             # The category filtered on has no objects left: keep it, so the page
             # stays where the user is, under its bare name.
@@ -171,12 +284,28 @@ class ValidationState(param.Parameterized):
         if self.project_id is None:
             self.param.update(rows=[], total=0, selected=[])
             return
-        taxon_id = None if self.taxon_id == ANY_TAXON else self.taxon_id
+        taxon_id = None if self.taxon_id == ANY_TAXON or self.with_children else self.taxon_id
         status = None if self.status == ANY_STATUS else self.status
-        with self._instance.sessions() as session:
-            rows, total = list_objects(session, self.project_id, taxon_id=taxon_id, status=status,
-                                       sort=self.sort, limit=self.page_size,
-                                       offset=(self.page - 1) * self.page_size)
+        page = dict(limit=self.page_size, offset=(self.page - 1) * self.page_size)
+        try:
+            criteria = self.object_filter()
+            with self._instance.sessions() as session:
+                if self.sort in SIMILARITY_SORTS:
+                    if self.similar_to is None:
+                        raise EcoTaxaError("choose the object to compare with: select one "
+                                           "and press s")
+                    rows, total = list_objects_by_similarity(
+                        session, self._instance.features, self.project_id, self.similar_to,
+                        most_similar_first=self.sort == "similar", taxon_id=taxon_id,
+                        status=status, object_filter=criteria, **page)
+                else:
+                    rows, total = list_objects(session, self.project_id, taxon_id=taxon_id,
+                                               status=status, object_filter=criteria,
+                                               sort=self.sort, seed=self._seed, **page)
+        except EcoTaxaError as error:
+            self.param.update(rows=[], total=0, selected=[])
+            self._say(f"No objects shown: {error}", "danger")
+            return
         last_page = max(1, math.ceil(total / self.page_size))
         if self.page > last_page:
             self.page = last_page  # refreshes through _page_changed
@@ -186,6 +315,19 @@ class ValidationState(param.Parameterized):
                           selected=[i for i in self.selected if i in visible])
 
     # ---- selection and paging --------------------------------------------------------
+
+    @param.depends("selected", watch=True)
+    def _load_detail(self) -> None:
+        if len(self.selected) != 1 or self.project_id is None:
+            self.detail = None
+            return
+        try:
+            with self._instance.sessions() as session:
+                self.detail = object_detail(session, self.project_id, self.selected[0],
+                                            self._user_id)
+        except EcoTaxaError as error:
+            self.detail = None
+            self._say(f"No detail: {error}", "warning")
 
     def select_all(self) -> None:
         self.selected = [r.id for r in self.rows]
@@ -206,6 +348,42 @@ class ValidationState(param.Parameterized):
         if self.page > 1:
             self.page -= 1
 
+    def choose_branch(self, taxon_id: int) -> None:
+        """Filter on a category and everything under it (a click in the tree)."""
+        if taxon_id != self.taxon_id or not self.with_children:
+            self._opening = True  # one refresh for both
+            try:
+                self.param.update(taxon_id=taxon_id, with_children=True, page=1)
+            finally:
+                self._opening = False
+            self.refresh()
+
+    def sort_by_similarity(self) -> None:
+        """Sort by resemblance to the one selected object (most similar first)."""
+        if len(self.selected) != 1:
+            self._say("Select one object to sort by similarity to it.", "warning")
+            return
+        self.param.update(similar_to=self.selected[0], sort="similar")
+
+    def check_for_changes(self) -> int:
+        """Refresh the page when someone changed one of its objects since it was read.
+
+        Returns how many shown objects had changed (0: nothing to do). The last
+        change wins: the tiles then show it, with its annotator.
+        """
+        if self.project_id is None or not self.rows:
+            return 0
+        with self._instance.sessions() as session:
+            now = current_states(session, self.project_id, [r.id for r in self.rows])
+        stale = [r.id for r in self.rows
+                 if now.get(r.id) != (r.status, r.taxon_id, r.annotation_date)]
+        if stale:
+            self._load_categories()
+            self.refresh()
+            self._say(f"{_plural(len(stale))} changed by someone else since shown: "
+                      "page refreshed.", "warning")
+        return len(stale)
+
     # ---- changes ---------------------------------------------------------------------
 
     def validate(self) -> int:
@@ -225,14 +403,47 @@ class ValidationState(param.Parameterized):
             return 0
         with self._instance.sessions() as session:
             name = taxon_names(session, [taxon_id]).get(taxon_id, f"taxon {taxon_id}")
-        return self._change(f"moved to {name}", lambda s, ids: move_objects(
+        n = self._change(f"moved to {name}", lambda s, ids: move_objects(
             s, self.project_id, ids, taxon_id, self._user_id))
+        if n:
+            self.recent_taxa = ([[taxon_id, name]] + [t for t in self.recent_taxa
+                                                    if t[0] != taxon_id])[:RECENT_TAXA]
+        return n
+
+    def validate_page_and_next(self) -> int:
+        """Validate every object of the page, then show the next objects."""
+        self.select_all()
+        first = self.rows[0].id if self.rows else None
+        n = self.validate()
+        if n and any(r.id == first for r in self.rows):  # still listed: go one page on
+            self.next_page()
+        return n
+
+    def undo(self) -> int:
+        """Undo this user's last change in the project (objects changed since by others stay)."""
+        try:
+            with self._instance.sessions.begin() as session:
+                result = undo_last_change(session, self.project_id, self._user_id)
+        except EcoTaxaError as error:
+            self._say(f"Nothing undone: {error}", "danger")
+            return 0
+        if result.changed_at is None:
+            self._say("Nothing to undo.", "info")
+            return 0
+        self._load_categories()
+        self.refresh()
+        kept = (f"; {_plural(len(result.kept))} changed by someone else since kept"
+                if result.kept else "")
+        self._say(f"Undone: {_plural(len(result.restored))} back as before{kept}.", "success")
+        return len(result.restored)
 
     def run_action(self, action: str) -> None:
         """Run a named action (keyboard shortcuts)."""
         {"validate": self.validate, "dubious": self.mark_dubious, "select_all": self.select_all,
          "select_none": self.select_none, "next_page": self.next_page,
-         "previous_page": self.previous_page}[action]()
+         "previous_page": self.previous_page, "undo": self.undo,
+         "validate_page": self.validate_page_and_next,
+         "similar": self.sort_by_similarity}[action]()
 
     def _change(self, done: str, change) -> int:
         ids = list(self.selected)
@@ -240,6 +451,7 @@ class ValidationState(param.Parameterized):
             self._say("Select objects first (click their thumbnails).", "warning")
             return 0
         try:
+            # The core checks the right again in the transaction (roles may change).
             if not self.can_annotate:
                 raise PermissionDenied("you may not annotate this project")
             with self._instance.sessions.begin() as session:
@@ -258,11 +470,23 @@ class ValidationState(param.Parameterized):
 
 
 class ValidationPage(pn.viewable.Viewer):
-    """The widgets of the validation page, bound to a :class:`ValidationState`."""
+    """The widgets of the validation page, bound to a :class:`ValidationState`.
 
-    def __init__(self, state: ValidationState, **params):
+    Parameters
+    ----------
+    state : the page's state.
+    stale_check_ms : how often the page looks for objects changed by others
+        (when served; 0: never).
+    on_view_change : called with :meth:`ValidationState.view_query` whenever
+        the view changes (the app writes it to the URL).
+    """
+
+    def __init__(self, state: ValidationState, *, stale_check_ms: int = 4000,
+                 on_view_change=None, **params):
         super().__init__(**params)
         self.state = state
+        self._stale_check_ms = stale_check_ms
+        self._on_view_change = on_view_change
         self._layout: pn.viewable.Viewable | None = None
 
     def __panel__(self) -> pn.viewable.Viewable:
@@ -272,31 +496,42 @@ class ValidationPage(pn.viewable.Viewer):
 
     def _build(self) -> pn.viewable.Viewable:
         state = self.state
+        picker = TaxonPicker(width=240, margin=(5, 10), css_classes=["et-picker-host"])
+        picker.param.watch(lambda e: setattr(picker, "options", state.search_taxa(e.new)), "query")
+
+        def move(_=None):
+            if state.move_to(picker.value):
+                picker.clear()
+
+        picker.on_submit = move
+
+        def shortcut(action: str) -> None:
+            if action == "move":
+                picker.focus()
+            else:
+                state.run_action(action)
+
         grid = ThumbnailGrid(items=state.grid_items(), selected=state.selected,
-                             on_shortcut=state.run_action, sizing_mode="stretch_width",
+                             on_shortcut=shortcut, sizing_mode="stretch_width",
                              css_classes=["et-grid-host"])
         # Rows and selection flow from the state to the grid; clicks flow back.
         state.param.watch(lambda _: setattr(grid, "items", state.grid_items()), "rows")
         state.param.watch(lambda e: setattr(grid, "selected", e.new), "selected")
         grid.param.watch(lambda e: setattr(state, "selected", e.new), "selected")
 
-        picker = TaxonPicker(width=240, margin=(5, 10), css_classes=["et-picker-host"])
-        picker.param.watch(lambda e: setattr(picker, "options", state.search_taxa(e.new)), "query")
-
-        def button(label, css, action, kind="default"):
-            b = pn.widgets.Button(label=label, color=kind, css_classes=[css], width=110)
+        def button(label, css, action, kind="default", width=110):
+            b = pn.widgets.Button(label=label, color=kind, css_classes=[css], width=width)
             b.on_click(lambda _: action())
             return b
-
-        def move(_=None):
-            if state.move_to(picker.value):
-                picker.clear()
 
         move_button = pn.widgets.Button(label="Move", color="primary",
                                         css_classes=["et-move"], width=80)
         move_button.on_click(move)
         changes = [button("Validate", "et-validate", state.validate, "success"),
-                   button("Dubious", "et-dubious", state.mark_dubious, "warning"), move_button]
+                   button("Dubious", "et-dubious", state.mark_dubious, "warning"), move_button,
+                   button("Validate page", "et-validate-page", state.validate_page_and_next,
+                          "success", width=130),
+                   button("Undo", "et-undo", state.undo, width=80)]
         for b in changes:
             b.disabled = not state.can_annotate
         state.param.watch(lambda e: [setattr(b, "disabled", not e.new) for b in changes],
@@ -305,10 +540,27 @@ class ValidationPage(pn.viewable.Viewer):
         def select(param_, css, **kw):
             return pn.widgets.Select.from_param(param_, css_classes=[css], **kw)
 
+        tree = CategoryTree(nodes=state.tree, css_classes=["et-tree-host"],
+                            sizing_mode="stretch_width")
+        state.param.watch(lambda e: setattr(tree, "nodes", e.new), "tree")
+        state.param.watch(lambda e: setattr(tree, "chosen", e.new or None), "taxon_id")
+        tree.param.watch(lambda e: e.new is not None and state.choose_branch(e.new), "chosen")
+        score_range = pn.Row(
+            pn.widgets.FloatInput.from_param(state.param.score_min, step=0.05, width=115,
+                                             css_classes=["et-score-min"]),
+            pn.widgets.FloatInput.from_param(state.param.score_max, step=0.05, width=115,
+                                             css_classes=["et-score-max"]))
         filters = pn.Column(
             select(state.param.project_id, "et-project", sizing_mode="stretch_width"),
             select(state.param.taxon_id, "et-filter-category", sizing_mode="stretch_width"),
+            pn.widgets.Checkbox.from_param(state.param.with_children,
+                                           css_classes=["et-with-children"]),
+            tree,
             select(state.param.status, "et-filter-status", sizing_mode="stretch_width"),
+            score_range,
+            pn.widgets.TextInput.from_param(state.param.conditions, placeholder="area>=1000; sex=F",
+                                            css_classes=["et-conditions"],
+                                            sizing_mode="stretch_width"),
             select(state.param.sort, "et-sort", sizing_mode="stretch_width"),
             select(state.param.page_size, "et-page-size", sizing_mode="stretch_width"),
             pn.pane.Markdown(_HELP, css_classes=["et-help"], sizing_mode="stretch_width"),
@@ -320,8 +572,8 @@ class ValidationPage(pn.viewable.Viewer):
                                       margin=(12, 10, 0, 10))
         toolbar = pn.Row(button("Select all", "et-select-all", state.select_all),
                          button("Select none", "et-select-none", state.select_none),
-                         n_selected, pn.Spacer(width=20), changes[0], changes[1], picker, move_button,
-                         sizing_mode="stretch_width")
+                         n_selected, pn.Spacer(width=20), changes[0], changes[1], picker,
+                         move_button, changes[3], changes[4], sizing_mode="stretch_width")
         message = pn.pane.Alert(state.param.message, alert_type=state.param.message_kind,
                                 visible=pn.bind(bool, state.param.message),
                                 css_classes=["et-message"], sizing_mode="stretch_width",
@@ -331,13 +583,63 @@ class ValidationPage(pn.viewable.Viewer):
                                    css_classes=["et-page-summary"], margin=(12, 10, 0, 10))
         pager = pn.Row(button("Previous", "et-previous", state.previous_page), summary,
                        button("Next", "et-next", state.next_page))
-        main = pn.Column(toolbar, message, pager, grid, sizing_mode="stretch_width")
+        detail = pn.pane.HTML(pn.bind(lambda d: detail_html(d, state.vault_url), state.param.detail),
+                              css_classes=["et-detail"], width=300,
+                              visible=pn.bind(lambda d: d is not None, state.param.detail))
+        main = pn.Column(toolbar, message, pager, pn.Row(grid, detail, sizing_mode="stretch_width"),
+                         sizing_mode="stretch_width")
+        self._watch_view(state)
+        self._check_stale_when_served(state)
         return pn.Row(filters, main, sizing_mode="stretch_width")
 
+    def _watch_view(self, state: ValidationState) -> None:
+        if self._on_view_change is None:
+            return
+        names = ["project_id", "page", *(name for name, _ in ValidationState._QUERY.values())]
+        state.param.watch(lambda _: self._on_view_change(state.view_query()), sorted(set(names)))
+
+    def _check_stale_when_served(self, state: ValidationState) -> None:
+        if self._stale_check_ms and pn.state.curdoc is not None and pn.state.curdoc.session_context:
+            pn.state.add_periodic_callback(state.check_for_changes, period=self._stale_check_ms)
+
+
+def detail_html(detail: ObjectDetail | None, vault_url: str) -> str:
+    """The detail panel of one object: images, classification, top 3, history, metadata."""
+    if detail is None:
+        return ""
+    e = html.escape
+
+    def when(moment) -> str:
+        return moment.strftime("%Y-%m-%d %H:%M:%S") if moment is not None else ""
+
+    images = "".join(f'<a href="{e(vault_url)}/{e(p)}" target="_blank">'
+                     f'<img class="et-detail-img" src="{e(vault_url)}/{e(p)}" alt="{e(p)}"></a>'
+                     for p in detail.images)
+    top = "".join(f"<li>{e(name)} <b>{score:.2f}</b></li>" for name, score in detail.top_predictions)
+    history = "".join(
+        f'<tr class="et-history-row"><td>{when(h.changed_at)}</td>'
+        f"<td>{e(h.changed_by or 'prediction')}{' (undo)' if h.action == 'undo' else ''}</td>"
+        f"<td>{e(h.status)}</td><td>{e(h.category or '')}</td></tr>" for h in detail.history)
+    metadata = "".join(f"<tr><th>{e(str(k))}</th><td>{e(str(v))}</td></tr>"
+                       for part in (detail.metadata, detail.sample, detail.acquisition,
+                                    detail.process)
+                       for k, v in part.items() if v not in (None, ""))
+    score = f", score {detail.score:.2f}" if detail.score is not None else ""
+    by = f" by {e(detail.annotator)}" if detail.annotator else ""
+    return (f'<div class="et-detail-box"><h4>{e(detail.orig_id)}</h4>{images}'
+            f'<p class="et-detail-state">{e(detail.status)}: '
+            f"<b>{e(detail.category or '(unclassified)')}</b>{score}{by}</p>"
+            + (f"<h5>Top predictions</h5><ol>{top}</ol>" if top else "")
+            + (f'<h5>History</h5><table class="et-history"><tr><th>until</th><th>changed by</th>'
+               f"<th>status</th><th>category</th></tr>{history}</table>" if history else
+               "<p>No earlier state.</p>")
+            + f'<h5>Metadata</h5><table class="et-metadata">{metadata}</table></div>')
 
 _HELP = """
-Click thumbnails to select them (shift-click: a range).
+Click thumbnails to select them (shift-click: a range); one selected object shows its
+detail and history.
 
-Keys: **v** validate, **d** dubious, **a** select all, **n** / **Esc** select none,
-**←** / **→** previous / next page.
+Press **?** for the keys: **v** validate, **d** dubious, **m** move to a category,
+**Shift+V** validate the page, **u** / **Ctrl+Z** undo, **s** sort by similarity,
+**a** / **n** select all / none, **←** / **→** pages.
 """

@@ -64,7 +64,7 @@ def _choose(page, css_class: str, label_start: str) -> None:
     """Pick the option of a select widget whose label starts with ``label_start``."""
     select = page.locator(f".{css_class} select")
     labels = select.locator("option").all_text_contents()
-    [label] = [lb for lb in labels if lb.startswith(label_start)]
+    [label] = [lb for lb in labels if lb.lstrip("\u00a0").startswith(label_start)]
     select.select_option(label=label)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ecotaxa_core.annotation import set_dubious, validate_objects
-from ecotaxa_core.db.models import Image, Object, Role
+from ecotaxa_core.db.models import Image, Object, Role, Taxon
 from ecotaxa_core.errors import EcoTaxaError
 from ecotaxa_core.object_filter import InvalidFilter, ObjectFilter
 from ecotaxa_core.projects import create_project, set_member
@@ -256,3 +256,29 @@ def test_similarity_pages_rank_the_filtered_objects_by_their_deep_features(insta
     assert _origs(far) == ["o7", "o5", "o3"]  # page 2 of 3 of o8, o7, o5, o3 ...
     assert (n_cope, _origs(cope)) == (3, ["o8", "o2", "o1"])
     assert near[0].thumb_path == "thumbs/o1_0.jpg"
+
+
+def test_category_tree_adds_ancestors_and_sums_subtrees(instance, project, admin):
+    from ecotaxa_core.category_tree import category_tree, flatten
+
+    t = project["taxa"]
+    with instance.sessions.begin() as s:
+        calanoida = get_or_create_taxon(s, "Calanoida", s.get(Taxon, t["cope"]))
+        s.flush()
+        s.get(Object, project["ids"]["o8"]).taxon_id = calanoida.id  # predicted, under Copepoda
+        calanoida_id = calanoida.id
+    with instance.sessions.begin() as s:
+        validate_objects(s, project["id"], [project["ids"]["o1"]], admin.id)
+        set_dubious(s, project["id"], [project["ids"]["o2"]], admin.id)
+    with instance.sessions() as s:
+        roots = category_tree(s, project["id"])
+    rows = [(n.depth, n.name, (n.n_validated, n.n_predicted, n.n_dubious),
+             (n.total_validated, n.total_predicted, n.total_dubious)) for n in flatten(roots)]
+    assert rows == [
+        (0, "Biota", (0, 0, 0), (1, 3, 1)),  # no object of its own: there as an ancestor
+        (1, "Bacillariophyta", (0, 2, 0), (0, 2, 0)),
+        (1, "Copepoda", (1, 0, 1), (1, 1, 1)),
+        (2, "Calanoida", (0, 1, 0), (0, 1, 0)),
+        (0, "detritus", (0, 1, 0), (0, 1, 0)),
+    ]
+    assert flatten(roots)[3].taxon_id == calanoida_id and roots[0].total == 5

@@ -39,8 +39,8 @@ def test_opens_the_first_project_sorted_by_score(demo):
     assert first["src"].startswith("/vault/thumbs/") and first["category"] == "Chaetognatha"
     assert (inst.vault.root / first["src"].removeprefix("/vault/")).is_file()
     labels = list(state.param.taxon_id.names)
-    assert labels == ["All categories", "Bacillariophyta (3 pred)", "Chaetognatha (3 pred)",
-                      "Copepoda (4 pred)"]
+    assert labels == ["All categories", "Biota (10 pred)", "\u00a0\u00a0Bacillariophyta (3 pred)",
+                      "\u00a0\u00a0Chaetognatha (3 pred)", "\u00a0\u00a0Copepoda (4 pred)"]
     page = ValidationPage(state)
     assert page.__panel__() is page.__panel__()  # built once per page
 
@@ -82,7 +82,7 @@ def test_changes_write_history_and_refresh(demo):
     assert state.validate() == 2
     assert (state.message, state.message_kind) == ("2 objects validated.", "success")
     assert state.selected == [] and _n_history(inst) == 2
-    assert "Copepoda (2 pred, 2 val)" in state.param.taxon_id.names
+    assert "\u00a0\u00a0Copepoda (2 pred, 2 val)" in state.param.taxon_id.names
     assert [r.status for r in state.rows] == ["predicted", "predicted", "validated", "validated"]
     assert state.rows[-1].annotator == "Administrator"
 

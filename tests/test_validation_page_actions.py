@@ -1,0 +1,165 @@
+"""Undo, stale tiles, shared links, filters and rights of the validation page state, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from dashboards.validation import ValidationState
+from ecotaxa_core.annotation import validate_objects
+from ecotaxa_core.db.models import AnnotationHistory, Object, Role
+from ecotaxa_core.projects import set_member
+from ecotaxa_core.users import create_user
+from validation_project import make_validation_project
+
+
+@pytest.fixture
+def vp(instance, ndsb_subset):
+    return make_validation_project(instance, ndsb_subset)
+
+
+@pytest.fixture
+def users(instance, vp):
+    with instance.sessions.begin() as s:
+        made = {name: create_user(s, f"{name}@example.org", name, "pw")
+                for name in ("ann", "bob", "vis")}
+        s.flush()
+        set_member(s, vp.project_id, made["ann"].id, Role.ANNOTATOR)
+        set_member(s, vp.project_id, made["bob"].id, Role.ANNOTATOR)
+        set_member(s, vp.project_id, made["vis"].id, Role.VISITOR)
+        return {name: u.id for name, u in made.items()}
+
+
+def _state(instance, vp, user_id, **kw) -> ValidationState:
+    return ValidationState(instance, user_id, project_id=vp.project_id, **kw)
+
+
+def _db(instance, vp) -> dict[str, tuple]:
+    with instance.sessions() as s:
+        return {o.orig_id: (o.status, o.taxon_id, o.annotator_id)
+                for o in s.scalars(select(Object).where(Object.project_id == vp.project_id))}
+
+
+def test_validate_the_page_then_undo_twice(instance, vp, users):
+    state = _state(instance, vp, users["ann"], page_size=10)
+    before = _db(instance, vp)
+    first_page = [r.orig_id for r in state.rows]
+    assert state.validate_page_and_next() == 10
+    assert state.page == 2  # the validated objects are still listed: go one page on
+    after_page = _db(instance, vp)
+    assert {o for o in first_page if after_page[o][0] == "validated"} == set(first_page)
+
+    state.page = 1
+    state.selected = [state.rows[0].id]
+    assert state.mark_dubious() == 1
+    assert state.undo() == 1 and "1 object back as before" in state.message
+    assert _db(instance, vp) == after_page
+    assert state.undo() == 10
+    assert _db(instance, vp) == before
+    assert state.undo() == 0 and state.message == "Nothing to undo."
+
+    status_only = _state(instance, vp, users["ann"], page_size=10, status="unclassified",
+                         sort="orig_id")
+    assert status_only.total == 2
+    status_only.selected = [status_only.rows[0].id]
+    status_only.move_to(vp.taxa["Copepoda"])  # one left to validate in the page
+    predicted = _state(instance, vp, users["ann"], page_size=10, status="predicted")
+    shown = [r.id for r in predicted.rows]
+    assert predicted.validate_page_and_next() == 10
+    assert predicted.page == 1 and predicted.total == 0  # they left the filter: nothing skipped
+    assert {_db(instance, vp)[o][0] for o in vp.objects} >= {"validated"}
+    assert len(shown) == 10
+
+
+def test_a_change_by_someone_else_refreshes_the_stale_tiles(instance, vp, users):
+    ann = _state(instance, vp, users["ann"], sort="orig_id")
+    bob = _state(instance, vp, users["bob"], sort="orig_id")
+    assert ann.check_for_changes() == 0
+    target = ann.rows[0]
+    bob.selected = [target.id]
+    bob.validate()
+    assert ann.rows[0].status == target.status  # not yet seen
+    assert ann.check_for_changes() == 1
+    assert "changed by someone else" in ann.message
+    assert (ann.rows[0].id, ann.rows[0].status, ann.rows[0].annotator) == (
+        target.id, "validated", "bob")
+    assert ann.check_for_changes() == 0
+
+
+def test_a_visitor_sees_but_cannot_change_or_undo(instance, vp, users):
+    state = _state(instance, vp, users["vis"])
+    before = _db(instance, vp)
+    assert len(state.rows) == 12 and not state.can_annotate
+    state.selected = [state.rows[0].id]
+    assert state.detail is not None and state.detail.id == state.rows[0].id
+    state.can_annotate = True  # a page that wrongly offers the buttons: the core refuses
+    assert state.validate() == 0 and "may not annotate" in state.message
+    assert state.undo() == 0 and "may not annotate" in state.message
+    assert _db(instance, vp) == before
+    with instance.sessions() as s:
+        assert s.scalars(select(AnnotationHistory)).first() is None
+
+
+def test_moves_offer_recent_categories_first(instance, vp, users):
+    state = _state(instance, vp, users["ann"], sort="orig_id")
+    assert state.search_taxa("") == []
+    state.selected = [state.rows[0].id]
+    state.move_to(vp.taxa["Bacillariophyta"])
+    state.selected = [state.rows[1].id]
+    state.move_to(vp.taxa["Copepoda"])
+    assert state.search_taxa("") == [[vp.taxa["Copepoda"], "Copepoda"],
+                                     [vp.taxa["Bacillariophyta"], "Bacillariophyta"]]
+    assert state.search_taxa("a")[:2] == state.search_taxa("")  # then the other matches
+    assert [vp.taxa["Chaetognatha"], "Chaetognatha"] in state.search_taxa("a")
+
+
+def test_the_view_goes_to_a_link_and_back(instance, vp, users):
+    state = _state(instance, vp, users["ann"])
+    state.param.update(taxon_id=vp.taxa["Copepoda"], score_min=0.5, sort="score_asc")
+    query = state.view_query()
+    assert query == {"project": str(vp.project_id), "category": str(vp.taxa["Copepoda"]),
+                     "score_min": "0.5", "sort": "score_asc"}
+    shared = ValidationState(instance, users["bob"], query=query)
+    assert [r.score for r in shared.rows] == [0.64, 0.81, 0.93]
+    assert shared.view_query() == query
+    bad = ValidationState(instance, users["bob"], query={**query, "score_min": "high",
+                                                         "category": "999999"})
+    assert "score_min='high'" in bad.message and "category='999999'" in bad.message
+    assert bad.total == 12  # the bad criteria are skipped
+
+
+def test_filters_beyond_category_and_status(instance, vp, users):
+    state = _state(instance, vp, users["ann"])
+    state.param.update(score_min=0.5, score_max=0.9)
+    assert sorted(r.score for r in state.rows) == [0.52, 0.64, 0.76, 0.81, 0.88]
+    state.param.update(score_min=None, score_max=None, conditions="nosuchfield>3")
+    assert state.rows == [] and "nosuchfield" in state.message
+    state.conditions = ""
+    [biota] = [n["id"] for n in state.tree if n["name"] == "Biota"]  # an ancestor, offered
+    assert [n["p"] for n in state.tree if n["name"] == "Biota"] == [10]
+    state.taxon_id = biota
+    assert state.total == 0  # nothing is in Biota itself
+    state.with_children = True
+    assert state.total == 10  # its three children's predicted objects
+    state.param.update(taxon_id=vp.taxa["Copepoda"], with_children=False)
+    state.choose_branch(biota)  # a click in the tree
+    assert (state.taxon_id, state.with_children, state.total) == (biota, True, 10)
+
+
+def test_similarity_sort_needs_a_chosen_object_with_features(instance, vp, users):
+    state = _state(instance, vp, users["ann"])
+    state.sort_by_similarity()
+    assert "Select one object" in state.message
+    state.selected = [state.rows[0].id]
+    state.sort_by_similarity()
+    assert state.sort == "similar" and state.rows == []
+    assert "no deep features" in state.message
+
+
+def test_annotators_changes_are_checked_by_the_core_too(instance, vp, users):
+    """The rights live in the core: a call without the page is refused the same way."""
+    from ecotaxa_core.errors import PermissionDenied
+
+    with pytest.raises(PermissionDenied):
+        with instance.sessions.begin() as s:
+            validate_objects(s, vp.project_id, list(vp.objects.values()), users["vis"])
