@@ -596,7 +596,7 @@ class ValidationPage(pn.viewable.Viewer):
         if self._on_view_change is None:
             return
         names = ["project_id", "page", *(name for name, _ in ValidationState._QUERY.values())]
-        state.param.watch(lambda _: self._on_view_change(state.view_query()), sorted(set(names)))
+        state.param.watch(lambda *_: self._on_view_change(state.view_query()), sorted(set(names)))
 
     def _check_stale_when_served(self, state: ValidationState) -> None:
         if self._stale_check_ms and pn.state.curdoc is not None and pn.state.curdoc.session_context:

@@ -1,0 +1,184 @@
+"""The validation page from the keyboard, with undo, the category tree, similarity, stale
+tiles and a visitor: served for real, driven by a headless Chromium, checked in the database."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image as PILImage
+from sqlalchemy import func, select
+
+from ecotaxa_core.annotation import set_dubious
+from ecotaxa_core.db.models import AnnotationHistory, Image, Object, Role
+from ecotaxa_core.projects import set_member
+from ecotaxa_core.users import create_user
+from test_dashboard_browser import CHROMIUM, CHROMIUM_ARGS, _dashboard, _wait_thumbnails_loaded
+from validation_project import make_validation_project
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not CHROMIUM.exists(), reason="needs Debian chromium at /usr/bin/chromium"),
+]
+
+
+@pytest.fixture
+def project(sqlite_instance, ndsb_subset):
+    """The 12-object project, an annotator, a second annotator, a visitor, and per-object
+    vectors made from the real images (8x8 grey levels) as the similarity features."""
+    inst = sqlite_instance
+    vp = make_validation_project(inst, ndsb_subset)
+    with inst.sessions.begin() as s:
+        users = {name: create_user(s, f"{name}@example.org", name.capitalize(), "secret-pw")
+                 for name in ("ann", "bob", "vis")}
+        s.flush()
+        for name, role in (("ann", Role.ANNOTATOR), ("bob", Role.ANNOTATOR), ("vis", Role.VISITOR)):
+            set_member(s, vp.project_id, users[name].id, role)
+        users = {name: u.id for name, u in users.items()}
+        paths = dict(s.execute(select(Image.object_id, Image.file_path)
+                               .where(Image.object_id.in_(list(vp.objects.values())))).all())
+    ids = sorted(paths)
+    vectors = []
+    for i in ids:
+        with PILImage.open(inst.vault.root / paths[i]) as im:
+            vectors.append(np.asarray(im.convert("L").resize((8, 8)), dtype=np.float32).ravel())
+    inst.features.append(vp.project_id, "deep_greylevels", ids, np.stack(vectors),
+                         [f"g{k}" for k in range(64)], producer={"kind": "test"})
+    return inst, vp, users
+
+
+def _sign_in(page, url: str, email: str) -> None:
+    page.goto(url)
+    page.locator(".et-email input").fill(email)
+    page.locator(".et-password input").fill("secret-pw")
+    page.locator(".et-sign-in button").click()
+    page.locator(".et-thumb").first.wait_for()
+
+
+def _states(inst, vp) -> dict[str, tuple]:
+    with inst.sessions() as s:
+        return {o.orig_id: (o.status, o.taxon_id, o.annotator_id)
+                for o in s.scalars(select(Object).where(Object.project_id == vp.project_id))}
+
+
+def _tile(page, vp, orig_id: str):
+    return page.locator(f'.et-thumb[data-object-id="{vp.objects[orig_id]}"]')
+
+
+def test_keyboard_validation_undo_tree_similarity_and_stale_tiles(project):
+    from playwright.sync_api import expect, sync_playwright
+
+    inst, vp, users = project
+    copepods = [f"copepod_cyclopoid_oithona_eggs_{i}" for i in range(4)]
+    before = _states(inst, vp)
+    with _dashboard(inst.settings) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1500, "height": 1000})
+            page.set_default_timeout(20_000)
+            _sign_in(page, url, "ann@example.org")
+            tiles = page.locator(".et-thumb")
+            expect(tiles).to_have_count(12)
+            message = page.locator(".et-message")
+
+            # "?" shows the keys over the page, "?" again hides them.
+            page.keyboard.press("?")
+            expect(page.locator(".et-help-overlay")).to_be_visible()
+            expect(page.locator(".et-help-overlay")).to_contain_text("validate the whole page")
+            page.keyboard.press("?")
+            expect(page.locator(".et-help-overlay")).to_be_hidden()
+
+            # The tree: Biota holds the three categories; a click filters on Copepoda.
+            expect(page.locator(".et-tree-node")).to_have_count(4)
+            expect(page.locator(".et-tree-node", has_text="Biota")).to_contain_text("10")
+            page.locator(".et-tree-node", has_text="Copepoda").click()
+            expect(tiles).to_have_count(4)
+            assert "category=" in page.url  # the view is in the address, to share
+
+            # Keyboard only: Shift+V validates the page.
+            page.keyboard.press("Shift+V")
+            expect(message).to_contain_text("4 objects validated")
+            after = _states(inst, vp)
+            assert all(after[o] == ("validated", vp.taxa["Copepoda"], users["ann"]) for o in copepods)
+
+            # u undoes it: the four are predicted again, unannotated.
+            page.keyboard.press("u")
+            expect(message).to_contain_text("Undone: 4 objects back as before")
+            assert _states(inst, vp) == before
+
+            # Move one from the keyboard: m, type, Enter picks, Enter moves. Ctrl+Z undoes.
+            _tile(page, vp, copepods[0]).click()
+            expect(page.locator(".et-detail")).to_contain_text("Top predictions")
+            page.keyboard.press("m")
+            page.keyboard.type("chaeto", delay=30)
+            expect(page.locator(".et-picker-option", has_text="Chaetognatha")).to_have_count(1)
+            page.keyboard.press("Enter")
+            expect(page.locator(".et-picker-input")).to_have_value("Chaetognatha")
+            page.keyboard.press("Enter")
+            expect(message).to_contain_text("1 object moved to Chaetognatha")
+            assert _states(inst, vp)[copepods[0]] == ("validated", vp.taxa["Chaetognatha"],
+                                                      users["ann"])
+            expect(tiles).to_have_count(3)
+            page.locator(".et-grid").click(position={"x": 5, "y": 5})  # focus out of the picker
+            page.keyboard.press("Control+z")
+            expect(message).to_contain_text("Undone: 1 object")
+            expect(tiles).to_have_count(4)
+            assert _states(inst, vp) == before
+
+            # The detail of one object lists its history (the move and its undo).
+            _tile(page, vp, copepods[0]).click()
+            expect(page.locator(".et-detail .et-history-row")).to_have_count(2)
+            expect(page.locator(".et-detail")).to_contain_text("(undo)")
+
+            # s: every object, most similar to the selected one first (itself first).
+            page.locator(".et-tree-node", has_text="Biota").click()
+            expect(tiles).to_have_count(10)
+            page.keyboard.press("n")
+            expect(page.locator(".et-thumb.et-selected")).to_have_count(0)
+            _tile(page, vp, copepods[0]).click()
+            expect(page.locator(".et-selected-count")).to_contain_text("1 selected")
+            page.keyboard.press("s")
+            expect(page.locator(".et-sort select")).to_have_value("Most similar to the chosen object")
+            expect(tiles.first).to_have_attribute("data-object-id", str(vp.objects[copepods[0]]))
+
+            # Someone else marks a shown object dubious: the tile shows it within seconds.
+            shown = int(tiles.nth(2).get_attribute("data-object-id"))
+            with inst.sessions.begin() as s:
+                set_dubious(s, vp.project_id, [shown], users["bob"])
+            expect(page.locator(f'.et-thumb[data-object-id="{shown}"]')).to_have_attribute(
+                "data-status", "dubious", timeout=15_000)
+            expect(message).to_contain_text("changed by someone else")
+            _wait_thumbnails_loaded(page)
+        finally:
+            browser.close()
+    with inst.sessions() as s:
+        undo_rows = s.scalar(select(func.count()).select_from(AnnotationHistory)
+                             .where(AnnotationHistory.action == "undo"))
+    assert undo_rows == 5  # four, then one
+
+
+def test_a_visitor_is_refused_annotation(project):
+    from playwright.sync_api import expect, sync_playwright
+
+    inst, vp, users = project
+    before = _states(inst, vp)
+    with _dashboard(inst.settings) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(20_000)
+            _sign_in(page, url, "vis@example.org")
+            expect(page.locator(".et-thumb")).to_have_count(12)
+            for css in ("et-validate", "et-dubious", "et-move", "et-validate-page", "et-undo"):
+                expect(page.locator(f".{css} button")).to_be_disabled()
+            page.locator(".et-thumb").first.click()
+            expect(page.locator(".et-selected-count")).to_contain_text("1 selected")
+            page.keyboard.press("v")
+            expect(page.locator(".et-message")).to_contain_text("may not annotate")
+            page.keyboard.press("Shift+V")
+            page.keyboard.press("u")
+            expect(page.locator(".et-message")).to_contain_text("may not annotate")
+        finally:
+            browser.close()
+    assert _states(inst, vp) == before
+    with inst.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(AnnotationHistory)) == 0
