@@ -61,6 +61,19 @@ class ThumbnailGrid(JSComponent):
     _esm = """
     function fmtScore(s) { return (s === null || s === undefined) ? "" : s.toFixed(2); }
 
+    // querySelector through the shadow roots that Panel's layouts put around each widget.
+    function deepFind(root, selector) {
+      const hit = root.querySelector(selector);
+      if (hit) return hit;
+      for (const el of root.querySelectorAll("*")) {
+        if (el.shadowRoot) {
+          const found = deepFind(el.shadowRoot, selector);
+          if (found) return found;
+        }
+      }
+      return null;
+    }
+
     export function render({ model, el }) {
       const grid = document.createElement("div");
       grid.className = "et-grid";
@@ -175,6 +188,13 @@ class ThumbnailGrid(JSComponent):
         }
         if (event.ctrlKey || event.metaKey || event.altKey) return;
         if (event.key === "?") { help.hidden = !help.hidden; event.preventDefault(); return; }
+        if (model.shortcuts[event.key] === "move") {
+          // Focus the category picker here and now: keys typed next must not be shortcuts.
+          event.preventDefault();
+          const input = deepFind(document, ".et-picker-input");
+          if (input) { input.focus(); input.select(); }
+          return;
+        }
         const action = model.shortcuts[event.key];
         if (action) {
           event.preventDefault();
@@ -291,7 +311,10 @@ class TaxonPicker(JSComponent):
         clearTimeout(timer);
         timer = setTimeout(() => { model.query = input.value; }, 120);
       });
-      input.addEventListener("focus", () => { list.hidden = model.options.length === 0; });
+      input.addEventListener("focus", () => {
+        list.hidden = model.options.length === 0;
+        model.send_msg({ focused: true });  // the owner may offer suggestions (recent ones)
+      });
       input.addEventListener("blur", () => { list.hidden = true; });
       input.addEventListener("keydown", (e) => {
         const n = model.options.length;
@@ -309,7 +332,6 @@ class TaxonPicker(JSComponent):
       // The owner clears the picker after a move (see TaxonPicker.clear).
       model.on("msg:custom", (msg) => {
         if (msg && msg.clear) { clearTimeout(timer); input.value = ""; list.hidden = true; }
-        if (msg && msg.focus) { input.focus(); input.select(); model.query = input.value; }
       });
       box.append(input, list);
       return box;
@@ -327,22 +349,25 @@ class TaxonPicker(JSComponent):
     .et-picker-option.et-active, .et-picker-option:hover { background: #e6eefa; }
     """]
 
-    def __init__(self, on_submit: Callable[[], None] | None = None, **params):
+    def __init__(self, on_submit: Callable[[], None] | None = None,
+                 on_focus: Callable[[], None] | None = None, **params):
         super().__init__(**params)
         self.on_submit = on_submit
+        self.on_focus = on_focus
 
     def clear(self) -> None:
         """Forget the chosen category and empty the text field."""
         self.param.update(value=None, label="", query="", options=[])
         self._send_msg({"clear": True})
 
-    def focus(self) -> None:
-        """Put the keyboard in the text field (the "m" key), showing the recent categories."""
-        self._send_msg({"focus": True})
 
     def _handle_msg(self, data) -> None:
-        if isinstance(data, dict) and data.get("submit") and self.on_submit is not None:
+        if not isinstance(data, dict):
+            return
+        if data.get("submit") and self.on_submit is not None:
             self.on_submit()
+        if data.get("focused") and self.on_focus is not None:
+            self.on_focus()
 
 
 class CategoryTree(JSComponent):

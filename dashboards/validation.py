@@ -29,9 +29,12 @@ from ecotaxa_core.queries import (
     current_states,
     list_objects,
     list_objects_by_similarity,
+    project_annotators,
+    project_samples,
     projects_for_user,
     taxa_for_picker,
 )
+from ecotaxa_core.saved_views import save_view, saved_view
 from ecotaxa_core.taxonomy import taxon_names
 
 __all__ = ["ValidationState", "ValidationPage", "PAGE_SIZES", "ANY_TAXON", "ANY_STATUS"]
@@ -74,6 +77,12 @@ class ValidationState(param.Parameterized):
                                   doc="The category filter keeps the category's descendants too.")
     score_min = param.Number(default=None, allow_None=True, bounds=(0, 1), label="Score from")
     score_max = param.Number(default=None, allow_None=True, bounds=(0, 1), label="Score to")
+    sample = param.Selector(default="", objects={"All samples": ""}, label="Sample")
+    annotator = param.Selector(default=0, objects={"Anyone": 0}, label="Last changed by")
+    date_from = param.String(default="", label="Date from", doc="Object date, YYYY-MM-DD.")
+    date_to = param.String(default="", label="Date to", doc="Object date, YYYY-MM-DD.")
+    depth_min = param.Number(default=None, allow_None=True, label="Depth from (m)")
+    depth_max = param.Number(default=None, allow_None=True, label="Depth to (m)")
     conditions = param.String(default="", label="Field conditions",
                               doc="Conditions on object fields, separated by ';' "
                                   "(e.g. 'area>=1000; sex=F').")
@@ -123,7 +132,7 @@ class ValidationState(param.Parameterized):
                 requested = None
         # Opens the project through _open_project.
         self.project_id = requested if requested is not None else next(iter(self._projects))
-        if query:
+        if set(query) - {"project"}:  # a shared link: exactly its view
             self.apply_query(query)
 
     # ---- shareable view --------------------------------------------------------------
@@ -133,6 +142,9 @@ class ValidationState(param.Parameterized):
               "children": ("with_children", lambda v: v in ("1", "true", "yes")),
               "score_min": ("score_min", float), "score_max": ("score_max", float),
               "where": ("conditions", str), "similar_to": ("similar_to", int),
+              "sample": ("sample", str), "annotator": ("annotator", int),
+              "date_from": ("date_from", str), "date_to": ("date_to", str),
+              "depth_min": ("depth_min", float), "depth_max": ("depth_max", float),
               "per_page": ("page_size", int), "page": ("page", int)}
 
     def view_query(self) -> dict[str, str]:
@@ -145,8 +157,12 @@ class ValidationState(param.Parameterized):
         return out
 
     def apply_query(self, query: dict[str, str]) -> None:
-        """Restore a view from URL query arguments; bad values are named and skipped."""
-        values, bad = {}, []
+        """Restore a view from URL query arguments; bad values are named and skipped.
+
+        What the query does not give takes its default (a link shows exactly its view).
+        """
+        values = {name: self.param[name].default for name, _ in self._QUERY.values()}
+        bad = []
         for key, (name, parse) in self._QUERY.items():
             if key not in query:
                 continue
@@ -156,7 +172,7 @@ class ValidationState(param.Parameterized):
                 if name == "taxon_id" and values[name] not in self.param.taxon_id.objects.values():
                     raise ValueError("not a category of this project")
             except (ValueError, TypeError) as error:
-                values.pop(name, None)
+                values[name] = self.param[name].default
                 bad.append(f"{key}={query[key]!r} ({error})")
         self._opening = True
         try:
@@ -166,6 +182,17 @@ class ValidationState(param.Parameterized):
         self.refresh()
         if bad:
             self._say("Ignored in the link: " + "; ".join(bad), "warning")
+
+    def remember_view(self) -> None:
+        """Save the view, to open this project there next time (per user)."""
+        if self.project_id is None:
+            return
+        query = {k: v for k, v in self.view_query().items() if k != "project"}
+        try:
+            with self._instance.sessions.begin() as session:
+                save_view(session, self._user_id, self.project_id, query)
+        except EcoTaxaError:  # not worth disturbing the user: the next change tries again
+            pass
 
     # ---- derived values -------------------------------------------------------------
 
@@ -217,6 +244,14 @@ class ValidationState(param.Parameterized):
         criteria: dict = {}
         if self.taxon_id != ANY_TAXON and self.with_children:
             criteria.update(taxon_ids=(self.taxon_id,), with_children=True)
+        if self.sample:
+            criteria["samples"] = (self.sample,)
+        if self.annotator:
+            criteria["annotators"] = (self.annotator,)
+        for name in ("date_from", "date_to", "depth_min", "depth_max"):
+            value = getattr(self, name)
+            if value not in (None, ""):
+                criteria[name] = value.strip() if isinstance(value, str) else value
         if self.score_min is not None:
             criteria["score_min"] = self.score_min
         if self.score_max is not None:
@@ -234,15 +269,24 @@ class ValidationState(param.Parameterized):
         self._opening = True
         try:
             self._load_categories()
+            self._load_choices()
             sort = "score_desc" if self.sort in SIMILARITY_SORTS else self.sort
             self.param.update(taxon_id=ANY_TAXON, page=1, selected=[], similar_to=None, sort=sort,
                               can_annotate=bool(project and project.can_annotate))
         finally:
             self._opening = False
-        self.refresh()
+        if self.project_id is None:
+            return self.refresh()
+        with self._instance.sessions() as session:
+            remembered = saved_view(session, self._user_id, self.project_id)
+        if remembered:
+            self.apply_query(remembered)
+        else:
+            self.refresh()
 
     @param.depends("taxon_id", "status", "sort", "page_size", "with_children", "score_min",
-                   "score_max", "conditions", "similar_to", watch=True)
+                   "score_max", "conditions", "similar_to", "sample", "annotator", "date_from",
+                   "date_to", "depth_min", "depth_max", watch=True)
     def _filters_changed(self) -> None:
         if self._opening:
             return
@@ -278,6 +322,18 @@ class ValidationState(param.Parameterized):
                 name = taxon_names(session, [self.taxon_id]).get(self.taxon_id, str(self.taxon_id))
             options[name] = self.taxon_id
         self.param.taxon_id.objects = options
+
+    def _load_choices(self) -> None:
+        """The samples and annotators of the project, for their filters."""
+        samples, annotators = {"All samples": ""}, {"Anyone": 0}
+        if self.project_id is not None:
+            with self._instance.sessions() as session:
+                for orig_id in project_samples(session, self.project_id):
+                    samples[orig_id] = orig_id
+                for user_id, name in project_annotators(session, self.project_id):
+                    annotators[f"{name} (#{user_id})"] = user_id
+        self.param.sample.objects, self.param.annotator.objects = samples, annotators
+        self.param.update(sample="", annotator=0)
 
     def refresh(self) -> None:
         """Read the current page again (after a change, or filters)."""
@@ -504,15 +560,9 @@ class ValidationPage(pn.viewable.Viewer):
                 picker.clear()
 
         picker.on_submit = move
-
-        def shortcut(action: str) -> None:
-            if action == "move":
-                picker.focus()
-            else:
-                state.run_action(action)
-
+        picker.on_focus = lambda: setattr(picker, "options", state.search_taxa(picker.query))
         grid = ThumbnailGrid(items=state.grid_items(), selected=state.selected,
-                             on_shortcut=shortcut, sizing_mode="stretch_width",
+                             on_shortcut=state.run_action, sizing_mode="stretch_width",
                              css_classes=["et-grid-host"])
         # Rows and selection flow from the state to the grid; clicks flow back.
         state.param.watch(lambda _: setattr(grid, "items", state.grid_items()), "rows")
@@ -558,6 +608,16 @@ class ValidationPage(pn.viewable.Viewer):
             tree,
             select(state.param.status, "et-filter-status", sizing_mode="stretch_width"),
             score_range,
+            select(state.param.sample, "et-filter-sample", sizing_mode="stretch_width"),
+            select(state.param.annotator, "et-filter-annotator", sizing_mode="stretch_width"),
+            pn.Row(pn.widgets.TextInput.from_param(state.param.date_from, placeholder="YYYY-MM-DD",
+                                                   width=115, css_classes=["et-date-from"]),
+                   pn.widgets.TextInput.from_param(state.param.date_to, placeholder="YYYY-MM-DD",
+                                                   width=115, css_classes=["et-date-to"])),
+            pn.Row(pn.widgets.FloatInput.from_param(state.param.depth_min, width=115,
+                                                    css_classes=["et-depth-min"]),
+                   pn.widgets.FloatInput.from_param(state.param.depth_max, width=115,
+                                                    css_classes=["et-depth-max"])),
             pn.widgets.TextInput.from_param(state.param.conditions, placeholder="area>=1000; sex=F",
                                             css_classes=["et-conditions"],
                                             sizing_mode="stretch_width"),
@@ -593,10 +653,13 @@ class ValidationPage(pn.viewable.Viewer):
         return pn.Row(filters, main, sizing_mode="stretch_width")
 
     def _watch_view(self, state: ValidationState) -> None:
-        if self._on_view_change is None:
-            return
+        def changed(*_events) -> None:
+            state.remember_view()
+            if self._on_view_change is not None:
+                self._on_view_change(state.view_query())
+
         names = ["project_id", "page", *(name for name, _ in ValidationState._QUERY.values())]
-        state.param.watch(lambda *_: self._on_view_change(state.view_query()), sorted(set(names)))
+        state.param.watch(changed, sorted(set(names)))
 
     def _check_stale_when_served(self, state: ValidationState) -> None:
         if self._stale_check_ms and pn.state.curdoc is not None and pn.state.curdoc.session_context:
@@ -620,9 +683,10 @@ def detail_html(detail: ObjectDetail | None, vault_url: str) -> str:
         f'<tr class="et-history-row"><td>{when(h.changed_at)}</td>'
         f"<td>{e(h.changed_by or 'prediction')}{' (undo)' if h.action == 'undo' else ''}</td>"
         f"<td>{e(h.status)}</td><td>{e(h.category or '')}</td></tr>" for h in detail.history)
-    metadata = "".join(f"<tr><th>{e(str(k))}</th><td>{e(str(v))}</td></tr>"
-                       for part in (detail.metadata, detail.sample, detail.acquisition,
-                                    detail.process)
+    parts = (("", detail.metadata), ("sample ", detail.sample),
+             ("acquisition ", detail.acquisition), ("process ", detail.process))
+    metadata = "".join(f"<tr><th>{e(prefix + str(k))}</th><td>{e(str(v))}</td></tr>"
+                       for prefix, part in parts
                        for k, v in part.items() if v not in (None, ""))
     score = f", score {detail.score:.2f}" if detail.score is not None else ""
     by = f" by {e(detail.annotator)}" if detail.annotator else ""

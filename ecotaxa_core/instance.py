@@ -13,7 +13,12 @@ from sqlalchemy import Engine, inspect, make_url, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from ecotaxa_core.db.engine import make_engine, make_session_factory, upgrade_schema
+from ecotaxa_core.db.engine import (
+    make_engine,
+    make_session_factory,
+    schema_revisions,
+    upgrade_schema,
+)
 from ecotaxa_core.db.models import User
 from ecotaxa_core.errors import InstanceNotInitialised
 from ecotaxa_core.settings import Settings
@@ -59,6 +64,13 @@ class Instance:
                 raise InstanceNotInitialised(
                     f"no EcoTaxa instance at {settings.database_url} (home {settings.home}); "
                     "run `ecotaxa init` first")
+            current, head = schema_revisions(engine)
+            if current != head:
+                engine.dispose()
+                raise InstanceNotInitialised(
+                    f"the database {url.render_as_string(hide_password=True)} has schema "
+                    f"revision {current}, this version of EcoTaxa needs {head}: run "
+                    "`ecotaxa init` to upgrade it (data is kept)")
         return cls(settings=settings, engine=engine, sessions=make_session_factory(engine),
                    vault=Vault(settings.vault_dir), features=FeatureStore(settings.feature_store_dir))
 

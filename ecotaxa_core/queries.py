@@ -21,7 +21,17 @@ import numpy as np
 from sqlalchemy import and_, case, func, select
 from sqlalchemy.orm import Session, aliased
 
-from ecotaxa_core.db.models import Image, Membership, Object, ObjectStatus, Project, Role, Taxon, User
+from ecotaxa_core.db.models import (
+    Image,
+    Membership,
+    Object,
+    ObjectStatus,
+    Project,
+    Role,
+    Sample,
+    Taxon,
+    User,
+)
 from ecotaxa_core.errors import EcoTaxaError, UserNotFound
 from ecotaxa_core.object_filter import ObjectFilter
 from ecotaxa_core.similarity import rank_by_similarity
@@ -40,6 +50,8 @@ __all__ = [
     "taxa_for_picker",
     "projects_for_user",
     "current_states",
+    "project_samples",
+    "project_annotators",
 ]
 
 SORTS = ("score_desc", "score_asc", "annotated_desc", "annotated_asc", "random", "id", "orig_id")
@@ -291,3 +303,17 @@ def current_states(session: Session, project_id: int,
     q = select(Object.id, Object.status, Object.taxon_id, Object.annotation_date).where(
         Object.project_id == project_id, Object.id.in_(ids))
     return {r[0]: (r[1], r[2], r[3]) for r in session.execute(q)}
+
+
+def project_samples(session: Session, project_id: int) -> list[str]:
+    """The orig_ids of the project's samples, sorted."""
+    return list(session.scalars(select(Sample.orig_id).where(Sample.project_id == project_id)
+                                .order_by(Sample.orig_id)))
+
+
+def project_annotators(session: Session, project_id: int) -> list[tuple[int, str]]:
+    """``(user_id, name)`` of everyone who made the last change of some object, by name."""
+    who = select(Object.annotator_id).where(Object.project_id == project_id,
+                                            Object.annotator_id.is_not(None)).distinct()
+    return [(int(i), n) for i, n in session.execute(
+        select(User.id, User.name).where(User.id.in_(who)).order_by(User.name, User.id))]

@@ -133,3 +133,22 @@ def test_upgrade_keeps_existing_rows(db_url):
     with engine.connect() as c:
         assert c.execute(text("select title from projects")).scalar() == "old"
     engine.dispose()
+
+
+def test_an_instance_behind_the_code_says_to_upgrade_and_init_upgrades_it(tmp_path, db_url):
+    from ecotaxa_core.db.engine import make_engine, schema_revisions, upgrade_schema
+    from ecotaxa_core.errors import InstanceNotInitialised
+    from ecotaxa_core.instance import Instance, init_instance
+    from ecotaxa_core.settings import Settings
+
+    settings = Settings(home=tmp_path / "home", database_url=db_url)
+    engine = make_engine(db_url)
+    upgrade_schema(engine, "0003")
+    engine.dispose()
+    with pytest.raises(InstanceNotInitialised, match="revision 0003.*run `ecotaxa init` to upgrade"):
+        Instance.open(settings)
+    init_instance(settings, "a@example.org", "pw").close()
+    inst = Instance.open(settings)
+    current, head = schema_revisions(inst.engine)
+    assert current == head
+    inst.close()

@@ -163,3 +163,47 @@ def test_annotators_changes_are_checked_by_the_core_too(instance, vp, users):
     with pytest.raises(PermissionDenied):
         with instance.sessions.begin() as s:
             validate_objects(s, vp.project_id, list(vp.objects.values()), users["vis"])
+
+
+def test_each_user_finds_the_view_they_left_in_each_project(instance, vp, users):
+    from dashboards.validation import ValidationPage
+
+    state = _state(instance, vp, users["ann"])
+    ValidationPage(state, stale_check_ms=0).__panel__()  # the page saves the view as it changes
+    state.param.update(taxon_id=vp.taxa["Copepoda"], sort="score_asc")
+    again = ValidationState(instance, users["ann"])
+    assert (again.taxon_id, again.sort, again.total) == (vp.taxa["Copepoda"], "score_asc", 4)
+    other = ValidationState(instance, users["bob"])  # bob's view is his own
+    assert (other.taxon_id, other.sort, other.total) == (0, "score_desc", 12)
+    link = ValidationState(instance, users["ann"], query={"project": str(vp.project_id),
+                                                          "status": "unclassified"})
+    assert (link.taxon_id, link.status, link.total) == (0, "unclassified", 2)  # the link wins
+
+
+def test_sample_annotator_date_and_depth_filters(instance, vp, users):
+    from ecotaxa_core.db.models import Sample
+
+    copepods = [vp.objects[f"copepod_cyclopoid_oithona_eggs_{i}"] for i in range(4)]
+    with instance.sessions.begin() as s:
+        station = Sample(project_id=vp.project_id, orig_id="st_12")
+        s.add(station)
+        s.flush()
+        for k, oid in enumerate(copepods):
+            obj = s.get(Object, oid)
+            obj.sample_id, obj.date, obj.depth_min, obj.depth_max = (
+                station.id, f"2024-05-0{k + 1}", 10.0 * k, 10.0 * k + 5)
+    with instance.sessions.begin() as s:
+        validate_objects(s, vp.project_id, copepods[:2], users["bob"])
+    state = _state(instance, vp, users["ann"], sort="orig_id")
+    assert list(state.param.sample.names) == ["All samples", "st_12"]
+    assert list(state.param.annotator.names) == ["Anyone", f"bob (#{users['bob']})"]
+    state.sample = "st_12"
+    assert [r.id for r in state.rows] == copepods
+    state.annotator = users["bob"]
+    assert [r.id for r in state.rows] == copepods[:2]
+    state.param.update(annotator=0, date_from="2024-05-02", date_to="2024-05-03")
+    assert [r.id for r in state.rows] == copepods[1:3]
+    state.param.update(date_from="", date_to="", depth_min=12.0, depth_max=40.0)
+    assert [r.id for r in state.rows] == copepods[2:]  # [10, 15] is not inside [12, 40]
+    state.date_from = "May 2"
+    assert state.rows == [] and "date_from" in state.message

@@ -32,6 +32,7 @@ __all__ = [
     "User",
     "Project",
     "Membership",
+    "SavedView",
     "Taxon",
     "Sample",
     "Acquisition",
@@ -125,6 +126,19 @@ class Membership(Base):
 
     project: Mapped[Project] = relationship(back_populates="members")
     user: Mapped[User] = relationship()
+
+
+class SavedView(Base):
+    """The last view of the validation page a user had in a project (filters, sort, page)."""
+
+    __tablename__ = "saved_views"
+
+    user_id: Mapped[UserIDT] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"),
+                                             primary_key=True)
+    project_id: Mapped[ProjectIDT] = mapped_column(
+        ForeignKey("projects.id", ondelete="CASCADE"), primary_key=True)
+    query: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    saved_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class Taxon(Base):
