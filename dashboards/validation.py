@@ -22,6 +22,12 @@ from ecotaxa_core.category_tree import category_tree, flatten
 from ecotaxa_core.db.models import ObjectStatus
 from ecotaxa_core.errors import EcoTaxaError, PermissionDenied
 from ecotaxa_core.instance import Instance
+from ecotaxa_core.learn.thresholds import (
+    BulkValidationCandidates,
+    bulk_validation_candidates,
+    bulk_validation_select,
+    current_prediction_model,
+)
 from ecotaxa_core.object_detail import ObjectDetail, object_detail
 from ecotaxa_core.object_filter import ObjectFilter
 from ecotaxa_core.queries import (
@@ -29,6 +35,7 @@ from ecotaxa_core.queries import (
     current_states,
     list_objects,
     list_objects_by_similarity,
+    matching_ids,
     project_annotators,
     project_samples,
     projects_for_user,
@@ -77,6 +84,12 @@ class ValidationState(param.Parameterized):
                                   doc="The category filter keeps the category's descendants too.")
     score_min = param.Number(default=None, allow_None=True, bounds=(0, 1), label="Score from")
     score_max = param.Number(default=None, allow_None=True, bounds=(0, 1), label="Score to")
+    above_threshold = param.Boolean(
+        default=False, label="Only predictions above their category's threshold",
+        doc="Predictions of the current model scoring at least their category's threshold "
+            "for the target precision (from the held-out evaluation).")
+    bulk = param.ClassSelector(class_=BulkValidationCandidates, default=None, allow_None=True,
+                               doc="What the current model's thresholds cover in the project.")
     sample = param.Selector(default="", objects={"All samples": ""}, label="Sample")
     annotator = param.Selector(default=0, objects={"Anyone": 0}, label="Last changed by")
     date_from = param.String(default="", label="Date from", doc="Object date, YYYY-MM-DD.")
@@ -143,6 +156,7 @@ class ValidationState(param.Parameterized):
               "score_min": ("score_min", float), "score_max": ("score_max", float),
               "where": ("conditions", str), "similar_to": ("similar_to", int),
               "sample": ("sample", str), "annotator": ("annotator", int),
+              "above": ("above_threshold", lambda v: v in ("1", "true", "yes")),
               "date_from": ("date_from", str), "date_to": ("date_to", str),
               "depth_min": ("depth_min", float), "depth_max": ("depth_max", float),
               "per_page": ("page_size", int), "page": ("page", int)}
@@ -270,6 +284,7 @@ class ValidationState(param.Parameterized):
         try:
             self._load_categories()
             self._load_choices()
+            self._load_bulk()
             sort = "score_desc" if self.sort in SIMILARITY_SORTS else self.sort
             self.param.update(taxon_id=ANY_TAXON, page=1, selected=[], similar_to=None, sort=sort,
                               can_annotate=bool(project and project.can_annotate))
@@ -286,6 +301,7 @@ class ValidationState(param.Parameterized):
 
     @param.depends("taxon_id", "status", "sort", "page_size", "with_children", "score_min",
                    "score_max", "conditions", "similar_to", "sample", "annotator", "date_from",
+                   "above_threshold",
                    "date_to", "depth_min", "depth_max", watch=True)
     def _filters_changed(self) -> None:
         if self._opening:
@@ -323,6 +339,62 @@ class ValidationState(param.Parameterized):
             options[name] = self.taxon_id
         self.param.taxon_id.objects = options
 
+    def _load_bulk(self) -> None:
+        """The current model's thresholds over the project's predictions (None: no model)."""
+        bulk = None
+        if self.project_id is not None:
+            with self._instance.sessions() as session:
+                model_id = current_prediction_model(session, self.project_id)
+                if model_id is not None:
+                    bulk = bulk_validation_candidates(session, self.project_id, model_id)
+        self.bulk = bulk
+
+    def bulk_summary(self) -> str:
+        """One line on what the thresholds cover, for the banner above the grid."""
+        b = self.bulk
+        if b is None:
+            return ""
+        if b.reason:
+            return f"Model #{b.model_id}: {b.reason}."
+        error = (f", expected error rate {100 * b.expected_error_rate:.1f} %"
+                 if b.expected_error_rate is not None else "")
+        return (f"Model #{b.model_id}: **{b.n_above:,}** of {b.n_predicted:,} predictions are "
+                f"above their category's threshold for precision {b.target_precision:g}{error}.")
+
+    def _within(self, session):
+        if not self.above_threshold:
+            return None
+        if self.bulk is None:
+            raise EcoTaxaError("no prediction by a model in this project: no threshold to apply")
+        return bulk_validation_select(session, self.project_id, self.bulk.model_id)
+
+    def validate_above_thresholds(self) -> int:
+        """Validate every object the filters show above its category's threshold (all pages)."""
+        if not self.above_threshold:
+            self._say("Show only the predictions above their threshold first.", "warning")
+            return 0
+        taxon_id = None if self.taxon_id == ANY_TAXON or self.with_children else self.taxon_id
+        status = None if self.status == ANY_STATUS else self.status
+        try:
+            if not self.can_annotate:
+                raise PermissionDenied("you may not annotate this project")
+            with self._instance.sessions.begin() as session:
+                ids = matching_ids(session, self.project_id, taxon_id=taxon_id, status=status,
+                                   object_filter=self.object_filter(),
+                                   within=self._within(session))
+                n = validate_objects(session, self.project_id, ids, self._user_id)
+        except EcoTaxaError as error:
+            self._say(f"Nothing changed: {error}", "danger")
+            return 0
+        expected = (f" (about {round(n * self.bulk.expected_error_rate):,} expected wrong)"
+                    if n and self.bulk and self.bulk.expected_error_rate is not None else "")
+        self._load_categories()
+        self._load_bulk()
+        self.selected = []
+        self.refresh()
+        self._say(f"{_plural(n)} above their threshold validated{expected}.", "success")
+        return n
+
     def _load_choices(self) -> None:
         """The samples and annotators of the project, for their filters."""
         samples, annotators = {"All samples": ""}, {"Anyone": 0}
@@ -353,11 +425,13 @@ class ValidationState(param.Parameterized):
                     rows, total = list_objects_by_similarity(
                         session, self._instance.features, self.project_id, self.similar_to,
                         most_similar_first=self.sort == "similar", taxon_id=taxon_id,
-                        status=status, object_filter=criteria, **page)
+                        status=status, object_filter=criteria, within=self._within(session),
+                        **page)
                 else:
                     rows, total = list_objects(session, self.project_id, taxon_id=taxon_id,
                                                status=status, object_filter=criteria,
-                                               sort=self.sort, seed=self._seed, **page)
+                                               within=self._within(session), sort=self.sort,
+                                               seed=self._seed, **page)
         except EcoTaxaError as error:
             self.param.update(rows=[], total=0, selected=[])
             self._say(f"No objects shown: {error}", "danger")
@@ -487,6 +561,7 @@ class ValidationState(param.Parameterized):
             self._say("Nothing to undo.", "info")
             return 0
         self._load_categories()
+        self._load_bulk()
         self.refresh()
         kept = (f"; {_plural(len(result.kept))} changed by someone else since kept"
                 if result.kept else "")
@@ -646,7 +721,21 @@ class ValidationPage(pn.viewable.Viewer):
         detail = pn.pane.HTML(pn.bind(lambda d: detail_html(d, state.vault_url), state.param.detail),
                               css_classes=["et-detail"], width=300,
                               visible=pn.bind(lambda d: d is not None, state.param.detail))
-        main = pn.Column(toolbar, message, pager, pn.Row(grid, detail, sizing_mode="stretch_width"),
+        validate_above = button("Validate all shown", "et-validate-above",
+                                state.validate_above_thresholds, "success", width=150)
+        validate_above.disabled = not state.can_annotate
+        state.param.watch(lambda e: setattr(validate_above, "disabled", not e.new),
+                          "can_annotate")
+        bulk = pn.Row(
+            pn.pane.Markdown(pn.bind(lambda *_: state.bulk_summary(), state.param.bulk),
+                             css_classes=["et-bulk-summary"], margin=(8, 10, 0, 10)),
+            pn.widgets.Checkbox.from_param(state.param.above_threshold,
+                                           css_classes=["et-above-threshold"], margin=(14, 10)),
+            validate_above, visible=pn.bind(lambda b: b is not None, state.param.bulk),
+            css_classes=["et-bulk"], styles={"background": "#eef5ec", "border-radius": "6px"},
+            sizing_mode="stretch_width")
+        main = pn.Column(toolbar, message, bulk, pager,
+                         pn.Row(grid, detail, sizing_mode="stretch_width"),
                          sizing_mode="stretch_width")
         self._watch_view(state)
         self._check_stale_when_served(state)

@@ -18,7 +18,7 @@ from typing import Iterable, NamedTuple, Sequence
 
 import numpy as np
 
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import Select, and_, case, func, select
 from sqlalchemy.orm import Session, aliased
 
 from ecotaxa_core.db.models import (
@@ -45,6 +45,7 @@ __all__ = [
     "ProjectChoice",
     "list_objects",
     "list_objects_by_similarity",
+    "matching_ids",
     "rows_for_ids",
     "category_counts",
     "taxa_for_picker",
@@ -130,8 +131,8 @@ def _check_status(status: str | None) -> str | None:
 
 def list_objects(session: Session, project_id: int, *, taxon_id: int | None = None,
                  status: str | None = None, object_filter: ObjectFilter | None = None,
-                 sort: str = "score_desc", seed: int = 0, limit: int = 60,
-                 offset: int = 0) -> tuple[list[ObjectRow], int]:
+                 within: Select | None = None, sort: str = "score_desc", seed: int = 0,
+                 limit: int = 60, offset: int = 0) -> tuple[list[ObjectRow], int]:
     """One page of a project's objects, and how many objects match the filters.
 
     Parameters
@@ -145,6 +146,8 @@ def list_objects(session: Session, project_id: int, *, taxon_id: int | None = No
         with their children, samples, dates, depths, annotators, score range,
         free columns ...); raises its :class:`InvalidFilter` for names the
         project does not have.
+    within : only objects whose id this ``SELECT Object.id`` returns (say,
+        :func:`~ecotaxa_core.learn.thresholds.bulk_validation_select`).
     sort : ``score_desc`` / ``score_asc`` (objects without a score come last
         either way), ``annotated_desc`` / ``annotated_asc`` (date of the last
         change; never changed last), ``random`` (a shuffle fixed by ``seed``),
@@ -160,7 +163,7 @@ def list_objects(session: Session, project_id: int, *, taxon_id: int | None = No
     status = _check_status(status)
     if limit < 1 or offset < 0:
         raise EcoTaxaError(f"invalid page: limit={limit} (>= 1), offset={offset} (>= 0)")
-    conditions = _conditions(session, project_id, taxon_id, status, object_filter)
+    conditions = _conditions(session, project_id, taxon_id, status, object_filter, within)
     total = session.scalar(select(func.count()).select_from(Object).where(*conditions))
     q = _row_query().where(*conditions).order_by(*order).limit(limit).offset(offset)
     return [_object_row(r) for r in session.execute(q)], int(total or 0)
@@ -169,7 +172,8 @@ def list_objects(session: Session, project_id: int, *, taxon_id: int | None = No
 def list_objects_by_similarity(session: Session, store: FeatureStore, project_id: int,
                                reference_id: int, *, most_similar_first: bool = True,
                                taxon_id: int | None = None, status: str | None = None,
-                               object_filter: ObjectFilter | None = None, limit: int = 60,
+                               object_filter: ObjectFilter | None = None,
+                               within: Select | None = None, limit: int = 60,
                                offset: int = 0) -> tuple[list[ObjectRow], int]:
     """One page of the objects that pass the filters, the most (or least) similar to
     ``reference_id`` first (:func:`~ecotaxa_core.similarity.rank_by_similarity`:
@@ -181,7 +185,7 @@ def list_objects_by_similarity(session: Session, store: FeatureStore, project_id
     status = _check_status(status)
     if limit < 1 or offset < 0:
         raise EcoTaxaError(f"invalid page: limit={limit} (>= 1), offset={offset} (>= 0)")
-    conditions = _conditions(session, project_id, taxon_id, status, object_filter)
+    conditions = _conditions(session, project_id, taxon_id, status, object_filter, within)
     ids = np.fromiter(session.scalars(select(Object.id).where(*conditions)), dtype=np.int64)
     ranked = rank_by_similarity(store, project_id, reference_id, ids,
                                 most_similar_first=most_similar_first, limit=offset + limit)
@@ -198,8 +202,17 @@ def rows_for_ids(session: Session, project_id: int, object_ids: Sequence[int]) -
     return [found[i] for i in ids if i in found]
 
 
+def matching_ids(session: Session, project_id: int, *, taxon_id: int | None = None,
+                 status: str | None = None, object_filter: ObjectFilter | None = None,
+                 within: Select | None = None) -> list[int]:
+    """Ids of every object that passes the filters (as :func:`list_objects` takes them), sorted."""
+    conditions = _conditions(session, project_id, taxon_id, _check_status(status),
+                             object_filter, within)
+    return list(session.scalars(select(Object.id).where(*conditions).order_by(Object.id)))
+
+
 def _conditions(session: Session, project_id: int, taxon_id: int | None, status: str | None,
-                object_filter: ObjectFilter | None) -> list:
+                object_filter: ObjectFilter | None, within: Select | None = None) -> list:
     conditions = [Object.project_id == project_id]
     if taxon_id is not None:
         conditions.append(Object.taxon_id == taxon_id)
@@ -207,6 +220,8 @@ def _conditions(session: Session, project_id: int, taxon_id: int | None, status:
         conditions.append(Object.status == status)
     if object_filter is not None:
         conditions.extend(object_filter.where_clauses(session, project_id))
+    if within is not None:
+        conditions.append(Object.id.in_(within))
     return conditions
 
 

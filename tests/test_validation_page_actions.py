@@ -207,3 +207,45 @@ def test_sample_annotator_date_and_depth_filters(instance, vp, users):
     assert [r.id for r in state.rows] == copepods[2:]  # [10, 15] is not inside [12, 40]
     state.date_from = "May 2"
     assert state.rows == [] and "date_from" in state.message
+
+
+def test_predictions_above_their_threshold_are_shown_and_validated_in_bulk(sqlite_instance):
+    """A real model, evaluated on a held-out part: its thresholds drive the bulk validation."""
+    from learn_data import cluster_features, make_project
+
+    from ecotaxa_core.learn import predict_project, train_model
+    from ecotaxa_core.learn.thresholds import model_thresholds
+
+    inst = sqlite_instance
+    sp = make_project(inst, n_validated=(40, 40, 40), n_unclassified=30, n_dubious=3)
+    ids, X = cluster_features(sp.truth, 4, separation=1.0)
+    inst.features.append(sp.project_id, "morpho", ids, X, [f"f{j}" for j in range(4)])
+    model = train_model(inst, sp.project_id, "deep_logreg", feature_sets=["morpho"])
+    limits = {t: v for t, (v, _) in model_thresholds(model.metrics).items()}
+    predict_project(inst, sp.project_id, model.id)
+    with inst.sessions.begin() as s:
+        annotator = create_user(s, "ann@example.org", "ann", "pw")
+        s.flush()
+        set_member(s, sp.project_id, annotator.id, Role.ANNOTATOR)
+        annotator = annotator.id
+    with inst.sessions() as s:
+        predicted = {o.id: (o.taxon_id, o.score) for o in s.scalars(
+            select(Object).where(Object.project_id == sp.project_id, Object.status == "predicted"))}
+    above = sorted(i for i, (t, score) in predicted.items() if score >= limits[t])
+    assert 0 < len(above) < len(predicted)
+
+    state = ValidationState(inst, annotator, project_id=sp.project_id)
+    assert state.bulk.model_id == model.id and state.bulk.n_above == len(above)
+    assert f"**{len(above)}** of {len(predicted)} predictions" in state.bulk_summary()
+    assert state.validate_above_thresholds() == 0  # not shown yet: refused
+    state.param.update(above_threshold=True, page_size=10)
+    assert state.total == len(above) and state.view_query()["above"] == "1"
+    assert state.validate_above_thresholds() == len(above)  # every page, not just this one
+    with inst.sessions() as s:
+        now = {o.id: (o.status, o.annotator_id) for o in s.scalars(
+            select(Object).where(Object.id.in_(list(predicted))))}
+    assert all(now[i] == ("validated", annotator) for i in above)
+    assert all(now[i] == ("predicted", None) for i in predicted if i not in above)
+    assert state.bulk.n_above == 0 and state.total == 0
+    assert state.undo() == len(above)  # one change: one undo
+    assert state.bulk.n_above == len(above)

@@ -271,3 +271,14 @@ def bulk_validation_candidates(session: Session, project_id: int,
         target_precision=stored.get("target_precision"), categories=tuple(categories),
         n_predicted=sum(c.n_predicted for c in categories), n_above=n_above,
         expected_error_rate=expected_errors / n_above if n_above else None, reason=reason)
+
+
+def current_prediction_model(session: Session, project_id: int) -> int | None:
+    """The model behind most of the project's current predictions (None: no prediction)."""
+    row = session.execute(
+        select(Object.model_id, func.count().label("n"))
+        .where(Object.project_id == int(project_id), Object.status == ObjectStatus.PREDICTED.value,
+               Object.model_id.is_not(None))
+        .group_by(Object.model_id).order_by(func.count().desc(), Object.model_id.desc())
+        .limit(1)).first()
+    return int(row.model_id) if row is not None else None
