@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 
 import panel as pn
 
+from dashboards.project_page import ProjectPage
 from dashboards.signin import SignedInUser, SignInForm, check_credentials
 from dashboards.validation import ValidationPage, ValidationState
 from ecotaxa_core.instance import Instance
@@ -42,7 +43,18 @@ def create_app(instance: Instance, *, vault_url: str = f"/{VAULT_ROUTE}") -> pn.
                                          align="center"),
                             sign_out]
         state = ValidationState(instance, user.id, vault_url=vault_url, query=_url_query())
-        body.objects = [ValidationPage(state, on_view_change=_set_url_query)]
+        project_tab = pn.Column(sizing_mode="stretch_width", css_classes=["et-project-tab"])
+        tabs = pn.Tabs(("Validate", ValidationPage(state, on_view_change=_set_url_query)),
+                       ("Project", project_tab), css_classes=["et-tabs"],
+                       sizing_mode="stretch_width")
+
+        def show_project(*_events) -> None:  # built when shown: its figures cost queries
+            if tabs.active == 1 and state.project_id is not None:
+                project_tab.objects = [ProjectPage(instance, user.id, state.project_id)]
+
+        tabs.param.watch(show_project, "active")
+        state.param.watch(show_project, "project_id")
+        body.objects = [tabs]
 
     show_sign_in()
     header = pn.Row(pn.pane.HTML("<h2 style='margin:8px 0'>EcoTaxa &middot; validation</h2>",

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 from ecotaxa_core.db.models import Membership, Project, Role, User
 from ecotaxa_core.errors import PermissionDenied, ProjectNotFound
 
-__all__ = ["Action", "user_can", "require", "ROLE_ACTIONS"]
+__all__ = ["Action", "user_can", "require", "require_stage", "ROLE_ACTIONS", "STAGE_ACTIONS"]
 
 
 class Action(str, Enum):
@@ -60,3 +60,19 @@ def require(session: Session, user_id: int, project_id: int, action: Action | st
         user = session.get(User, int(user_id)) if user_id is not None else None
         who = user.email if user is not None else f"unknown user {user_id}"
         raise PermissionDenied(f"{who} may not {Action(action).value} project {project_id}")
+
+
+#: The right each pipeline stage needs when a user starts it (dashboard, API, command line):
+#: importing, computing features, training and predicting are a manager's; anyone who may
+#: view a project may export it.
+STAGE_ACTIONS: dict[str, Action] = {
+    "import": Action.IMPORT, "features": Action.IMPORT, "train": Action.IMPORT,
+    "predict": Action.IMPORT, "export": Action.VIEW,
+}
+
+
+def require_stage(session: Session, user_id: int, project_id: int, stage: str) -> None:
+    """Raise :class:`PermissionDenied` unless the user may start ``stage`` on the project."""
+    if stage not in STAGE_ACTIONS:
+        raise ValueError(f"unknown stage {stage!r}; use one of {', '.join(STAGE_ACTIONS)}")
+    require(session, user_id, project_id, STAGE_ACTIONS[stage])

@@ -182,3 +182,26 @@ def test_a_visitor_is_refused_annotation(project):
     assert _states(inst, vp) == before
     with inst.sessions() as s:
         assert s.scalar(select(func.count()).select_from(AnnotationHistory)) == 0
+
+
+def test_the_project_tab_plots_the_counts_and_refuses_an_annotator_training(project):
+    from playwright.sync_api import expect, sync_playwright
+
+    inst, vp, users = project
+    with _dashboard(inst.settings) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1500, "height": 1000})
+            page.set_default_timeout(20_000)
+            _sign_in(page, url, "ann@example.org")
+            page.locator(".bk-tab", has_text="Project").click()
+            expect(page.locator(".et-project-head")).to_contain_text(
+                "12 objects: 0 validated (0.0 %), 10 predicted (83.3 %)")
+            expect(page.locator("canvas").first).to_be_visible()  # the Bokeh plots
+            assert page.locator("canvas").count() >= 3
+            expect(page.locator(".et-models")).to_contain_text("No training yet")
+            page.locator(".et-start-train button").click()
+            expect(page.locator(".et-project-message")).to_contain_text(
+                "train not started: ann@example.org may not import project")
+        finally:
+            browser.close()

@@ -1,0 +1,63 @@
+"""Pipeline stages started from the dashboard, as runs of their Prefect deployments.
+
+A button asks :func:`start_stage`: the core checks the user's right
+(:func:`ecotaxa_core.rights.require_stage`), then the stage's deployment
+(``features/features``, ``train/train``, ``predict/predict``,
+``export/export``, served by ``python -m deployments.serve``) gets a flow run
+through the Prefect API, tagged with the user and project. :func:`run_states`
+reads the runs back for the page's live list; a run waits in ``Scheduled``
+until a runner serving the deployments picks it up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from uuid import UUID
+
+from ecotaxa_core.instance import Instance
+from ecotaxa_core.rights import require_stage
+
+__all__ = ["StartedRun", "start_stage", "run_states", "STAGES"]
+
+STAGES = ("features", "train", "predict", "export")
+
+
+@dataclass(frozen=True)
+class StartedRun:
+    id: str
+    name: str
+    stage: str
+    state: str  # Prefect's state name: Scheduled, Pending, Running, Completed, Failed ...
+    message: str | None = None
+    started: datetime | None = None
+
+
+def start_stage(instance: Instance, user_id: int, project_id: int, stage: str) -> StartedRun:
+    """Start ``stage`` on the project through its Prefect deployment; returns the new run."""
+    from prefect.deployments import run_deployment
+
+    with instance.sessions() as session:
+        require_stage(session, user_id, project_id, stage)
+    parameters = {"project_id": int(project_id)}
+    if stage == "export":
+        parameters["out_dir"] = str(
+            (instance.settings.exports_dir / f"project_{int(project_id)}").resolve())
+    run = run_deployment(f"{stage}/{stage}", parameters=parameters, timeout=0,
+                         tags=[f"project:{int(project_id)}", f"user:{int(user_id)}", "dashboard"])
+    return StartedRun(str(run.id), run.name, stage, run.state.name if run.state else "Scheduled",
+                      started=run.expected_start_time)
+
+
+def run_states(runs: list[StartedRun]) -> list[StartedRun]:
+    """The same runs with their state now (one API call per run)."""
+    from prefect.client.orchestration import get_client
+
+    out = []
+    with get_client(sync_client=True) as client:
+        for r in runs:
+            fr = client.read_flow_run(UUID(r.id))
+            state = fr.state
+            out.append(StartedRun(r.id, r.name, r.stage, state.name if state else "Unknown",
+                                  state.message if state else None, r.started))
+    return out
