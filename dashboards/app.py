@@ -15,6 +15,7 @@ from dashboards.project_page import ProjectPage
 from dashboards.signin import SignedInUser, SignInForm, check_credentials
 from dashboards.validation import ValidationPage, ValidationState
 from ecotaxa_core.instance import Instance
+from ecotaxa_core.queries import project_listing
 from ecotaxa_core.settings import Settings
 
 __all__ = ["create_app", "serve_dashboard", "VAULT_ROUTE"]
@@ -45,8 +46,14 @@ def create_app(instance: Instance, *, vault_url: str = f"/{VAULT_ROUTE}") -> pn.
         state = ValidationState(instance, user.id, vault_url=vault_url, query=_url_query())
         project_tab = pn.Column(sizing_mode="stretch_width", css_classes=["et-project-tab"])
         tabs = pn.Tabs(("Validate", ValidationPage(state, on_view_change=_set_url_query)),
-                       ("Project", project_tab), css_classes=["et-tabs"],
-                       sizing_mode="stretch_width")
+                       ("Project", project_tab), ("All projects", pn.Column()),
+                       css_classes=["et-tabs"], sizing_mode="stretch_width")
+
+        def open_project(project_id: int) -> None:
+            state.project_id = project_id
+            tabs.active = 0
+
+        tabs[2] = ("All projects", project_list(instance, user.id, open_project))
 
         def show_project(*_events) -> None:  # built when shown: its figures cost queries
             if tabs.active == 1 and state.project_id is not None:
@@ -62,6 +69,25 @@ def create_app(instance: Instance, *, vault_url: str = f"/{VAULT_ROUTE}") -> pn.
                     pn.HSpacer(), user_box, styles=_HEADER_STYLES, sizing_mode="stretch_width")
     return pn.Column(header, body, sizing_mode="stretch_width",
                      styles={"background": "#f7f8fa", "min-height": "100vh"})
+
+
+def project_list(instance: Instance, user_id: int, on_open) -> pn.viewable.Viewable:
+    """The projects the user may open: counts, % validated and predicted, role; a button each."""
+    with instance.sessions() as session:
+        listing = project_listing(session, user_id)
+    rows = []
+    for p in listing:
+        button = pn.widgets.Button(label="Validate", width=90, css_classes=["et-open-project"],
+                                   align="center")
+        button.on_click(lambda _e, pid=p.project_id: on_open(pid))
+        text = (f"**#{p.project_id} {_escape(p.title)}** &middot; {_escape(p.instrument or '')} "
+                f"&middot; {p.n_objects:,} objects, {p.percent_validated:.1f} % validated, "
+                f"{p.percent_predicted:.1f} % predicted &middot; you are *{p.role}*")
+        rows.append(pn.Row(button, pn.pane.Markdown(text, css_classes=["et-project-row"]),
+                           sizing_mode="stretch_width"))
+    if not rows:
+        rows = [pn.pane.Markdown("You are not a member of any project.")]
+    return pn.Column(*rows, sizing_mode="stretch_width", css_classes=["et-project-list"])
 
 
 def _url_query() -> dict[str, str]:

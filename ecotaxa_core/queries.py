@@ -52,6 +52,8 @@ __all__ = [
     "projects_for_user",
     "current_states",
     "project_samples",
+    "ProjectListing",
+    "project_listing",
     "project_annotators",
 ]
 
@@ -332,3 +334,53 @@ def project_annotators(session: Session, project_id: int) -> list[tuple[int, str
                                             Object.annotator_id.is_not(None)).distinct()
     return [(int(i), n) for i, n in session.execute(
         select(User.id, User.name).where(User.id.in_(who)).order_by(User.name, User.id))]
+
+
+class ProjectListing(NamedTuple):
+    project_id: int
+    title: str
+    instrument: str | None
+    role: str  # visitor, annotator, manager, or "administrator"
+    n_objects: int
+    n_validated: int
+    n_predicted: int
+
+    @property
+    def percent_validated(self) -> float:
+        return 100.0 * self.n_validated / self.n_objects if self.n_objects else 0.0
+
+    @property
+    def percent_predicted(self) -> float:
+        return 100.0 * self.n_predicted / self.n_objects if self.n_objects else 0.0
+
+
+def project_listing(session: Session, user_id: int) -> list[ProjectListing]:
+    """The projects the user may open, with their objects counted by status and the user's role.
+
+    One grouped count over the listed projects' objects (the (project_id,
+    status, taxon_id) index answers it without reading the rows).
+    """
+    user = session.get(User, user_id)
+    if user is None:
+        raise UserNotFound(f"no user with id {user_id}")
+    roles = dict(session.execute(select(Membership.project_id, Membership.role)
+                                 .where(Membership.user_id == user_id)).all())
+    q = select(Project.id, Project.title, Project.instrument).order_by(Project.id)
+    if not user.is_admin:
+        q = q.where(Project.id.in_(list(roles)))
+    projects = session.execute(q).all()
+    counts: dict[int, dict[str, int]] = {}
+    if projects:
+        for pid, status, n in session.execute(
+                select(Object.project_id, Object.status, func.count())
+                .where(Object.project_id.in_([p[0] for p in projects]))
+                .group_by(Object.project_id, Object.status)):
+            counts.setdefault(pid, {})[status] = int(n)
+    out = []
+    for pid, title, instrument in projects:
+        c = counts.get(pid, {})
+        role = roles.get(pid) or "administrator"
+        out.append(ProjectListing(pid, title, instrument, role, sum(c.values()),
+                                  c.get(ObjectStatus.VALIDATED.value, 0),
+                                  c.get(ObjectStatus.PREDICTED.value, 0)))
+    return out

@@ -194,7 +194,12 @@ def test_the_project_tab_plots_the_counts_and_refuses_an_annotator_training(proj
             page = browser.new_page(viewport={"width": 1500, "height": 1000})
             page.set_default_timeout(20_000)
             _sign_in(page, url, "ann@example.org")
-            page.locator(".bk-tab", has_text="Project").click()
+            page.locator(".bk-tab", has_text="All projects").click()
+            expect(page.locator(".et-project-row")).to_contain_text(
+                "12 objects, 0.0 % validated, 83.3 % predicted · you are annotator")
+            page.locator(".et-open-project button").click()  # back to the grid of that project
+            expect(page.locator(".et-thumb")).to_have_count(12)
+            page.locator(".bk-tab", has_text="Project").first.click()
             expect(page.locator(".et-project-head")).to_contain_text(
                 "12 objects: 0 validated (0.0 %), 10 predicted (83.3 %)")
             expect(page.locator("canvas").first).to_be_visible()  # the Bokeh plots

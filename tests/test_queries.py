@@ -282,3 +282,22 @@ def test_category_tree_adds_ancestors_and_sums_subtrees(instance, project, admin
         (0, "detritus", (0, 1, 0), (0, 1, 0)),
     ]
     assert flatten(roots)[3].taxon_id == calanoida_id and roots[0].total == 5
+
+
+def test_project_listing_counts_and_roles(instance, project, admin):
+    from ecotaxa_core.queries import project_listing
+
+    with instance.sessions.begin() as s:
+        validate_objects(s, project["id"], [project["ids"]["o1"], project["ids"]["o3"]], admin.id)
+        viewer = create_user(s, "v@example.org", "Viewer", "pw")
+        s.flush()
+        set_member(s, project["id"], viewer.id, Role.VISITOR)
+        viewer = viewer.id
+    with instance.sessions() as s:
+        mine = project_listing(s, viewer)
+        everything = project_listing(s, admin.id)
+    assert [(p.project_id, p.role, p.n_objects, p.n_validated, p.n_predicted) for p in mine] == [
+        (project["id"], "visitor", 8, 2, 4)]
+    assert mine[0].percent_validated == 25.0 and mine[0].percent_predicted == 50.0
+    assert [(p.title, p.role, p.n_objects) for p in everything] == [
+        ("queries", "administrator", 8), ("other", "administrator", 1)]

@@ -10,8 +10,8 @@ changed); a user ``screenshots@localhost`` is made annotator of the demo
 project there. The pages are served for real and shot with Debian's
 chromium: the sign-in form, the validation page sorted by score with the
 category tree, one object's detail with its history (after a move and its
-undo), the keys overlay, and a similarity sort. PNG files land next to this
-script.
+undo), the keys overlay, a similarity sort, the project list and the project
+page. PNG files land next to this script.
 """
 
 from __future__ import annotations
@@ -126,6 +126,15 @@ def main() -> None:
                 page.keyboard.press("?")
                 page.locator(".et-help-overlay").wait_for()
                 page.screenshot(path=str(args.out / "keyboard_help.png"))
+                page.keyboard.press("?")
+                page.locator(".bk-tab", has_text="All projects").click()
+                page.locator(".et-project-row").first.wait_for()
+                page.screenshot(path=str(args.out / "project_list.png"))
+                page.locator(".et-open-project button").first.click()
+                page.locator(".bk-tab", has_text="Project").first.click()
+                page.locator(".et-project-head").wait_for()
+                page.wait_for_timeout(2500)  # plots and the confusion matrix
+                page.screenshot(path=str(args.out / "project_page.png"))
                 browser.close()
         finally:
             server.stop()
