@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 
 import panel as pn
 
+from dashboards.batch_page import BatchPage, BatchState
 from dashboards.project_page import ProjectPage
 from dashboards.signin import SignedInUser, SignInForm, check_credentials
 from dashboards.validation import ValidationPage, ValidationState
@@ -45,8 +46,10 @@ def create_app(instance: Instance, *, vault_url: str = f"/{VAULT_ROUTE}") -> pn.
                             sign_out]
         state = ValidationState(instance, user.id, vault_url=vault_url, query=_url_query())
         project_tab = pn.Column(sizing_mode="stretch_width", css_classes=["et-project-tab"])
+        batch = BatchState(state)
         tabs = pn.Tabs(("Validate", ValidationPage(state, on_view_change=_set_url_query)),
                        ("Project", project_tab), ("All projects", pn.Column()),
+                       ("Batch", BatchPage(batch)),
                        css_classes=["et-tabs"], sizing_mode="stretch_width")
 
         def open_project(project_id: int) -> None:

@@ -210,3 +210,52 @@ def test_the_project_tab_plots_the_counts_and_refuses_an_annotator_training(proj
                 "train not started: ann@example.org may not import project")
         finally:
             browser.close()
+
+
+def test_batch_classification_with_a_lasso_on_the_map(project):
+    from playwright.sync_api import expect, sync_playwright
+
+    inst, vp, users = project
+    with _dashboard(inst.settings) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1500, "height": 1000})
+            page.set_default_timeout(20_000)
+            _sign_in(page, url, "ann@example.org")
+            page.locator(".bk-tab", has_text="Batch").click()
+            page.locator(".et-batch-load button").click()
+            expect(page.locator(".et-batch-message")).to_contain_text("12 objects on the map")
+            canvas = page.locator("canvas").last
+            box = canvas.bounding_box()
+            # A lasso around the whole plot area: every point.
+            x0, y0 = box["x"] + 40, box["y"] + 40
+            x1, y1 = box["x"] + box["width"] - 10, box["y"] + box["height"] - 30
+            page.mouse.move(x0, y0)
+            page.mouse.down()
+            for x, y in ((x1, y0), (x1, y1), (x0, y1), (x0, y0 + 2)):
+                page.mouse.move(x, y, steps=8)
+            page.mouse.up()
+            expect(page.locator(".et-batch-count")).to_contain_text("12 marked")
+            expect(page.locator(".et-batch-grid .et-thumb")).to_have_count(12)
+            page.locator(".et-batch-invert button").click()
+            expect(page.locator(".et-batch-count")).to_contain_text("0 marked")
+            page.locator(".et-batch-invert button").click()
+            expect(page.locator(".et-batch-count")).to_contain_text("12 marked")
+            first = page.locator(".et-batch-grid .et-thumb").first
+            unmarked = int(first.get_attribute("data-object-id"))
+            first.click()  # unmark one
+            expect(page.locator(".et-batch-count")).to_contain_text("11 marked")
+            page.locator(".et-batch-picker .et-picker-input").press_sequentially("bacil", delay=30)
+            page.locator(".et-picker-option", has_text="Bacillariophyta").first.click()
+            page.locator(".et-batch-classify button").click()
+            expect(page.locator(".et-batch-message")).to_contain_text(
+                "11 objects classified as Bacillariophyta")
+            expect(page.locator(".et-batch-message")).to_contain_text("hidden")
+        finally:
+            browser.close()
+    states = _states(inst, vp)
+    diatoms = vp.taxa["Bacillariophyta"]
+    unmarked_orig = next(o for o, i in vp.objects.items() if i == unmarked)
+    assert all(v == ("validated", diatoms, users["ann"])
+               for o, v in states.items() if o != unmarked_orig)
+    assert states[unmarked_orig][0] in ("predicted", "unclassified")

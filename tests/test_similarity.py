@@ -65,3 +65,23 @@ def test_which_set_and_clear_refusals(tmp_path):
         rank_by_similarity(store, 1, 3, [1, 2])
     with pytest.raises(NoSimilarityFeatures, match="project 2 has no deep features .* compute"):
         rank_by_similarity(store, 2, 1, [1])
+
+
+def test_the_feature_map_separates_clusters_and_leaves_out_objects_without_vector(tmp_path):
+    from ecotaxa_core.feature_map import feature_map
+
+    rng = np.random.default_rng(0)
+    a = rng.normal(0, 0.1, (20, 2)) + [5, 0]
+    b = rng.normal(0, 0.1, (20, 2)) - [5, 0]
+    vectors = {i: list(v) for i, v in enumerate(np.vstack([a, b]), start=1)}
+    vectors[99] = [np.nan, np.nan]
+    store = _store(tmp_path, vectors)
+    m = feature_map(store, 1, list(range(1, 41)) + [99, 500])
+    assert m.feature_set == PCA and m.n_without_vector == 2
+    assert m.object_ids.tolist() == list(range(1, 41)) and m.xy.shape == (40, 2)
+    first_axis = m.xy[:, 0]
+    assert (np.sign(first_axis[:20]) == np.sign(first_axis[0])).all()
+    assert (np.sign(first_axis[20:]) == -np.sign(first_axis[0])).all()
+    assert abs(first_axis[:20].mean() - first_axis[20:].mean()) == pytest.approx(10, abs=0.3)
+    again = feature_map(store, 1, list(range(1, 41)))
+    np.testing.assert_array_equal(again.xy, m.xy)  # the same picture each time

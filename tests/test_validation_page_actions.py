@@ -249,3 +249,42 @@ def test_predictions_above_their_threshold_are_shown_and_validated_in_bulk(sqlit
     assert state.bulk.n_above == 0 and state.total == 0
     assert state.undo() == len(above)  # one change: one undo
     assert state.bulk.n_above == len(above)
+
+
+def test_batch_classification_marks_on_the_map_inverts_and_classifies(instance, vp, users):
+    import numpy as np
+
+    from dashboards.batch_page import BatchState
+
+    ids = sorted(vp.objects.values())
+    # Two clouds: the chaetognaths far from everything else.
+    chaetos = {vp.objects[f"chaetognath_other_{i}"] for i in range(4)}
+    vectors = np.array([[10.0, 0.0, 0.0] if i in chaetos else [0.0, 1.0 * k % 3, 0.0]
+                        for k, i in enumerate(ids)], dtype=np.float32)
+    instance.features.append(vp.project_id, "deep_test", ids, vectors, ["a", "b", "c"],
+                             producer={"kind": "test"})
+    state = _state(instance, vp, users["ann"])
+    batch = BatchState(state)
+    batch.load()
+    assert sorted(batch.ids.tolist()) == ids and batch.xy.shape == (12, 2)
+    far = [k for k, i in enumerate(batch.ids) if abs(batch.xy[k, 0]) > 5]  # the lasso's circle
+    batch.mark_indices(far)
+    assert set(batch.marked) == chaetos
+    batch.invert()
+    assert set(batch.marked) == set(ids) - chaetos
+    batch.invert()
+    assert batch.classify(vp.taxa["Copepoda"]) == 4
+    db = _db(instance, vp)
+    assert all(db[f"chaetognath_other_{i}"] == ("validated", vp.taxa["Copepoda"], users["ann"])
+               for i in range(4))
+    assert len(batch.ids) == 8 and not chaetos & set(batch.ids.tolist())  # labelled: hidden
+    assert batch.message.startswith("4 objects classified as Copepoda. They are hidden")
+    assert state.undo() == 4  # one change for the whole batch
+    reference = next(iter(sorted(set(ids) - chaetos)))
+    batch.mark_similar(reference, n=3)
+    assert len(batch.marked) == 3 and reference in batch.marked
+
+    visitor = BatchState(_state(instance, vp, users["vis"]))
+    visitor.load()
+    visitor.mark_indices(range(3))
+    assert visitor.classify(vp.taxa["Copepoda"]) == 0 and "may not annotate" in visitor.message
