@@ -13,6 +13,7 @@ import panel as pn
 
 from dashboards.batch_page import BatchPage, BatchState
 from dashboards.project_page import ProjectPage
+from dashboards.settings_page import SettingsPage
 from dashboards.signin import SignedInUser, SignInForm, check_credentials
 from dashboards.validation import ValidationPage, ValidationState
 from ecotaxa_core.instance import Instance
@@ -47,9 +48,10 @@ def create_app(instance: Instance, *, vault_url: str = f"/{VAULT_ROUTE}") -> pn.
         state = ValidationState(instance, user.id, vault_url=vault_url, query=_url_query())
         project_tab = pn.Column(sizing_mode="stretch_width", css_classes=["et-project-tab"])
         batch = BatchState(state)
+        settings_tab = pn.Column(css_classes=["et-settings-tab"])
         tabs = pn.Tabs(("Validate", ValidationPage(state, on_view_change=_set_url_query)),
                        ("Project", project_tab), ("All projects", pn.Column()),
-                       ("Batch", BatchPage(batch)),
+                       ("Batch", BatchPage(batch)), ("Settings", settings_tab),
                        css_classes=["et-tabs"], sizing_mode="stretch_width")
 
         def open_project(project_id: int) -> None:
@@ -61,6 +63,8 @@ def create_app(instance: Instance, *, vault_url: str = f"/{VAULT_ROUTE}") -> pn.
         def show_project(*_events) -> None:  # built when shown: its figures cost queries
             if tabs.active == 1 and state.project_id is not None:
                 project_tab.objects = [ProjectPage(instance, user.id, state.project_id)]
+            if tabs.active == 4 and state.project_id is not None:
+                settings_tab.objects = [SettingsPage(state)]
 
         tabs.param.watch(show_project, "active")
         state.param.watch(show_project, "project_id")

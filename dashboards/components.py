@@ -120,6 +120,13 @@ class ThumbnailGrid(JSComponent):
           status.textContent = it.status;
           meta.append(status, score);
           tile.append(frame, cat, meta);
+          for (const [name, value] of (it.fields || [])) {
+            const line = document.createElement("div");
+            line.className = "et-thumb-field";
+            line.dataset.field = name;
+            line.textContent = name + ": " + value;
+            tile.append(line);
+          }
           grid.append(tile);
         }
       }
@@ -226,6 +233,8 @@ class ThumbnailGrid(JSComponent):
                          text-overflow: ellipsis; }
     .et-thumb-meta { display: flex; justify-content: space-between; color: #555; }
     .et-thumb-score { font-variant-numeric: tabular-nums; }
+    .et-thumb-field { color: #555; font-size: 11px; white-space: nowrap; overflow: hidden;
+                      text-overflow: ellipsis; }
     .et-status-predicted .et-thumb-status { color: #1f5fa8; }
     .et-status-validated .et-thumb-status { color: #1e7a34; }
     .et-status-dubious .et-thumb-status { color: #b25d00; }

@@ -41,6 +41,7 @@ from ecotaxa_core.queries import (
     projects_for_user,
     taxa_for_picker,
 )
+from ecotaxa_core.project_settings import project_settings
 from ecotaxa_core.saved_views import save_view, saved_view
 from ecotaxa_core.taxonomy import taxon_names
 
@@ -59,6 +60,15 @@ SORT_CHOICES = {"Score, high to low": "score_desc", "Score, low to high": "score
                 "Object id": "id", "Original id": "orig_id"}
 SIMILARITY_SORTS = ("similar", "dissimilar")
 RECENT_TAXA = 8  # categories moved to lately, offered first by the picker
+
+
+def _shown(value) -> str:
+    """A field's value under a thumbnail: numbers shortened, nothing for missing values."""
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
 
 
 def _plural(n: int, word: str = "object") -> str:
@@ -110,6 +120,8 @@ class ValidationState(param.Parameterized):
     selected = param.List(default=[], item_type=int, doc="Selected object ids (current page).")
     can_annotate = param.Boolean(default=False, doc="Whether the user may change this project.")
     tree = param.List(default=[], doc="The project's categories, depth first, with counts.")
+    preset_taxa = param.List(default=[], doc="[[taxon_id, name], ...] the project offers first.")
+    thumbnail_fields = param.List(default=[], doc="Fields shown under each thumbnail.")
     detail = param.ClassSelector(class_=ObjectDetail, default=None, allow_None=True,
                                  doc="The one selected object, in detail.")
     recent_taxa = param.List(default=[], doc="[[taxon_id, name], ...] moved to lately, newest first.")
@@ -226,9 +238,10 @@ class ValidationState(param.Parameterized):
         return f"{self._vault_url}/{row.thumb_path}" if row.thumb_path else None
 
     def grid_items(self) -> list[dict]:
-        """The current page as the thumbnail grid wants it."""
+        """The current page as the thumbnail grid wants it (with the project's chosen fields)."""
         return [dict(id=r.id, orig_id=r.orig_id, status=r.status, category=r.category,
-                     score=r.score, annotator=r.annotator, src=self.thumbnail_url(r))
+                     score=r.score, annotator=r.annotator, src=self.thumbnail_url(r),
+                     fields=[[f, _shown((r.fields or {}).get(f))] for f in self.thumbnail_fields])
                 for r in self.rows]
 
     def page_summary(self) -> str:
@@ -246,8 +259,10 @@ class ValidationState(param.Parameterized):
         """
         needle = text.strip().lower()
         recent = [list(t) for t in self.recent_taxa if needle in t[1].lower()]
+        seen = {t[0] for t in recent}
+        recent += [list(t) for t in self.preset_taxa if needle in t[1].lower() and t[0] not in seen]
         if not needle:
-            return recent
+            return recent[:limit]
         with self._instance.sessions() as session:
             found = [[c.taxon_id, c.display_name] for c in taxa_for_picker(session, text, limit)]
         seen = {t[0] for t in recent}
@@ -285,6 +300,7 @@ class ValidationState(param.Parameterized):
             self._load_categories()
             self._load_choices()
             self._load_bulk()
+            self.load_settings()
             sort = "score_desc" if self.sort in SIMILARITY_SORTS else self.sort
             self.param.update(taxon_id=ANY_TAXON, page=1, selected=[], similar_to=None, sort=sort,
                               can_annotate=bool(project and project.can_annotate))
@@ -338,6 +354,16 @@ class ValidationState(param.Parameterized):
                 name = taxon_names(session, [self.taxon_id]).get(self.taxon_id, str(self.taxon_id))
             options[name] = self.taxon_id
         self.param.taxon_id.objects = options
+
+    def load_settings(self) -> None:
+        """The project's preset categories and thumbnail fields (after a settings change too)."""
+        preset, fields = [], []
+        if self.project_id is not None:
+            with self._instance.sessions() as session:
+                view = project_settings(session, self.project_id, self._user_id)
+            preset = [[t, n] for t, n in view.preset_taxa]
+            fields = list(view.thumbnail_fields)
+        self.param.update(preset_taxa=preset, thumbnail_fields=fields)
 
     def _load_bulk(self) -> None:
         """The current model's thresholds over the project's predictions (None: no model)."""

@@ -80,6 +80,7 @@ class ObjectRow:
     # itself when it is small enough to be its own thumbnail
     annotator: str | None  # name of the user who made the last change
     annotation_date: datetime | None = None  # when the last change was made
+    fields: dict | None = None  # orig_id, date, time, depths, position and free columns
 
 
 class CategoryCount(NamedTuple):
@@ -231,15 +232,19 @@ def _row_query():
     annotator = aliased(User)
     return (select(Object.id, Object.orig_id, Object.status, Object.taxon_id, Taxon.display_name,
                    Object.score, func.coalesce(Image.thumb_path, Image.file_path), annotator.name,
-                   Object.annotation_date)
+                   Object.annotation_date, Object.date, Object.time, Object.depth_min,
+                   Object.depth_max, Object.lat, Object.lon, Object.extra)
             .outerjoin(Taxon, Taxon.id == Object.taxon_id)
             .outerjoin(Image, and_(Image.object_id == Object.id, Image.rank == 0))
             .outerjoin(annotator, annotator.id == Object.annotator_id))
 
 
 def _object_row(r) -> ObjectRow:
+    fields = {"orig_id": r[1], "date": r[9], "time": r[10], "depth_min": r[11],
+              "depth_max": r[12], "lat": r[13], "lon": r[14], **(r[15] or {})}
     return ObjectRow(id=r[0], orig_id=r[1], status=r[2], taxon_id=r[3], category=r[4],
-                     score=r[5], thumb_path=r[6], annotator=r[7], annotation_date=r[8])
+                     score=r[5], thumb_path=r[6], annotator=r[7], annotation_date=r[8],
+                     fields=fields)
 
 
 def category_counts(session: Session, project_id: int) -> list[CategoryCount]:

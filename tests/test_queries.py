@@ -87,8 +87,9 @@ def test_rows_carry_category_score_first_thumbnail_and_annotator(instance, proje
     assert o1 == ObjectRow(id=project["ids"]["o1"], orig_id="o1", status="validated",
                            taxon_id=project["taxa"]["cope"], category="Copepoda", score=None,
                            thumb_path="thumbs/o1_0.jpg", annotator="Administrator",
-                           annotation_date=o1.annotation_date)
+                           annotation_date=o1.annotation_date, fields=o1.fields)
     assert o1.annotation_date is not None and o2.annotation_date is None
+    assert o1.fields["orig_id"] == "o1" and o1.fields["depth_min"] is None
     assert (o2.status, o2.category, o2.score, o2.annotator) == ("predicted", "Copepoda", 0.40, None)
     assert (o4.taxon_id, o4.category, o4.score) == (None, None, None)
 

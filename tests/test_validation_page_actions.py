@@ -288,3 +288,33 @@ def test_batch_classification_marks_on_the_map_inverts_and_classifies(instance, 
     visitor.load()
     visitor.mark_indices(range(3))
     assert visitor.classify(vp.taxa["Copepoda"]) == 0 and "may not annotate" in visitor.message
+
+
+def test_settings_page_sets_presets_fields_and_members_for_managers_only(instance, vp, users):
+    from dashboards.settings_page import SettingsPage
+
+    with instance.sessions.begin() as s:
+        set_member(s, vp.project_id, users["bob"], Role.MANAGER)
+    manager_state = _state(instance, vp, users["bob"], sort="orig_id")
+    page = SettingsPage(manager_state)
+    assert page.may_change and not page.save.disabled
+    page.fields.value = ["orig_id", "depth_min"]
+    page.picker.param.update(label="Chaetognatha", value=vp.taxa["Chaetognatha"])  # picked
+    assert page.preset.value == [vp.taxa["Chaetognatha"]]
+    assert page.save_settings() and "saved" in page.message.object
+    item = manager_state.grid_items()[0]
+    assert item["fields"] == [["orig_id", manager_state.rows[0].orig_id], ["depth_min", ""]]
+    assert manager_state.search_taxa("") == [[vp.taxa["Chaetognatha"], "Chaetognatha"]]
+    page.member_email.value, page.member_role.value = "vis@example.org", "annotator"
+    assert page.apply_member()
+    assert ("vis@example.org", "annotator") in [(m.email, m.role) for m in page.view.members]
+
+    annotator_page = SettingsPage(_state(instance, vp, users["ann"]))
+    assert not annotator_page.may_change and annotator_page.save.disabled
+    annotator_page.title.value = "taken over"
+    assert not annotator_page.save_settings()  # a page that would let it: the core refuses
+    assert "may not administrate" in annotator_page.message.object
+    with instance.sessions() as s:
+        from ecotaxa_core.db.models import Project
+
+        assert s.get(Project, vp.project_id).title == "validation demo"

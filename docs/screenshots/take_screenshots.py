@@ -10,8 +10,8 @@ changed); a user ``screenshots@localhost`` is made annotator of the demo
 project there. The pages are served for real and shot with Debian's
 chromium: the sign-in form, the validation page sorted by score with the
 category tree, one object's detail with its history (after a move and its
-undo), the keys overlay, a similarity sort, the project list and the project
-page. PNG files land next to this script.
+undo), the keys overlay, a similarity sort, the project list, the project
+page, a lasso on the batch classification map and the settings page. PNG files land next to this script.
 """
 
 from __future__ import annotations
@@ -135,6 +135,23 @@ def main() -> None:
                 page.locator(".et-project-head").wait_for()
                 page.wait_for_timeout(2500)  # plots and the confusion matrix
                 page.screenshot(path=str(args.out / "project_page.png"))
+                page.locator(".bk-tab", has_text="Batch").click()
+                page.locator(".et-batch-load button").click()
+                page.locator(".et-batch-message", has_text="on the map").wait_for()
+                canvas = page.locator("canvas").last.bounding_box()
+                cx, cy = canvas["x"] + canvas["width"] / 2, canvas["y"] + canvas["height"] / 2
+                page.mouse.move(cx - 60, cy - 60)
+                page.mouse.down()
+                for dx, dy in ((60, -60), (60, 60), (-60, 60), (-60, -58)):
+                    page.mouse.move(cx + dx, cy + dy, steps=6)
+                page.mouse.up()
+                page.wait_for_timeout(2000)
+                page.mouse.move(5, 990)
+                page.screenshot(path=str(args.out / "batch_classification.png"))
+                page.locator(".bk-tab", has_text="Settings").click()
+                page.locator(".et-settings-save").wait_for()
+                page.wait_for_timeout(800)
+                page.screenshot(path=str(args.out / "project_settings.png"))
                 browser.close()
         finally:
             server.stop()
