@@ -165,7 +165,8 @@ class BatchPage(pn.viewable.Viewer):
         state.param.watch(draw, ["ids", "xy"])
         source.selected.on_change("indices", lambda _a, _o, new: state.mark_indices(new))
 
-        grid = ThumbnailGrid(sizing_mode="stretch_width", css_classes=["et-batch-grid"])
+        grid = ThumbnailGrid(sizing_mode="stretch_width", css_classes=["et-batch-grid"],
+                             keyboard=False)
 
         def show_marked(*_):
             v = state.validation
@@ -184,7 +185,8 @@ class BatchPage(pn.viewable.Viewer):
 
         grid.param.watch(unmark, "selected")
 
-        picker = TaxonPicker(width=240, css_classes=["et-batch-picker"])
+        picker = TaxonPicker(width=240, css_classes=["et-batch-picker"],
+                             placeholder="Classify marked as...")
         picker.param.watch(lambda e: setattr(picker, "options",
                                              state.validation.search_taxa(e.new)), "query")
 

@@ -57,6 +57,8 @@ class ThumbnailGrid(JSComponent):
     selected = param.List(default=[], doc="Ids of the selected objects.")
     shortcuts = param.Dict(default=SHORTCUTS, constant=True)
     shortcut_help = param.List(default=SHORTCUT_HELP, constant=True)
+    keyboard = param.Boolean(default=True, constant=True,
+                             doc="Whether the page's keys act on this grid (one grid per page).")
 
     _esm = """
     function fmtScore(s) { return (s === null || s === undefined) ? "" : s.toFixed(2); }
@@ -198,7 +200,8 @@ class ThumbnailGrid(JSComponent):
         if (model.shortcuts[event.key] === "move") {
           // Focus the category picker here and now: keys typed next must not be shortcuts.
           event.preventDefault();
-          const input = deepFind(document, ".et-picker-input");
+          const host = deepFind(document, ".et-picker-host");
+          const input = host && deepFind(host.shadowRoot || host, ".et-picker-input");
           if (input) { input.focus(); input.select(); }
           return;
         }
@@ -209,12 +212,15 @@ class ThumbnailGrid(JSComponent):
           model.send_msg({ action: action });
         }
       }
-      document.addEventListener("keydown", onKey);
-      model.on("remove", () => document.removeEventListener("keydown", onKey));
+      if (model.keyboard) {
+        document.addEventListener("keydown", onKey);
+        model.on("remove", () => document.removeEventListener("keydown", onKey));
+      }
       model.on(["items", "selected"], draw);
       draw();
       const host = document.createElement("div");
-      host.append(grid, help, preview);
+      host.append(grid, preview);
+      if (model.keyboard) host.append(help);
       return host;
     }
     """

@@ -138,15 +138,15 @@ def test_validate_and_move_from_the_browser(sqlite_instance, ndsb_subset):
             # Move one to another category with the type-ahead picker.
             tile(copepods[2]).click()
             expect(page.locator(".et-selected-count")).to_contain_text("1 selected")
-            page.locator(".et-picker-input").press_sequentially("chaeto", delay=30)
+            page.locator(".et-picker-host .et-picker-input").press_sequentially("chaeto", delay=30)
             option = page.locator(".et-picker-option", has_text="Chaetognatha")
             expect(option).to_have_count(1)
             option.click()
-            expect(page.locator(".et-picker-input")).to_have_value("Chaetognatha")
+            expect(page.locator(".et-picker-host .et-picker-input")).to_have_value("Chaetognatha")
             page.locator(".et-move button").click()
             expect(page.locator(".et-message")).to_contain_text("1 object moved to Chaetognatha")
             expect(tiles).to_have_count(3)  # it left the Copepoda filter
-            expect(page.locator(".et-picker-input")).to_have_value("")
+            expect(page.locator(".et-picker-host .et-picker-input")).to_have_value("")
 
             # Keyboard: select one and press "d" for dubious.
             tile(copepods[3]).click()

@@ -110,7 +110,7 @@ def main() -> None:
                 page.keyboard.press("Enter")
                 page.keyboard.press("Enter")
                 expect(page.locator(".et-message")).to_contain_text("moved to")
-                page.locator(".et-grid").click(position={"x": 3, "y": 3})
+                page.locator(".et-grid-host .et-grid").click(position={"x": 3, "y": 3})
                 page.keyboard.press("u")
                 expect(page.locator(".et-message")).to_contain_text("Undone")
                 page.keyboard.press("n")
