@@ -138,12 +138,16 @@ def main() -> None:
                 page.locator(".bk-tab", has_text="Batch").click()
                 page.locator(".et-batch-load button").click()
                 page.locator(".et-batch-message", has_text="on the map").wait_for()
-                canvas = page.locator("canvas").last.bounding_box()
-                cx, cy = canvas["x"] + canvas["width"] / 2, canvas["y"] + canvas["height"] / 2
-                page.mouse.move(cx - 60, cy - 60)
+                box = page.locator("canvas").last.bounding_box()
+                page.wait_for_timeout(1500)  # the points drawn
+                # A lasso around the left third of the map (one cloud of look-alikes).
+                corners = [(0.06, 0.40), (0.38, 0.40), (0.38, 0.80), (0.06, 0.80), (0.06, 0.41)]
+                xs = [box["x"] + fx * box["width"] for fx, _ in corners]
+                ys = [box["y"] + fy * box["height"] for _, fy in corners]
+                page.mouse.move(xs[0], ys[0])
                 page.mouse.down()
-                for dx, dy in ((60, -60), (60, 60), (-60, 60), (-60, -58)):
-                    page.mouse.move(cx + dx, cy + dy, steps=6)
+                for x, y in zip(xs[1:], ys[1:]):
+                    page.mouse.move(x, y, steps=6)
                 page.mouse.up()
                 page.wait_for_timeout(2000)
                 page.mouse.move(5, 990)
