@@ -268,6 +268,16 @@ class ValidationState(param.Parameterized):
         seen = {t[0] for t in recent}
         return (recent + [t for t in found if t[0] not in seen])[:limit]
 
+    def full_filter(self) -> ObjectFilter:
+        """Every filter of the page, category and status included, as one ObjectFilter
+        (what the project operations of the Action menu take)."""
+        criteria = (self.object_filter() or ObjectFilter()).describe()
+        if self.taxon_id != ANY_TAXON:
+            criteria.update(taxon_ids=[self.taxon_id], with_children=self.with_children)
+        if self.status != ANY_STATUS:
+            criteria["statuses"] = [self.status]
+        return ObjectFilter.from_mapping(criteria)
+
     def object_filter(self) -> ObjectFilter | None:
         """The filters beyond category and status, as the core reads them."""
         criteria: dict = {}
@@ -760,7 +770,10 @@ class ValidationPage(pn.viewable.Viewer):
             validate_above, visible=pn.bind(lambda b: b is not None, state.param.bulk),
             css_classes=["et-bulk"], styles={"background": "#eef5ec", "border-radius": "6px"},
             sizing_mode="stretch_width")
-        main = pn.Column(toolbar, message, bulk, pager,
+        from dashboards.project_actions import ActionMenu, ProjectActions  # uses this module
+
+        actions = ActionMenu(ProjectActions(state))
+        main = pn.Column(toolbar, message, bulk, actions, pager,
                          pn.Row(grid, detail, sizing_mode="stretch_width"),
                          sizing_mode="stretch_width")
         self._watch_view(state)

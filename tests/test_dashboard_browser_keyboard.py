@@ -268,3 +268,32 @@ def _lasso_around_the_plot(page) -> None:
     for x, y in ((x1, y0), (x1, y1), (x0, y1), (x0, y0 + 2)):
         page.mouse.move(x, y, steps=8)
     page.mouse.up()
+
+
+def test_the_action_menu_asks_before_it_acts_and_the_core_refuses_an_annotator(project):
+    from playwright.sync_api import expect, sync_playwright
+
+    inst, vp, users = project
+    before = _states(inst, vp)
+    with _dashboard(inst.settings) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1500, "height": 1000})
+            page.set_default_timeout(20_000)
+            _sign_in(page, url, "ann@example.org")
+            page.locator(".et-action-menu button").first.click()
+            page.get_by_text("Delete them").click()
+            expect(page.locator(".et-action-question")).to_contain_text(
+                "this will delete 12 objects")
+            page.locator(".et-action-cancel button").click()
+            expect(page.locator(".et-action-message")).to_contain_text("Nothing done")
+            page.locator(".et-action-menu button").first.click()
+            page.get_by_text("Reset the validated ones to predicted").click()
+            expect(page.locator(".et-action-question")).to_contain_text(
+                "send 0 validated objects back")
+            page.locator(".et-action-confirm button").click()
+            expect(page.locator(".et-action-message")).to_contain_text(
+                "Not done: ann@example.org may not manage project")
+        finally:
+            browser.close()
+    assert _states(inst, vp) == before

@@ -318,3 +318,42 @@ def test_settings_page_sets_presets_fields_and_members_for_managers_only(instanc
         from ecotaxa_core.db.models import Project
 
         assert s.get(Project, vp.project_id).title == "validation demo"
+
+
+def test_action_menu_asks_then_runs_project_operations_for_managers(instance, vp, users):
+    from dashboards.project_actions import ProjectActions
+
+    copepods = {vp.objects[f"copepod_cyclopoid_oithona_eggs_{i}"] for i in range(4)}
+    with instance.sessions.begin() as s:
+        set_member(s, vp.project_id, users["bob"], Role.MANAGER)
+        validate_objects(s, vp.project_id, sorted(copepods)[:3], users["bob"])
+    state = _state(instance, vp, users["bob"])
+    state.taxon_id = vp.taxa["Copepoda"]
+    actions = ProjectActions(state)
+    before = _db(instance, vp)
+    actions.ask("reset")
+    assert actions.pending == "reset" and "send 3 validated objects back" in actions.question
+    actions.cancel()
+    assert actions.confirm() is None and _db(instance, vp) == before  # cancelled: nothing
+    actions.ask("reset")
+    assert actions.confirm() == 3
+    assert {_db(instance, vp)[o][0] for o, i in vp.objects.items() if i in copepods} == {
+        "predicted"}
+
+    actions.ask("replace")
+    assert "give 4 objects" in actions.question
+    actions.target_taxon = vp.taxa["Bacillariophyta"]
+    assert actions.confirm() == 4
+    assert state.total == 0  # they left the Copepoda filter
+    state.taxon_id = vp.taxa["Bacillariophyta"]
+    actions.ask("subset")
+    actions.new_title = "diatoms only"
+    assert actions.confirm() == 7 and "diatoms only" in actions.message
+    actions.ask("delete")
+    assert "delete 7 objects" in actions.question
+    annotator = ProjectActions(_state(instance, vp, users["ann"]))
+    annotator.validation.taxon_id = vp.taxa["Bacillariophyta"]
+    annotator.ask("delete")
+    assert annotator.confirm() is None and "may not manage" in annotator.message
+    assert actions.confirm() == 7
+    assert len(_db(instance, vp)) == 5
