@@ -250,19 +250,24 @@ def _object_row(r) -> ObjectRow:
 def category_counts(session: Session, project_id: int) -> list[CategoryCount]:
     """Per category present in the project: validated, predicted and dubious objects.
 
-    Sorted by display name; objects without a category are not counted.
+    Sorted by display name; objects without a category are not counted. One
+    grouped count that the (project_id, status, taxon_id) index answers alone
+    (no row read), then the names of the categories found.
     """
-    def n(status: ObjectStatus):
-        return func.coalesce(func.sum(case((Object.status == status.value, 1), else_=0)), 0)
-
-    q = (select(Taxon.id, Taxon.display_name, n(ObjectStatus.VALIDATED), n(ObjectStatus.PREDICTED),
-                n(ObjectStatus.DUBIOUS))
-         .join(Object, Object.taxon_id == Taxon.id)
-         .where(Object.project_id == project_id)
-         .group_by(Taxon.id, Taxon.display_name)
-         .order_by(Taxon.display_name))
-    return [CategoryCount(int(r[0]), r[1], int(r[2]), int(r[3]), int(r[4]))
-            for r in session.execute(q)]
+    counts: dict[int, dict[str, int]] = {}
+    for status, taxon_id, n in session.execute(
+            select(Object.status, Object.taxon_id, func.count())
+            .where(Object.project_id == project_id, Object.taxon_id.is_not(None))
+            .group_by(Object.status, Object.taxon_id)):
+        counts.setdefault(int(taxon_id), {})[status] = int(n)
+    if not counts:
+        return []
+    names = dict(session.execute(select(Taxon.id, Taxon.display_name)
+                                 .where(Taxon.id.in_(list(counts)))).all())
+    out = [CategoryCount(t, names.get(t, f"taxon {t}"), c.get(ObjectStatus.VALIDATED.value, 0),
+                         c.get(ObjectStatus.PREDICTED.value, 0), c.get(ObjectStatus.DUBIOUS.value, 0))
+           for t, c in counts.items()]
+    return sorted(out, key=lambda c: c.display_name)
 
 
 def _like_escape(text: str) -> str:

@@ -209,6 +209,9 @@ class Object(Base):
         UniqueConstraint("project_id", "orig_id", name="uq_objects_project_orig"),
         Index("ix_objects_project_status_taxon", "project_id", "status", "taxon_id"),
         Index("ix_objects_project_score", "project_id", "score"),
+        # The validation page's first pages: one category by score, or by last change.
+        Index("ix_objects_project_taxon_score", "project_id", "taxon_id", "score"),
+        Index("ix_objects_project_taxon_annotated", "project_id", "taxon_id", "annotation_date"),
     )
 
     id: Mapped[ObjectIDT] = mapped_column(BigID, primary_key=True)
