@@ -117,8 +117,12 @@ def _build(inst, n: int, rng) -> dict:
                          score=float(score[k]), annotator_id=None, annotation_date=None,
                          model_id=None, action=None)
                     for h, (oid, k) in zip(history_ids, validated)])
+    # Planner statistics (and, on PostgreSQL, the visibility map that index-only scans
+    # need) as autovacuum would leave them on a live server.
+    with inst.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as c:
+        c.exec_driver_sql("VACUUM ANALYZE" if inst.engine.dialect.name == "postgresql"
+                          else "ANALYZE")
     with inst.sessions() as s:
-        s.connection().exec_driver_sql("ANALYZE")
         predicted_ids = s.scalars(select(Object.id).where(
             Object.project_id == pid, Object.status == "predicted").order_by(Object.id)
             .limit(20_000)).all()

@@ -50,13 +50,33 @@ class UndoResult:
         return bool(self.restored)
 
 
-def _changes(project_id: int, user_id: int):
+def _recent_moments(session: Session, project_id: int, user_id: int, limit: int) -> list:
+    """The moments of the user's last ``limit`` changes in the project, newest first.
+
+    Walks the (changed_by_id, changed_at) index backwards and stops after
+    ``limit`` moments, however long the user's history.
+    """
     h = AnnotationHistory
-    return (select(h.changed_at, func.count().label("n"),
-                   func.sum(_still_current(user_id)).label("n_current"))
-            .join(Object, Object.id == h.object_id)
-            .where(h.changed_by_id == user_id, h.action.is_(None), Object.project_id == project_id)
-            .group_by(h.changed_at).order_by(h.changed_at.desc()))
+    return list(session.scalars(
+        select(h.changed_at).join(Object, Object.id == h.object_id)
+        .where(h.changed_by_id == user_id, h.action.is_(None), Object.project_id == project_id)
+        .group_by(h.changed_at).order_by(h.changed_at.desc()).limit(limit)))
+
+
+def _changes(session: Session, project_id: int, user_id: int, limit: int) -> list:
+    """``(changed_at, n, n_current)`` of the user's last ``limit`` changes, newest first."""
+    moments = _recent_moments(session, project_id, user_id, limit)
+    if not moments:
+        return []
+    h = AnnotationHistory
+    rows = session.execute(
+        select(h.changed_at, func.count().label("n"),
+               func.sum(_still_current(user_id)).label("n_current"))
+        .join(Object, Object.id == h.object_id)
+        .where(h.changed_by_id == user_id, h.action.is_(None), Object.project_id == project_id,
+               h.changed_at.in_(moments))
+        .group_by(h.changed_at).order_by(h.changed_at.desc())).all()
+    return rows
 
 
 def _still_current(user_id: int):
@@ -70,7 +90,7 @@ def recent_changes(session: Session, project_id: int, user_id: int,
     """The user's last changes in the project (not undos), newest first."""
     require(session, user_id, project_id, Action.VIEW)
     return [RecentChange(r.changed_at, int(r.n), int(r.n_current or 0))
-            for r in session.execute(_changes(project_id, user_id).limit(limit))]
+            for r in _changes(session, project_id, user_id, limit)]
 
 
 def undo_last_change(session: Session, project_id: int, user_id: int) -> UndoResult:
@@ -80,7 +100,7 @@ def undo_last_change(session: Session, project_id: int, user_id: int) -> UndoRes
     the user may annotate the project.
     """
     require(session, user_id, project_id, Action.ANNOTATE)
-    for change in session.execute(_changes(project_id, user_id).limit(_LOOK_BACK)):
+    for change in _changes(session, project_id, user_id, _LOOK_BACK):
         if change.n_current:
             return _undo(session, project_id, user_id, change.changed_at)
     return UndoResult(None, [], [])
