@@ -3,6 +3,8 @@ tiles and a visitor: served for real, driven by a headless Chromium, checked in 
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 import pytest
 from PIL import Image as PILImage
@@ -54,6 +56,22 @@ def _sign_in(page, url: str, email: str) -> None:
     page.locator(".et-thumb").first.wait_for()
 
 
+@contextmanager
+def _signed_in(inst, email: str, width: int = 1500):
+    """A page of the served dashboard, signed in as ``email`` (password secret-pw)."""
+    from playwright.sync_api import sync_playwright
+
+    with _dashboard(inst.settings) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": 1000})
+            page.set_default_timeout(20_000)
+            _sign_in(page, url, email)
+            yield page
+        finally:
+            browser.close()
+
+
 def _states(inst, vp) -> dict[str, tuple]:
     with inst.sessions() as s:
         return {o.orig_id: (o.status, o.taxon_id, o.annotator_id)
@@ -65,91 +83,84 @@ def _tile(page, vp, orig_id: str):
 
 
 def test_keyboard_validation_undo_tree_similarity_and_stale_tiles(project):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     inst, vp, users = project
     copepods = [f"copepod_cyclopoid_oithona_eggs_{i}" for i in range(4)]
     before = _states(inst, vp)
-    with _dashboard(inst.settings) as url, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1500, "height": 1000})
-            page.set_default_timeout(20_000)
-            _sign_in(page, url, "ann@example.org")
-            tiles = page.locator(".et-thumb")
-            expect(tiles).to_have_count(12)
-            message = page.locator(".et-message")
+    with _signed_in(inst, "ann@example.org", width=1500) as page:
+        tiles = page.locator(".et-thumb")
+        expect(tiles).to_have_count(12)
+        message = page.locator(".et-message")
 
-            # "?" shows the keys over the page, "?" again hides them.
-            page.keyboard.press("?")
-            expect(page.locator(".et-help-overlay")).to_be_visible()
-            expect(page.locator(".et-help-overlay")).to_contain_text("validate the whole page")
-            page.keyboard.press("?")
-            expect(page.locator(".et-help-overlay")).to_be_hidden()
+        # "?" shows the keys over the page, "?" again hides them.
+        page.keyboard.press("?")
+        expect(page.locator(".et-help-overlay")).to_be_visible()
+        expect(page.locator(".et-help-overlay")).to_contain_text("validate the whole page")
+        page.keyboard.press("?")
+        expect(page.locator(".et-help-overlay")).to_be_hidden()
 
-            # The tree: Biota holds the three categories; a click filters on Copepoda.
-            expect(page.locator(".et-tree-node")).to_have_count(4)
-            expect(page.locator(".et-tree-node", has_text="Biota")).to_contain_text("10")
-            page.locator(".et-tree-node", has_text="Copepoda").click()
-            expect(tiles).to_have_count(4)
-            assert "category=" in page.url  # the view is in the address, to share
+        # The tree: Biota holds the three categories; a click filters on Copepoda.
+        expect(page.locator(".et-tree-node")).to_have_count(4)
+        expect(page.locator(".et-tree-node", has_text="Biota")).to_contain_text("10")
+        page.locator(".et-tree-node", has_text="Copepoda").click()
+        expect(tiles).to_have_count(4)
+        assert "category=" in page.url  # the view is in the address, to share
 
-            # Keyboard only: Shift+V validates the page.
-            page.keyboard.press("Shift+V")
-            expect(message).to_contain_text("4 objects validated")
-            after = _states(inst, vp)
-            assert all(after[o] == ("validated", vp.taxa["Copepoda"], users["ann"]) for o in copepods)
+        # Keyboard only: Shift+V validates the page.
+        page.keyboard.press("Shift+V")
+        expect(message).to_contain_text("4 objects validated")
+        after = _states(inst, vp)
+        assert all(after[o] == ("validated", vp.taxa["Copepoda"], users["ann"]) for o in copepods)
 
-            # u undoes it: the four are predicted again, unannotated.
-            page.keyboard.press("u")
-            expect(message).to_contain_text("Undone: 4 objects back as before")
-            assert _states(inst, vp) == before
+        # u undoes it: the four are predicted again, unannotated.
+        page.keyboard.press("u")
+        expect(message).to_contain_text("Undone: 4 objects back as before")
+        assert _states(inst, vp) == before
 
-            # Move one from the keyboard: m, type, Enter picks, Enter moves. Ctrl+Z undoes.
-            _tile(page, vp, copepods[0]).click()
-            expect(page.locator(".et-detail")).to_contain_text("Top predictions")
-            page.keyboard.press("m")
-            page.keyboard.type("chaeto", delay=30)
-            expect(page.locator(".et-picker-option", has_text="Chaetognatha")).to_have_count(1)
-            page.keyboard.press("Enter")
-            expect(page.locator(".et-picker-host .et-picker-input")).to_have_value("Chaetognatha")
-            page.keyboard.press("Enter")
-            expect(message).to_contain_text("1 object moved to Chaetognatha")
-            assert _states(inst, vp)[copepods[0]] == ("validated", vp.taxa["Chaetognatha"],
-                                                      users["ann"])
-            expect(tiles).to_have_count(3)
-            page.locator(".et-grid-host .et-grid").click(position={"x": 5, "y": 5})  # focus out of the picker
-            page.keyboard.press("Control+z")
-            expect(message).to_contain_text("Undone: 1 object")
-            expect(tiles).to_have_count(4)
-            assert _states(inst, vp) == before
+        # Move one from the keyboard: m, type, Enter picks, Enter moves. Ctrl+Z undoes.
+        _tile(page, vp, copepods[0]).click()
+        expect(page.locator(".et-detail")).to_contain_text("Top predictions")
+        page.keyboard.press("m")
+        page.keyboard.type("chaeto", delay=30)
+        expect(page.locator(".et-picker-option", has_text="Chaetognatha")).to_have_count(1)
+        page.keyboard.press("Enter")
+        expect(page.locator(".et-picker-host .et-picker-input")).to_have_value("Chaetognatha")
+        page.keyboard.press("Enter")
+        expect(message).to_contain_text("1 object moved to Chaetognatha")
+        assert _states(inst, vp)[copepods[0]] == ("validated", vp.taxa["Chaetognatha"],
+                                                  users["ann"])
+        expect(tiles).to_have_count(3)
+        page.locator(".et-grid-host .et-grid").click(position={"x": 5, "y": 5})  # focus out of the picker
+        page.keyboard.press("Control+z")
+        expect(message).to_contain_text("Undone: 1 object")
+        expect(tiles).to_have_count(4)
+        assert _states(inst, vp) == before
 
-            # The detail of one object lists its history (the move and its undo).
-            _tile(page, vp, copepods[0]).click()
-            expect(page.locator(".et-detail .et-history-row")).to_have_count(2)
-            expect(page.locator(".et-detail")).to_contain_text("(undo)")
+        # The detail of one object lists its history (the move and its undo).
+        _tile(page, vp, copepods[0]).click()
+        expect(page.locator(".et-detail .et-history-row")).to_have_count(2)
+        expect(page.locator(".et-detail")).to_contain_text("(undo)")
 
-            # s: every object, most similar to the selected one first (itself first).
-            page.locator(".et-tree-node", has_text="Biota").click()
-            expect(tiles).to_have_count(10)
-            page.keyboard.press("n")
-            expect(page.locator(".et-thumb.et-selected")).to_have_count(0)
-            _tile(page, vp, copepods[0]).click()
-            expect(page.locator(".et-selected-count")).to_contain_text("1 selected")
-            page.keyboard.press("s")
-            expect(page.locator(".et-sort select")).to_have_value("Most similar to the chosen object")
-            expect(tiles.first).to_have_attribute("data-object-id", str(vp.objects[copepods[0]]))
+        # s: every object, most similar to the selected one first (itself first).
+        page.locator(".et-tree-node", has_text="Biota").click()
+        expect(tiles).to_have_count(10)
+        page.keyboard.press("n")
+        expect(page.locator(".et-thumb.et-selected")).to_have_count(0)
+        _tile(page, vp, copepods[0]).click()
+        expect(page.locator(".et-selected-count")).to_contain_text("1 selected")
+        page.keyboard.press("s")
+        expect(page.locator(".et-sort select")).to_have_value("Most similar to the chosen object")
+        expect(tiles.first).to_have_attribute("data-object-id", str(vp.objects[copepods[0]]))
 
-            # Someone else marks a shown object dubious: the tile shows it within seconds.
-            shown = int(tiles.nth(2).get_attribute("data-object-id"))
-            with inst.sessions.begin() as s:
-                set_dubious(s, vp.project_id, [shown], users["bob"])
-            expect(page.locator(f'.et-thumb[data-object-id="{shown}"]')).to_have_attribute(
-                "data-status", "dubious", timeout=15_000)
-            expect(message).to_contain_text("changed by someone else")
-            _wait_thumbnails_loaded(page)
-        finally:
-            browser.close()
+        # Someone else marks a shown object dubious: the tile shows it within seconds.
+        shown = int(tiles.nth(2).get_attribute("data-object-id"))
+        with inst.sessions.begin() as s:
+            set_dubious(s, vp.project_id, [shown], users["bob"])
+        expect(page.locator(f'.et-thumb[data-object-id="{shown}"]')).to_have_attribute(
+            "data-status", "dubious", timeout=15_000)
+        expect(message).to_contain_text("changed by someone else")
+        _wait_thumbnails_loaded(page)
     with inst.sessions() as s:
         undo_rows = s.scalar(select(func.count()).select_from(AnnotationHistory)
                              .where(AnnotationHistory.action == "undo"))
@@ -157,99 +168,78 @@ def test_keyboard_validation_undo_tree_similarity_and_stale_tiles(project):
 
 
 def test_a_visitor_is_refused_annotation(project):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     inst, vp, users = project
     before = _states(inst, vp)
-    with _dashboard(inst.settings) as url, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(20_000)
-            _sign_in(page, url, "vis@example.org")
-            expect(page.locator(".et-thumb")).to_have_count(12)
-            for css in ("et-validate", "et-dubious", "et-move", "et-validate-page", "et-undo"):
-                expect(page.locator(f".{css} button")).to_be_disabled()
-            page.locator(".et-thumb").first.click()
-            expect(page.locator(".et-selected-count")).to_contain_text("1 selected")
-            page.keyboard.press("v")
-            expect(page.locator(".et-message")).to_contain_text("may not annotate")
-            page.keyboard.press("Shift+V")
-            page.keyboard.press("u")
-            expect(page.locator(".et-message")).to_contain_text("may not annotate")
-        finally:
-            browser.close()
+    with _signed_in(inst, "vis@example.org", width=1400) as page:
+        expect(page.locator(".et-thumb")).to_have_count(12)
+        for css in ("et-validate", "et-dubious", "et-move", "et-validate-page", "et-undo"):
+            expect(page.locator(f".{css} button")).to_be_disabled()
+        page.locator(".et-thumb").first.click()
+        expect(page.locator(".et-selected-count")).to_contain_text("1 selected")
+        page.keyboard.press("v")
+        expect(page.locator(".et-message")).to_contain_text("may not annotate")
+        page.keyboard.press("Shift+V")
+        page.keyboard.press("u")
+        expect(page.locator(".et-message")).to_contain_text("may not annotate")
     assert _states(inst, vp) == before
     with inst.sessions() as s:
         assert s.scalar(select(func.count()).select_from(AnnotationHistory)) == 0
 
 
 def test_the_project_tab_plots_the_counts_and_refuses_an_annotator_training(project):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     inst, vp, users = project
-    with _dashboard(inst.settings) as url, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1500, "height": 1000})
-            page.set_default_timeout(20_000)
-            _sign_in(page, url, "ann@example.org")
-            page.locator(".bk-tab", has_text="All projects").click()
-            expect(page.locator(".et-project-row")).to_contain_text(
-                "12 objects, 0.0 % validated, 83.3 % predicted · you are annotator")
-            page.locator(".et-open-project button").click()  # back to the grid of that project
-            expect(page.locator(".et-thumb")).to_have_count(12)
-            page.locator(".bk-tab", has_text="Project").first.click()
-            expect(page.locator(".et-project-head")).to_contain_text(
-                "12 objects: 0 validated (0.0 %), 10 predicted (83.3 %)")
-            expect(page.locator("canvas").first).to_be_visible()  # the Bokeh plots
-            assert page.locator("canvas").count() >= 3
-            expect(page.locator(".et-models")).to_contain_text("No training yet")
-            page.locator(".et-start-train button").click()
-            expect(page.locator(".et-project-message")).to_contain_text(
-                "train not started: ann@example.org may not import project")
-        finally:
-            browser.close()
+    with _signed_in(inst, "ann@example.org", width=1500) as page:
+        page.locator(".bk-tab", has_text="All projects").click()
+        expect(page.locator(".et-project-row")).to_contain_text(
+            "12 objects, 0.0 % validated, 83.3 % predicted · you are annotator")
+        page.locator(".et-open-project button").click()  # back to the grid of that project
+        expect(page.locator(".et-thumb")).to_have_count(12)
+        page.locator(".bk-tab", has_text="Project").first.click()
+        expect(page.locator(".et-project-head")).to_contain_text(
+            "12 objects: 0 validated (0.0 %), 10 predicted (83.3 %)")
+        expect(page.locator("canvas").first).to_be_visible()  # the Bokeh plots
+        assert page.locator("canvas").count() >= 3
+        expect(page.locator(".et-models")).to_contain_text("No training yet")
+        page.locator(".et-start-train button").click()
+        expect(page.locator(".et-project-message")).to_contain_text(
+            "train not started: ann@example.org may not import project")
 
 
 def test_batch_classification_with_a_lasso_on_the_map(project):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     inst, vp, users = project
-    with _dashboard(inst.settings) as url, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1500, "height": 1000})
-            page.set_default_timeout(20_000)
-            _sign_in(page, url, "ann@example.org")
-            page.locator(".bk-tab", has_text="Batch").click()
-            page.locator(".et-batch-load button").click()
-            expect(page.locator(".et-batch-message")).to_contain_text("12 objects on the map")
-            count = page.locator(".et-batch-count")
-            for _attempt in range(5):  # the points may reach the canvas after the message
-                page.wait_for_timeout(500)
-                _lasso_around_the_plot(page)
-                page.wait_for_timeout(500)
-                if "12 marked" in count.inner_text():
-                    break
-            expect(count).to_contain_text("12 marked")
-            expect(page.locator(".et-batch-grid .et-thumb")).to_have_count(12)
-            page.locator(".et-batch-invert button").click()
-            expect(page.locator(".et-batch-count")).to_contain_text("0 marked")
-            page.locator(".et-batch-invert button").click()
-            expect(page.locator(".et-batch-count")).to_contain_text("12 marked")
-            first = page.locator(".et-batch-grid .et-thumb").first
-            unmarked = int(first.get_attribute("data-object-id"))
-            first.click()  # unmark one
-            expect(page.locator(".et-batch-count")).to_contain_text("11 marked")
-            page.locator(".et-batch-picker .et-picker-input").press_sequentially("bacil", delay=30)
-            page.locator(".et-picker-option", has_text="Bacillariophyta").first.click()
-            page.locator(".et-batch-classify button").click()
-            expect(page.locator(".et-batch-message")).to_contain_text(
-                "11 objects classified as Bacillariophyta")
-            expect(page.locator(".et-batch-message")).to_contain_text("hidden")
-        finally:
-            browser.close()
+    with _signed_in(inst, "ann@example.org", width=1500) as page:
+        page.locator(".bk-tab", has_text="Batch").click()
+        page.locator(".et-batch-load button").click()
+        expect(page.locator(".et-batch-message")).to_contain_text("12 objects on the map")
+        count = page.locator(".et-batch-count")
+        for _attempt in range(5):  # the points may reach the canvas after the message
+            page.wait_for_timeout(500)
+            _lasso_around_the_plot(page)
+            page.wait_for_timeout(500)
+            if "12 marked" in count.inner_text():
+                break
+        expect(count).to_contain_text("12 marked")
+        expect(page.locator(".et-batch-grid .et-thumb")).to_have_count(12)
+        page.locator(".et-batch-invert button").click()
+        expect(page.locator(".et-batch-count")).to_contain_text("0 marked")
+        page.locator(".et-batch-invert button").click()
+        expect(page.locator(".et-batch-count")).to_contain_text("12 marked")
+        first = page.locator(".et-batch-grid .et-thumb").first
+        unmarked = int(first.get_attribute("data-object-id"))
+        first.click()  # unmark one
+        expect(page.locator(".et-batch-count")).to_contain_text("11 marked")
+        page.locator(".et-batch-picker .et-picker-input").press_sequentially("bacil", delay=30)
+        page.locator(".et-picker-option", has_text="Bacillariophyta").first.click()
+        page.locator(".et-batch-classify button").click()
+        expect(page.locator(".et-batch-message")).to_contain_text(
+            "11 objects classified as Bacillariophyta")
+        expect(page.locator(".et-batch-message")).to_contain_text("hidden")
     states = _states(inst, vp)
     diatoms = vp.taxa["Bacillariophyta"]
     unmarked_orig = next(o for o, i in vp.objects.items() if i == unmarked)
@@ -271,29 +261,22 @@ def _lasso_around_the_plot(page) -> None:
 
 
 def test_the_action_menu_asks_before_it_acts_and_the_core_refuses_an_annotator(project):
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     inst, vp, users = project
     before = _states(inst, vp)
-    with _dashboard(inst.settings) as url, sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1500, "height": 1000})
-            page.set_default_timeout(20_000)
-            _sign_in(page, url, "ann@example.org")
-            page.locator(".et-action-menu button").first.click()
-            page.get_by_text("Delete them").click()
-            expect(page.locator(".et-action-question")).to_contain_text(
-                "this will delete 12 objects")
-            page.locator(".et-action-cancel button").click()
-            expect(page.locator(".et-action-message")).to_contain_text("Nothing done")
-            page.locator(".et-action-menu button").first.click()
-            page.get_by_text("Reset the validated ones to predicted").click()
-            expect(page.locator(".et-action-question")).to_contain_text(
-                "send 0 validated objects back")
-            page.locator(".et-action-confirm button").click()
-            expect(page.locator(".et-action-message")).to_contain_text(
-                "Not done: ann@example.org may not manage project")
-        finally:
-            browser.close()
+    with _signed_in(inst, "ann@example.org", width=1500) as page:
+        page.locator(".et-action-menu button").first.click()
+        page.get_by_text("Delete them").click()
+        expect(page.locator(".et-action-question")).to_contain_text(
+            "this will delete 12 objects")
+        page.locator(".et-action-cancel button").click()
+        expect(page.locator(".et-action-message")).to_contain_text("Nothing done")
+        page.locator(".et-action-menu button").first.click()
+        page.get_by_text("Reset the validated ones to predicted").click()
+        expect(page.locator(".et-action-question")).to_contain_text(
+            "send 0 validated objects back")
+        page.locator(".et-action-confirm button").click()
+        expect(page.locator(".et-action-message")).to_contain_text(
+            "Not done: ann@example.org may not manage project")
     assert _states(inst, vp) == before
