@@ -11,6 +11,8 @@ times, best of ``--repeat``, in milliseconds of server time:
    random order, a parent with its sub-categories);
 2. validating 100 selected objects with their history (one transaction), and
    undoing that change;
+   and the thresholds banner (what the current model's thresholds cover), read when
+   the page opens;
 3. the taxonomy counts (the category tree with subtree counts);
 4. the stale-tile check of a page (current states of 100 objects);
 5. the similarity sort is :mod:`bench_similarity` (it does not touch the database).
@@ -59,7 +61,9 @@ def _build(inst, n: int, rng) -> dict:
 
     from ecotaxa_core.db.bulk import insert_rows
     from ecotaxa_core.db.ids import reserve_ids
-    from ecotaxa_core.db.models import AnnotationHistory, Image, Object, Role, Sample
+    from ecotaxa_core.db.models import (AnnotationHistory, Image, Object, Role, Sample,
+                                        TrainedModel)
+    from ecotaxa_core.db.models import Project
     from ecotaxa_core.projects import create_project, set_member
     from ecotaxa_core.taxonomy import get_or_create_taxon
     from ecotaxa_core.users import create_user
@@ -76,13 +80,26 @@ def _build(inst, n: int, rng) -> dict:
         s.add_all(samples)
         s.flush()
         sample_ids = [x.id for x in samples]
+        s.get(Project, pid).free_columns = {"object": {"area": "f"}}
         uid, parent_ids = user.id, [p.id for p in parents]
+        # The model behind the predictions, with a threshold per category (as training stores
+        # them): what the thresholds banner reads when the page opens.
+        model = TrainedModel(project_id=pid, name="bench", kind="deep_logreg", feature_sets=[],
+                             path="", settings={"classes": taxa,
+                                                "class_names": [f"class_{i}" for i in range(120)]},
+                             metrics={"thresholds": {"target_precision": 0.95, "per_class": {
+                                 str(t): {"taxon_id": t, "threshold": 0.5 + (i % 40) / 100,
+                                          "precision": 0.95} for i, t in enumerate(taxa)}}})
+        s.add(model)
+        s.flush()
+        model_id = model.id
     weights = 1.0 / np.arange(1, 121) ** 0.8  # uneven category sizes
     category = rng.choice(120, n, p=weights / weights.sum())
     status = rng.choice(["predicted", "validated", "dubious", "unclassified"], n,
                         p=[0.60, 0.25, 0.05, 0.10])
     score = rng.uniform(0.05, 1.0, n).round(4)
     sample = rng.integers(0, 50, n)
+    area = rng.lognormal(6, 1, n).round(1)  # a free numeric column, to sort by
     start = datetime(2026, 1, 1, tzinfo=timezone.utc)
     chunk = 50_000
     for lo in range(0, n, chunk):
@@ -98,9 +115,10 @@ def _build(inst, n: int, rng) -> dict:
                     id=oid, project_id=pid, orig_id=f"o{k}", sample_id=sample_ids[sample[k]],
                     status=st, taxon_id=None if st == "unclassified" else taxa[category[k]],
                     score=float(score[k]) if st == "predicted" else None,
+                    model_id=model_id if st == "predicted" else None,
                     annotator_id=uid if st in ("validated", "dubious") else None,
                     annotation_date=(start + timedelta(seconds=k)) if st != "unclassified"
-                    else None, extra={}))
+                    else None, extra={"area": float(area[k])}))
             insert_rows(s, Object.__table__, rows)
             image_ids = list(reserve_ids(s, Image, hi - lo))
             insert_rows(s, Image.__table__, [
@@ -157,6 +175,7 @@ def main() -> None:
     from ecotaxa_core.annotation_undo import undo_last_change
     from ecotaxa_core.category_tree import category_tree
     from ecotaxa_core.instance import init_instance
+    from ecotaxa_core.learn.thresholds import bulk_validation_candidates, current_prediction_model
     from ecotaxa_core.object_filter import ObjectFilter
     from ecotaxa_core.queries import current_states, list_objects
     from ecotaxa_core.settings import Settings
@@ -194,8 +213,18 @@ def main() -> None:
             ("first page, parent with sub-categories, by score", dict(
                 object_filter=ObjectFilter(taxon_ids=(b["parent"],), with_children=True)), "page"),
             ("first page, whole project, by score", dict(), "page"),
+            ("first page, category, by a free numeric field (area)", dict(
+                taxon_id=b["big"], sort="field:area:desc"), None),
         ]:
             _report(name, _best(lambda: page(**kw), args.repeat), target)
+
+        def banner():
+            with inst.sessions() as s:
+                model_id = current_prediction_model(s, pid)
+                bulk_validation_candidates(s, pid, model_id)
+
+        _report("thresholds banner (model, predictions above thresholds)",
+                _best(banner, args.repeat), "page")
 
         chunks = iter([b["predicted"][k:k + 100] for k in range(0, len(b["predicted"]), 100)])
 

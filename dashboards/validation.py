@@ -33,12 +33,14 @@ from ecotaxa_core.object_filter import ObjectFilter
 from ecotaxa_core.queries import (
     ObjectRow,
     current_states,
+    field_sort,
     list_objects,
     list_objects_by_similarity,
     matching_ids,
     project_annotators,
     project_samples,
     projects_for_user,
+    sortable_fields,
     taxa_for_picker,
 )
 from ecotaxa_core.project_settings import project_settings
@@ -311,7 +313,8 @@ class ValidationState(param.Parameterized):
             self._load_choices()
             self._load_bulk()
             self.load_settings()
-            sort = "score_desc" if self.sort in SIMILARITY_SORTS else self.sort
+            sort = ("score_desc" if self.sort in SIMILARITY_SORTS
+                    or self.sort not in self.param.sort.objects.values() else self.sort)
             self.param.update(taxon_id=ANY_TAXON, page=1, selected=[], similar_to=None, sort=sort,
                               can_annotate=bool(project and project.can_annotate))
         finally:
@@ -432,15 +435,19 @@ class ValidationState(param.Parameterized):
         return n
 
     def _load_choices(self) -> None:
-        """The samples and annotators of the project, for their filters."""
-        samples, annotators = {"All samples": ""}, {"Anyone": 0}
+        """The samples and annotators of the project, for their filters; its fields, to sort by."""
+        samples, annotators, sorts = {"All samples": ""}, {"Anyone": 0}, dict(SORT_CHOICES)
         if self.project_id is not None:
             with self._instance.sessions() as session:
+                for name in sortable_fields(session, self.project_id):
+                    sorts[f"{name}, low to high"] = field_sort(name)
+                    sorts[f"{name}, high to low"] = field_sort(name, descending=True)
                 for orig_id in project_samples(session, self.project_id):
                     samples[orig_id] = orig_id
                 for user_id, name in project_annotators(session, self.project_id):
                     annotators[f"{name} (#{user_id})"] = user_id
         self.param.sample.objects, self.param.annotator.objects = samples, annotators
+        self.param.sort.objects = sorts
         self.param.update(sample="", annotator=0)
 
     def refresh(self) -> None:

@@ -41,7 +41,8 @@ from sqlalchemy.orm import Session
 from ecotaxa_core.db.models import Acquisition, Object, ObjectStatus, Project, Sample, Taxon, User
 from ecotaxa_core.errors import EcoTaxaError, ProjectNotFound
 
-__all__ = ["ObjectFilter", "FreeCondition", "InvalidFilter", "STATUSES"]
+__all__ = ["ObjectFilter", "FreeCondition", "InvalidFilter", "STATUSES", "object_free_columns",
+           "free_column_value"]
 
 STATUSES = tuple(s.value for s in ObjectStatus)
 _OPS = ("=", "!=", "<", "<=", ">", ">=")
@@ -388,8 +389,7 @@ class ObjectFilter:
             upper = _bound(self.annotated_to, True)
             where.append(Object.annotation_date < upper if _DATE.match(self.annotated_to)
                          else Object.annotation_date <= upper)
-        free = {str(k).lower(): (k, t) for k, t in ((project.free_columns or {})
-                                                     .get("object") or {}).items()}
+        free = object_free_columns(project)
         for cond in self.conditions:
             where.append(_condition(session, cond, free))
         if self.orig_id_prefix is not None:
@@ -436,24 +436,39 @@ def _parents(session: Session, model, project_id: int, orig_ids: tuple[str, ...]
     return sorted(found.values())
 
 
+def object_free_columns(project: Project) -> dict[str, tuple[str, str]]:
+    """``{lower-case name: (name, kind)}`` of the project's free object columns
+    (kind ``"f"``: number, ``"t"``: text)."""
+    return {str(k).lower(): (k, t) for k, t in ((project.free_columns or {})
+                                                 .get("object") or {}).items()}
+
+
+def free_column_value(session: Session, key: str, kind: str) -> ColumnElement:
+    """The value of free object column ``key`` as SQL: a number for numeric (``f``)
+    columns (NULL where the object holds no number, so a stray text never reaches
+    the cast), a text otherwise; the same on SQLite and PostgreSQL."""
+    item = Object.extra[key]
+    if kind != "f":
+        return item.as_string()
+    is_number = (func.json_typeof(item) == "number"
+                 if session.get_bind().dialect.name == "postgresql"
+                 else func.json_type(item).in_(("integer", "real")))
+    return case((is_number, item.as_float()))
+
+
 def _condition(session: Session, cond: FreeCondition,
                free: dict[str, tuple[str, str]]) -> ColumnElement[bool]:
     if cond.column.lower() not in free:
         raise InvalidFilter("conditions", f"the project has no free object column "
                                           f"{cond.column!r}; it has {sorted(free) or 'none'}")
     key, kind = free[cond.column.lower()]
-    item = Object.extra[key]
     if kind == "f":
         value = _number("conditions", cond.value)
-        # Compare numbers only: a stray text value never reaches the cast.
-        is_number = (func.json_typeof(item) == "number"
-                     if session.get_bind().dialect.name == "postgresql"
-                     else func.json_type(item).in_(("integer", "real")))
-        column = case((is_number, item.as_float()))
     else:
         if cond.op not in ("=", "!="):
             raise InvalidFilter("conditions", f"{key} is a text column: use = or !=, "
                                               f"not {cond.op}")
-        value, column = str(cond.value), item.as_string()
+        value = str(cond.value)
+    column = free_column_value(session, key, kind)
     return {"=": column == value, "!=": column != value, "<": column < value,
             "<=": column <= value, ">": column > value, ">=": column >= value}[cond.op]

@@ -33,12 +33,15 @@ from ecotaxa_core.db.models import (
     User,
 )
 from ecotaxa_core.errors import EcoTaxaError, UserNotFound
-from ecotaxa_core.object_filter import ObjectFilter
+from ecotaxa_core.object_filter import ObjectFilter, free_column_value, object_free_columns
 from ecotaxa_core.similarity import rank_by_similarity
 from ecotaxa_core.store.feature_store import FeatureStore
 
 __all__ = [
     "SORTS",
+    "FIXED_SORT_FIELDS",
+    "field_sort",
+    "sortable_fields",
     "ObjectRow",
     "CategoryCount",
     "TaxonChoice",
@@ -81,6 +84,8 @@ class ObjectRow:
     annotator: str | None  # name of the user who made the last change
     annotation_date: datetime | None = None  # when the last change was made
     fields: dict | None = None  # orig_id, date, time, depths, position and free columns
+    image_size: tuple[int, int] | None = None  # (width, height) in pixels of the first image
+    # itself (not of its thumbnail): with the pixel size, the scale of what is shown
 
 
 class CategoryCount(NamedTuple):
@@ -102,7 +107,50 @@ class ProjectChoice(NamedTuple):
     can_annotate: bool
 
 
-def _order_by(sort: str, seed: int = 0):
+# Sorting by a field: "field:NAME" (lowest first) or "field:NAME:desc" (highest first); NAME is
+# one of these object columns or a free object column of the project (numbers sort as numbers).
+FIXED_SORT_FIELDS = ("orig_id", "date", "time", "depth_min", "depth_max", "lat", "lon")
+_FIELD_SORT = "field:"
+
+
+def field_sort(name: str, descending: bool = False) -> str:
+    """The ``sort`` that orders by a field.
+
+    >>> field_sort("area", descending=True)
+    'field:area:desc'
+    """
+    return f"{_FIELD_SORT}{name}{':desc' if descending else ''}"
+
+
+def sortable_fields(session: Session, project_id: int) -> list[str]:
+    """The fields a project's objects can be sorted by: the fixed ones, then its free
+    object columns in their import order."""
+    project = session.get(Project, int(project_id))
+    if project is None:
+        raise EcoTaxaError(f"no project with id {project_id}")
+    return list(FIXED_SORT_FIELDS) + [k for k, _ in object_free_columns(project).values()]
+
+
+def _field_order(session: Session, project_id: int, sort: str):
+    spec = sort[len(_FIELD_SORT):]
+    name, descending = (spec[:-len(":desc")], True) if spec.endswith(":desc") else (spec, False)
+    if name in FIXED_SORT_FIELDS:
+        column = getattr(Object, name)
+    else:
+        project = session.get(Project, int(project_id))
+        free = object_free_columns(project) if project is not None else {}
+        if name.lower() not in free:
+            raise EcoTaxaError(f"cannot sort by {name!r}: project {project_id} has no such "
+                               f"field; it has {', '.join(sortable_fields(session, project_id))}")
+        column = free_column_value(session, *free[name.lower()])
+    # Objects without a value come last either way; ties in object id order.
+    return ((column.desc() if descending else column.asc()).nulls_last(), Object.id)
+
+
+def _order_by(sort: str, seed: int = 0, session: Session | None = None,
+              project_id: int | None = None):
+    if sort.startswith(_FIELD_SORT) and session is not None:
+        return _field_order(session, project_id, sort)
     if sort == "score_desc":
         return (Object.score.desc().nulls_last(), Object.id)
     if sort == "score_asc":
@@ -119,7 +167,8 @@ def _order_by(sort: str, seed: int = 0):
         return (Object.id,)
     if sort == "orig_id":
         return (Object.orig_id, Object.id)
-    raise EcoTaxaError(f"unknown sort {sort!r}; use one of {', '.join(SORTS)}")
+    raise EcoTaxaError(f"unknown sort {sort!r}; use one of {', '.join(SORTS)} or "
+                       f"'field:NAME' / 'field:NAME:desc'")
 
 
 def _check_status(status: str | None) -> str | None:
@@ -154,15 +203,17 @@ def list_objects(session: Session, project_id: int, *, taxon_id: int | None = No
     sort : ``score_desc`` / ``score_asc`` (objects without a score come last
         either way), ``annotated_desc`` / ``annotated_asc`` (date of the last
         change; never changed last), ``random`` (a shuffle fixed by ``seed``),
-        ``id`` or ``orig_id``; ties are broken by object id so pages never
-        overlap.
+        ``id`` or ``orig_id``, or a field: ``field:NAME`` (lowest first) or
+        ``field:NAME:desc`` (:func:`field_sort`; NAME from :func:`sortable_fields`:
+        numeric free columns sort as numbers, objects without a value last);
+        ties are broken by object id so pages never overlap.
     limit, offset : the page.
 
     Returns
     -------
     (rows, total) : the page's rows and the number of matching objects.
     """
-    order = _order_by(sort, seed)
+    order = _order_by(sort, seed, session, project_id)
     status = _check_status(status)
     if limit < 1 or offset < 0:
         raise EcoTaxaError(f"invalid page: limit={limit} (>= 1), offset={offset} (>= 0)")
@@ -233,7 +284,8 @@ def _row_query():
     return (select(Object.id, Object.orig_id, Object.status, Object.taxon_id, Taxon.display_name,
                    Object.score, func.coalesce(Image.thumb_path, Image.file_path), annotator.name,
                    Object.annotation_date, Object.date, Object.time, Object.depth_min,
-                   Object.depth_max, Object.lat, Object.lon, Object.extra)
+                   Object.depth_max, Object.lat, Object.lon, Object.extra, Image.width,
+                   Image.height)
             .outerjoin(Taxon, Taxon.id == Object.taxon_id)
             .outerjoin(Image, and_(Image.object_id == Object.id, Image.rank == 0))
             .outerjoin(annotator, annotator.id == Object.annotator_id))
@@ -244,7 +296,7 @@ def _object_row(r) -> ObjectRow:
               "depth_max": r[12], "lat": r[13], "lon": r[14], **(r[15] or {})}
     return ObjectRow(id=r[0], orig_id=r[1], status=r[2], taxon_id=r[3], category=r[4],
                      score=r[5], thumb_path=r[6], annotator=r[7], annotation_date=r[8],
-                     fields=fields)
+                     fields=fields, image_size=(r[16], r[17]) if r[16] else None)
 
 
 def category_counts(session: Session, project_id: int) -> list[CategoryCount]:

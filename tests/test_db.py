@@ -114,8 +114,12 @@ def test_migrated_schema_matches_the_models(instance):
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
+    from ecotaxa_core.db.engine import schema_item_applies
+
     with instance.engine.connect() as conn:
-        diffs = compare_metadata(MigrationContext.configure(conn), Base.metadata)
+        context = MigrationContext.configure(
+            conn, opts={"include_object": schema_item_applies(conn.dialect.name)})
+        diffs = compare_metadata(context, Base.metadata)
     assert diffs == []
 
 
@@ -152,3 +156,22 @@ def test_an_instance_behind_the_code_says_to_upgrade_and_init_upgrades_it(tmp_pa
     current, head = schema_revisions(inst.engine)
     assert current == head
     inst.close()
+
+
+def test_postgresql_has_indexes_in_the_pages_score_order(instance):
+    """PostgreSQL gets (score DESC NULLS LAST, id) indexes; SQLite, whose NULLs sort first,
+    serves that order from its ascending index and has none."""
+    from sqlalchemy import inspect
+
+    with instance.engine.connect() as conn:
+        names = {ix["name"] for ix in inspect(conn).get_indexes("objects")}
+        if conn.dialect.name == "postgresql":
+            from sqlalchemy import text
+            ddl = conn.execute(text("select indexdef from pg_indexes where indexname = "
+                                    "'ix_objects_project_taxon_score_desc'")).scalar_one()
+            assert "score DESC NULLS LAST, id" in ddl
+            assert "ix_objects_project_score_desc" in names
+        else:
+            assert not {"ix_objects_project_score_desc",
+                        "ix_objects_project_taxon_score_desc"} & names
+            assert "ix_objects_project_score" in names

@@ -87,7 +87,8 @@ def test_rows_carry_category_score_first_thumbnail_and_annotator(instance, proje
     assert o1 == ObjectRow(id=project["ids"]["o1"], orig_id="o1", status="validated",
                            taxon_id=project["taxa"]["cope"], category="Copepoda", score=None,
                            thumb_path="thumbs/o1_0.jpg", annotator="Administrator",
-                           annotation_date=o1.annotation_date, fields=o1.fields)
+                           annotation_date=o1.annotation_date, fields=o1.fields,
+                           image_size=(10, 10))
     assert o1.annotation_date is not None and o2.annotation_date is None
     assert o1.fields["orig_id"] == "o1" and o1.fields["depth_min"] is None
     assert (o2.status, o2.category, o2.score, o2.annotator) == ("predicted", "Copepoda", 0.40, None)
@@ -302,3 +303,37 @@ def test_project_listing_counts_and_roles(instance, project, admin):
     assert mine[0].percent_validated == 25.0 and mine[0].percent_predicted == 50.0
     assert [(p.title, p.role, p.n_objects) for p in everything] == [
         ("queries", "administrator", 8), ("other", "administrator", 1)]
+
+
+def test_sorted_by_any_field_numbers_as_numbers_missing_values_last(instance, project):
+    """Free numeric columns sort as numbers (9 before 10), texts as texts; objects
+    without a value (or with a stray text in a numeric column) come last both ways."""
+    from ecotaxa_core.db.models import Project
+    from ecotaxa_core.queries import field_sort, sortable_fields
+
+    areas = {"o1": 10, "o2": 9, "o3": 100.5, "o4": "n/a", "o5": 2, "o7": 55}  # o6, o8: none
+    sexes = {"o1": "M", "o2": "F", "o3": "F"}
+    depths = {"o5": 30.0, "o8": 5.0}
+    with instance.sessions.begin() as s:
+        s.get(Project, project["id"]).free_columns = {"object": {"Area": "f", "sex": "t"}}
+        for orig, oid in project["ids"].items():
+            obj = s.get(Object, oid)
+            obj.extra = {k: v for k, v in (("Area", areas.get(orig)), ("sex", sexes.get(orig)))
+                         if v is not None}
+            obj.depth_min = depths.get(orig)
+    with instance.sessions() as s:
+        assert sortable_fields(s, project["id"]) == ["orig_id", "date", "time", "depth_min",
+                                                     "depth_max", "lat", "lon", "Area", "sex"]
+        up, total = list_objects(s, project["id"], sort=field_sort("area"))
+        down, _ = list_objects(s, project["id"], sort=field_sort("Area", descending=True))
+        page2, _ = list_objects(s, project["id"], sort=field_sort("Area"), limit=3, offset=3)
+        by_sex, _ = list_objects(s, project["id"], sort=field_sort("sex"))
+        by_depth, _ = list_objects(s, project["id"], sort=field_sort("depth_min", True))
+        with pytest.raises(EcoTaxaError, match="no such field; it has orig_id, .*Area, sex"):
+            list_objects(s, project["id"], sort="field:volume")
+    assert total == 8
+    assert _origs(up) == ["o5", "o2", "o1", "o7", "o3", "o4", "o6", "o8"]
+    assert _origs(down) == ["o3", "o7", "o1", "o2", "o5", "o4", "o6", "o8"]
+    assert _origs(page2) == ["o7", "o3", "o4"]
+    assert _origs(by_sex)[:3] == ["o2", "o3", "o1"]
+    assert _origs(by_depth)[:2] == ["o5", "o8"]

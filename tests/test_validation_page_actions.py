@@ -357,3 +357,31 @@ def test_action_menu_asks_then_runs_project_operations_for_managers(instance, vp
     assert annotator.confirm() is None and "may not manage" in annotator.message
     assert actions.confirm() == 7
     assert len(_db(instance, vp)) == 5
+
+
+def test_sorting_by_any_field_of_the_project(instance, vp, users):
+    """Each field of the project is offered in both directions; numbers sort as numbers;
+    the choice travels in the link."""
+    from ecotaxa_core.db.models import Project
+
+    with instance.sessions.begin() as s:
+        s.get(Project, vp.project_id).free_columns = {"object": {"length": "f"}}
+        objects = s.scalars(select(Object).where(Object.project_id == vp.project_id)
+                            .order_by(Object.id)).all()
+        for k, obj in enumerate(objects):
+            obj.extra = {"length": float((k * 7) % 12)} if k != 3 else {}
+            obj.depth_min = None
+    state = _state(instance, vp, users["ann"])
+    labels = state.param.sort.objects
+    assert labels["length, high to low"] == "field:length:desc"
+    assert labels["depth_min, low to high"] == "field:depth_min"
+    state.sort = "field:length:desc"
+    lengths = [(r.fields or {}).get("length") for r in state.rows]
+    assert lengths == sorted(lengths[:-1], reverse=True) + [None]
+    assert lengths[:3] == [11.0, 10.0, 8.0]  # 9.0 was the fourth object's, taken away
+    query = state.view_query()
+    assert query["sort"] == "field:length:desc"
+    shared = ValidationState(instance, users["bob"], query=query)
+    assert [r.id for r in shared.rows] == [r.id for r in state.rows]
+    bad = ValidationState(instance, users["bob"], query={**query, "sort": "field:nope"})
+    assert "sort='field:nope'" in bad.message and bad.sort == "score_desc"

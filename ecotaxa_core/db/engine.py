@@ -67,6 +67,20 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
         session.close()
 
 
+def schema_item_applies(dialect_name: str):
+    """An Alembic ``include_object`` hook: skip schema items declared for other dialects.
+
+    Some indexes exist on one database only (``Index(...).ddl_if(dialect="postgresql")``);
+    autogenerate does not read ``ddl_if``, so comparisons on SQLite would report them missing.
+    """
+
+    def include(obj, name, type_, reflected, compare_to) -> bool:
+        condition = getattr(obj, "_ddl_if", None)
+        return condition is None or condition.dialect in (None, dialect_name)
+
+    return include
+
+
 def upgrade_schema(engine: Engine, revision: str = "head") -> None:
     """Create or upgrade the schema with the Alembic migrations shipped here."""
     from alembic import command

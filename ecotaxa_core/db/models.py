@@ -246,6 +246,19 @@ class Object(Base):
     taxon: Mapped[Optional[Taxon]] = relationship()
 
 
+
+# "Highest score first, unscored last" (score DESC NULLS LAST, id) is the page's first order.
+# SQLite sorts NULLs first, so a backward scan of the ascending indexes above gives exactly
+# that order; PostgreSQL sorts NULLs last, so a backward scan gives NULLS FIRST and it would
+# sort every matching row instead. These indexes, in the page's own order, exist on
+# PostgreSQL only (SQLite has no NULLS LAST in index definitions). ``applies_to_dialect``
+# tells schema comparisons to skip them elsewhere.
+Index("ix_objects_project_score_desc", Object.project_id,
+      Object.score.desc().nulls_last(), Object.id).ddl_if(dialect="postgresql")
+Index("ix_objects_project_taxon_score_desc", Object.project_id, Object.taxon_id,
+      Object.score.desc().nulls_last(), Object.id).ddl_if(dialect="postgresql")
+
+
 class Image(Base):
     __tablename__ = "images"
     __table_args__ = (UniqueConstraint("object_id", "rank", name="uq_images_object_rank"),)

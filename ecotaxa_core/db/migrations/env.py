@@ -3,6 +3,7 @@
 from alembic import context
 from sqlalchemy import create_engine
 
+from ecotaxa_core.db.engine import schema_item_applies
 from ecotaxa_core.db.models import Base
 
 config = context.config
@@ -16,12 +17,14 @@ def run_migrations_online() -> None:
         url = context.get_x_argument(as_dictionary=True)["url"]
         with create_engine(url).begin() as conn:
             context.configure(connection=conn, target_metadata=target_metadata,
-                              render_as_batch=True)
+                              render_as_batch=True,
+                              include_object=schema_item_applies(conn.dialect.name))
             with context.begin_transaction():
                 context.run_migrations()
         return
     context.configure(connection=connection, target_metadata=target_metadata,
-                      render_as_batch=True)
+                      render_as_batch=True,
+                      include_object=schema_item_applies(connection.dialect.name))
     with context.begin_transaction():
         context.run_migrations()
 
