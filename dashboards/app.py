@@ -7,6 +7,7 @@ image vault, served as static files under ``/vault``.
 from __future__ import annotations
 
 from functools import partial
+from pathlib import Path
 from urllib.parse import urlencode
 
 import panel as pn
@@ -23,6 +24,8 @@ from ecotaxa_core.settings import Settings
 __all__ = ["create_app", "serve_dashboard", "VAULT_ROUTE"]
 
 VAULT_ROUTE = "vault"
+ASSETS_ROUTE = "assets"  # the dashboard's own static files (the map's land)
+ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 
 _HEADER_STYLES = {"background": "#1f3b5c", "color": "#fff", "padding": "0 12px"}
 
@@ -139,7 +142,8 @@ def serve_dashboard(settings: Settings, *, port: int, address: str = "127.0.0.1"
 
     server = pn.serve({"/": session_page}, port=port, address=address,
                       show=show, threaded=threaded, title="EcoTaxa validation",
-                      websocket_origin=origins, static_dirs={VAULT_ROUTE: str(settings.vault_dir)},
+                      websocket_origin=origins, static_dirs={VAULT_ROUTE: str(settings.vault_dir),
+                                                          ASSETS_ROUTE: str(ASSETS_DIR)},
                       verbose=not threaded)
     if not threaded:
         instance.close()

@@ -18,7 +18,7 @@ from bokeh.models import ColumnDataSource
 from bokeh.plotting import figure
 
 from dashboards.components import TaxonPicker, ThumbnailGrid
-from dashboards.validation import ANY_STATUS, ANY_TAXON, ValidationState
+from dashboards.validation import ANY_STATUS, ANY_TAXON, ValidationState, grid_item
 from ecotaxa_core.annotation import move_objects
 from ecotaxa_core.errors import EcoTaxaError
 from ecotaxa_core.feature_map import feature_map
@@ -172,9 +172,8 @@ class BatchPage(pn.viewable.Viewer):
             v = state.validation
             with state._instance.sessions() as session:
                 rows = rows_for_ids(session, v.project_id, state.marked[:300])
-            grid.items = [dict(id=r.id, orig_id=r.orig_id, status=r.status, category=r.category,
-                               score=r.score, annotator=r.annotator, src=v.thumbnail_url(r))
-                          for r in rows]
+            grid.pixel_size_um = v.pixel_size_um
+            grid.items = [grid_item(r, v.thumbnail_url(r)) for r in rows]
             grid.selected = [r.id for r in rows]  # marked: shown selected; a click unmarks
 
         state.param.watch(show_marked, "marked")

@@ -30,6 +30,8 @@ SHORTCUTS = {
     "Escape": "select_none",
     "ArrowRight": "next_page",
     "ArrowLeft": "previous_page",
+    "+": "zoom_in",
+    "-": "zoom_out",
 }
 SHORTCUT_HELP = [
     ["v", "validate the selection in its category"],
@@ -40,6 +42,8 @@ SHORTCUT_HELP = [
     ["s", "sort by similarity to the selected object"],
     ["a / n / Esc", "select all / none"],
     ["\u2190 / \u2192", "previous / next page"],
+    ["+ / -", "larger / smaller images"],
+    ["drag", "select the tiles under a rectangle (Shift: add them)"],
     ["?", "show or hide this list"],
 ]
 
@@ -48,9 +52,13 @@ class ThumbnailGrid(JSComponent):
     """A grid of object thumbnails with their category and score; click to (un)select.
 
     ``items`` is a list of dicts with ``id``, ``src``, ``orig_id``, ``category``,
-    ``score``, ``status`` and ``annotator``; ``selected`` holds the selected ids.
-    Shift-click selects the range from the last clicked tile. Shortcut keys
-    (:data:`SHORTCUTS`) are sent to ``on_shortcut``.
+    ``score``, ``status``, ``annotator`` and the image's own ``width`` and
+    ``height`` (pixels; the thumbnail may be smaller); ``selected`` holds the
+    selected ids. Shift-click selects the range from the last clicked tile;
+    dragging a rectangle over tiles selects them (with Shift or Ctrl: adds
+    them). Images are drawn at ``zoom`` percent of their own size, so sizes
+    compare across tiles, with a scale bar when ``pixel_size_um`` is known.
+    Shortcut keys (:data:`SHORTCUTS`) are sent to ``on_shortcut``.
     """
 
     items = param.List(default=[], doc="Tiles to show, in order.")
@@ -59,9 +67,32 @@ class ThumbnailGrid(JSComponent):
     shortcut_help = param.List(default=SHORTCUT_HELP, constant=True)
     keyboard = param.Boolean(default=True, constant=True,
                              doc="Whether the page's keys act on this grid (one grid per page).")
+    zoom = param.Integer(default=100, bounds=(0, 400),
+                         doc="Images at this percentage of their own size (shrunk to fit the "
+                             "tile when larger, so relative sizes show); 0: each fills its tile.")
+    pixel_size_um = param.Number(default=None, allow_None=True, bounds=(0, None),
+                                 doc="Micrometres per image pixel: each tile gets a scale bar.")
 
     _esm = """
     function fmtScore(s) { return (s === null || s === undefined) ? "" : s.toFixed(2); }
+
+    const BASE_FRAME = 132;  // px: the image area of a tile at zoom 100 % or "fit"
+    function frameSize(zoom) {
+      return zoom === 0 ? BASE_FRAME : Math.round(Math.min(396, Math.max(96, BASE_FRAME * zoom / 100)));
+    }
+    // Screen pixels per image pixel: the zoom, or less when the image would overflow its frame.
+    function imageScale(zoom, frame, w, h) {
+      const fit = Math.min(frame / w, frame / h);
+      return zoom === 0 ? fit : Math.min(zoom / 100, fit);
+    }
+    // A scale bar of a round length (1, 2 or 5 times a power of ten, in µm) about 40 px long.
+    function scaleBar(umPerPx) {
+      const target = 40 * umPerPx;
+      const power = Math.pow(10, Math.floor(Math.log10(target)));
+      const um = [5, 2, 1].map((m) => m * power).find((v) => v <= target) || power;
+      const label = um >= 1000 ? (um / 1000) + " mm" : (um >= 1 ? um + " \u00b5m" : um.toPrecision(1) + " \u00b5m");
+      return { um: um, px: um / umPerPx, label: label };
+    }
 
     // querySelector through the shadow roots that Panel's layouts put around each widget.
     function deepFind(root, selector) {
@@ -81,8 +112,28 @@ class ThumbnailGrid(JSComponent):
       grid.className = "et-grid";
       let last = null;
 
+      function sizeImage(img, it, frameEl, frame) {
+        const w = it.width || img.naturalWidth, h = it.height || img.naturalHeight;
+        if (!w || !h) return;
+        const scale = imageScale(model.zoom, frame, w, h);
+        img.style.width = Math.max(1, Math.round(w * scale)) + "px";
+        img.style.height = Math.max(1, Math.round(h * scale)) + "px";
+        img.dataset.scale = String(scale);
+        frameEl.querySelector(".et-scale-bar")?.remove();
+        if (model.pixel_size_um) {
+          const bar = scaleBar(model.pixel_size_um / scale);
+          const el = document.createElement("div");
+          el.className = "et-scale-bar";
+          el.dataset.um = String(bar.um);
+          el.style.width = Math.round(bar.px) + "px";
+          el.textContent = bar.label;
+          frameEl.append(el);
+        }
+      }
+
       function draw() {
         const chosen = new Set(model.selected);
+        const frame = frameSize(model.zoom);
         grid.replaceChildren();
         if (model.items.length === 0) {
           const empty = document.createElement("div");
@@ -99,15 +150,20 @@ class ThumbnailGrid(JSComponent):
           tile.dataset.score = it.score === null ? "" : String(it.score);
           tile.dataset.category = it.category || "";
           tile.title = it.orig_id + " (" + it.status + (it.annotator ? ", " + it.annotator : "") + ")";
-          const frame = document.createElement("div");
-          frame.className = "et-thumb-frame";
+          tile.style.width = (frame + 16) + "px";
+          const frameEl = document.createElement("div");
+          frameEl.className = "et-thumb-frame";
+          frameEl.style.height = frame + "px";
           if (it.src) {
             const img = document.createElement("img");
             img.className = "et-thumb-img";
-            img.src = it.src;
+            img.draggable = false;
             img.alt = it.orig_id;
             img.loading = "lazy";
-            frame.append(img);
+            if (it.width && it.height) sizeImage(img, it, frameEl, frame);
+            else img.addEventListener("load", () => sizeImage(img, it, frameEl, frame), { once: true });
+            img.src = it.src;
+            frameEl.append(img);
           }
           const cat = document.createElement("div");
           cat.className = "et-thumb-category";
@@ -121,7 +177,7 @@ class ThumbnailGrid(JSComponent):
           status.className = "et-thumb-status";
           status.textContent = it.status;
           meta.append(status, score);
-          tile.append(frame, cat, meta);
+          tile.append(frameEl, cat, meta);
           for (const [name, value] of (it.fields || [])) {
             const line = document.createElement("div");
             line.className = "et-thumb-field";
@@ -133,7 +189,60 @@ class ThumbnailGrid(JSComponent):
         }
       }
 
+      // Drag a rectangle to select the tiles it touches (Shift or Ctrl/Cmd: add to the selection).
+      const band = document.createElement("div");
+      band.className = "et-drag-band";
+      band.hidden = true;
+      let drag = null, dragged = false, suppressClick = false;
+      grid.addEventListener("mousedown", (event) => {
+        if (event.button !== 0) return;
+        drag = { x: event.clientX, y: event.clientY, add: event.shiftKey || event.ctrlKey || event.metaKey };
+        dragged = false;
+      });
+      function dragBox(event) {
+        return { left: Math.min(drag.x, event.clientX), right: Math.max(drag.x, event.clientX),
+                 top: Math.min(drag.y, event.clientY), bottom: Math.max(drag.y, event.clientY) };
+      }
+      function onMove(event) {
+        if (!drag) return;
+        if (!dragged && Math.hypot(event.clientX - drag.x, event.clientY - drag.y) < 6) return;
+        dragged = true;
+        const box = dragBox(event);
+        Object.assign(band.style, { left: box.left + "px", top: box.top + "px",
+                                    width: (box.right - box.left) + "px", height: (box.bottom - box.top) + "px" });
+        band.hidden = false;
+        event.preventDefault();
+      }
+      function onUp(event) {
+        if (!drag) return;
+        if (dragged) {
+          suppressClick = true;  // the click that ends a drag is not a click on a tile
+          setTimeout(() => { suppressClick = false; }, 0);
+          const box = dragBox(event);
+          const hit = new Set();
+          for (const tile of grid.querySelectorAll(".et-thumb")) {
+            const r = tile.getBoundingClientRect();
+            if (r.left < box.right && r.right > box.left && r.top < box.bottom && r.bottom > box.top) {
+              hit.add(Number(tile.dataset.objectId));
+            }
+          }
+          const chosen = drag.add ? new Set(model.selected) : new Set();
+          for (const id of hit) chosen.add(id);
+          model.selected = model.items.map((it) => it.id).filter((i) => chosen.has(i));
+        }
+        band.hidden = true;
+        drag = null;
+        dragged = false;
+      }
+      document.addEventListener("mousemove", onMove);
+      document.addEventListener("mouseup", onUp);
+      model.on("remove", () => {
+        document.removeEventListener("mousemove", onMove);
+        document.removeEventListener("mouseup", onUp);
+      });
+
       grid.addEventListener("click", (event) => {
+        if (suppressClick) return;
         const tile = event.target.closest(".et-thumb");
         if (!tile) return;
         const id = Number(tile.dataset.objectId);
@@ -216,10 +325,10 @@ class ThumbnailGrid(JSComponent):
         document.addEventListener("keydown", onKey);
         model.on("remove", () => document.removeEventListener("keydown", onKey));
       }
-      model.on(["items", "selected"], draw);
+      model.on(["items", "selected", "zoom", "pixel_size_um"], draw);
       draw();
       const host = document.createElement("div");
-      host.append(grid, preview);
+      host.append(grid, preview, band);
       if (model.keyboard) host.append(help);
       return host;
     }
@@ -233,8 +342,13 @@ class ThumbnailGrid(JSComponent):
                 font: 12px/1.3 system-ui, sans-serif; position: relative; }
     .et-thumb:hover { border-color: #8aa4c8; }
     .et-thumb-frame { height: 132px; display: flex; align-items: center; justify-content: center;
-                      background: #f4f5f7; border-radius: 3px; overflow: hidden; }
+                      background: #f4f5f7; border-radius: 3px; overflow: hidden; position: relative; }
     .et-thumb-img { max-width: 100%; max-height: 100%; object-fit: contain; }
+    .et-scale-bar { position: absolute; left: 4px; bottom: 3px; border-bottom: 2px solid #222;
+                    font-size: 9px; line-height: 10px; color: #222; text-align: center;
+                    white-space: nowrap; pointer-events: none; }
+    .et-drag-band { position: fixed; z-index: 800; border: 1px dashed #1f5fa8;
+                    background: rgba(31, 95, 168, .12); pointer-events: none; }
     .et-thumb-category { margin-top: 4px; font-weight: 600; white-space: nowrap; overflow: hidden;
                          text-overflow: ellipsis; }
     .et-thumb-meta { display: flex; justify-content: space-between; color: #555; }

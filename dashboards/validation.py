@@ -9,13 +9,13 @@ to the state's parameters, and nothing else.
 
 from __future__ import annotations
 
-import html
 import math
 
 import panel as pn
 import param
 
 from dashboards.components import CategoryTree, TaxonPicker, ThumbnailGrid
+from dashboards.object_detail_view import DETAIL_CSS, detail_html
 from ecotaxa_core.annotation import move_objects, set_dubious, validate_objects
 from ecotaxa_core.annotation_undo import undo_last_change
 from ecotaxa_core.category_tree import category_tree, flatten
@@ -61,6 +61,9 @@ SORT_CHOICES = {"Score, high to low": "score_desc", "Score, low to high": "score
                 "Least similar to the chosen object": "dissimilar",
                 "Object id": "id", "Original id": "orig_id"}
 SIMILARITY_SORTS = ("similar", "dissimilar")
+# Images at a percentage of their own size (0: each fills its tile); + and - step through them.
+ZOOM_CHOICES = {"Fit to tile": 0, "25 %": 25, "50 %": 50, "100 %": 100, "200 %": 200, "400 %": 400}
+_ZOOM_STEPS = (25, 50, 100, 200, 400)
 RECENT_TAXA = 8  # categories moved to lately, offered first by the picker
 
 
@@ -71,6 +74,13 @@ def _shown(value) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return str(value)
+
+
+def grid_item(row: ObjectRow, src: str | None) -> dict:
+    """An object as :class:`ThumbnailGrid` draws it."""
+    width, height = row.image_size or (None, None)
+    return dict(id=row.id, orig_id=row.orig_id, status=row.status, category=row.category,
+                score=row.score, annotator=row.annotator, src=src, width=width, height=height)
 
 
 def _plural(n: int, word: str = "object") -> str:
@@ -116,6 +126,11 @@ class ValidationState(param.Parameterized):
                                doc="The object the similarity sorts compare with.")
     page_size = param.Selector(default=100, objects=PAGE_SIZES, label="Per page")
     page = param.Integer(default=1, bounds=(1, None))
+    zoom = param.Selector(default=100, objects=ZOOM_CHOICES, label="Zoom",
+                          doc="Images at this percentage of their own size, so that sizes "
+                              "compare (shrunk to fit the tile); 'Fit': each fills its tile.")
+    pixel_size_um = param.Number(default=None, allow_None=True,
+                                 doc="The project's pixel size: the scale bars' unit.")
 
     rows = param.List(default=[], item_type=ObjectRow, doc="Objects of the current page.")
     total = param.Integer(default=0, doc="Objects matching the filters.")
@@ -173,7 +188,7 @@ class ValidationState(param.Parameterized):
               "above": ("above_threshold", lambda v: v in ("1", "true", "yes")),
               "date_from": ("date_from", str), "date_to": ("date_to", str),
               "depth_min": ("depth_min", float), "depth_max": ("depth_max", float),
-              "per_page": ("page_size", int), "page": ("page", int)}
+              "per_page": ("page_size", int), "page": ("page", int), "zoom": ("zoom", int)}
 
     def view_query(self) -> dict[str, str]:
         """The view as URL query arguments (only those that differ from the defaults)."""
@@ -241,8 +256,7 @@ class ValidationState(param.Parameterized):
 
     def grid_items(self) -> list[dict]:
         """The current page as the thumbnail grid wants it (with the project's chosen fields)."""
-        return [dict(id=r.id, orig_id=r.orig_id, status=r.status, category=r.category,
-                     score=r.score, annotator=r.annotator, src=self.thumbnail_url(r),
+        return [dict(grid_item(r, self.thumbnail_url(r)),
                      fields=[[f, _shown((r.fields or {}).get(f))] for f in self.thumbnail_fields])
                 for r in self.rows]
 
@@ -376,7 +390,10 @@ class ValidationState(param.Parameterized):
                 view = project_settings(session, self.project_id, self._user_id)
             preset = [[t, n] for t, n in view.preset_taxa]
             fields = list(view.thumbnail_fields)
-        self.param.update(preset_taxa=preset, thumbnail_fields=fields)
+            pixel_size = view.pixel_size_um
+        else:
+            pixel_size = None
+        self.param.update(preset_taxa=preset, thumbnail_fields=fields, pixel_size_um=pixel_size)
 
     def _load_bulk(self) -> None:
         """The current model's thresholds over the project's predictions (None: no model)."""
@@ -617,7 +634,16 @@ class ValidationState(param.Parameterized):
          "select_none": self.select_none, "next_page": self.next_page,
          "previous_page": self.previous_page, "undo": self.undo,
          "validate_page": self.validate_page_and_next,
-         "similar": self.sort_by_similarity}[action]()
+         "similar": self.sort_by_similarity, "zoom_in": lambda: self.step_zoom(1),
+         "zoom_out": lambda: self.step_zoom(-1)}[action]()
+
+    def step_zoom(self, step: int) -> None:
+        """Larger (+1) or smaller (-1) images; from "Fit", 100 % is the next step either way."""
+        if self.zoom == 0:
+            self.zoom = 100
+            return
+        k = _ZOOM_STEPS.index(self.zoom) + step
+        self.zoom = _ZOOM_STEPS[min(len(_ZOOM_STEPS) - 1, max(0, k))]
 
     def _change(self, done: str, change) -> int:
         ids = list(self.selected)
@@ -680,8 +706,11 @@ class ValidationPage(pn.viewable.Viewer):
         picker.on_submit = move
         picker.on_focus = lambda: setattr(picker, "options", state.search_taxa(picker.query))
         grid = ThumbnailGrid(items=state.grid_items(), selected=state.selected,
+                             zoom=state.zoom, pixel_size_um=state.pixel_size_um,
                              on_shortcut=state.run_action, sizing_mode="stretch_width",
                              css_classes=["et-grid-host"])
+        state.param.watch(lambda e: setattr(grid, "zoom", e.new), "zoom")
+        state.param.watch(lambda e: setattr(grid, "pixel_size_um", e.new), "pixel_size_um")
         # Rows and selection flow from the state to the grid; clicks flow back.
         state.param.watch(lambda _: setattr(grid, "items", state.grid_items()), "rows")
         state.param.watch(lambda e: setattr(grid, "selected", e.new), "selected")
@@ -740,7 +769,8 @@ class ValidationPage(pn.viewable.Viewer):
                                             css_classes=["et-conditions"],
                                             sizing_mode="stretch_width"),
             select(state.param.sort, "et-sort", sizing_mode="stretch_width"),
-            select(state.param.page_size, "et-page-size", sizing_mode="stretch_width"),
+            pn.Row(select(state.param.page_size, "et-page-size", width=115),
+                   select(state.param.zoom, "et-zoom", width=115)),
             pn.pane.Markdown(_HELP, css_classes=["et-help"], sizing_mode="stretch_width"),
             width=260,
         )
@@ -762,7 +792,7 @@ class ValidationPage(pn.viewable.Viewer):
         pager = pn.Row(button("Previous", "et-previous", state.previous_page), summary,
                        button("Next", "et-next", state.next_page))
         detail = pn.pane.HTML(pn.bind(lambda d: detail_html(d, state.vault_url), state.param.detail),
-                              css_classes=["et-detail"], width=300,
+                              css_classes=["et-detail"], width=300, stylesheets=[DETAIL_CSS],
                               visible=pn.bind(lambda d: d is not None, state.param.detail))
         validate_above = button("Validate all shown", "et-validate-above",
                                 state.validate_above_thresholds, "success", width=150)
@@ -800,39 +830,6 @@ class ValidationPage(pn.viewable.Viewer):
         if self._stale_check_ms and pn.state.curdoc is not None and pn.state.curdoc.session_context:
             pn.state.add_periodic_callback(state.check_for_changes, period=self._stale_check_ms)
 
-
-def detail_html(detail: ObjectDetail | None, vault_url: str) -> str:
-    """The detail panel of one object: images, classification, top 3, history, metadata."""
-    if detail is None:
-        return ""
-    e = html.escape
-
-    def when(moment) -> str:
-        return moment.strftime("%Y-%m-%d %H:%M:%S") if moment is not None else ""
-
-    images = "".join(f'<a href="{e(vault_url)}/{e(p)}" target="_blank">'
-                     f'<img class="et-detail-img" src="{e(vault_url)}/{e(p)}" alt="{e(p)}"></a>'
-                     for p in detail.images)
-    top = "".join(f"<li>{e(name)} <b>{score:.2f}</b></li>" for name, score in detail.top_predictions)
-    history = "".join(
-        f'<tr class="et-history-row"><td>{when(h.changed_at)}</td>'
-        f"<td>{e(h.changed_by or 'prediction')}{' (undo)' if h.action == 'undo' else ''}</td>"
-        f"<td>{e(h.status)}</td><td>{e(h.category or '')}</td></tr>" for h in detail.history)
-    parts = (("", detail.metadata), ("sample ", detail.sample),
-             ("acquisition ", detail.acquisition), ("process ", detail.process))
-    metadata = "".join(f"<tr><th>{e(prefix + str(k))}</th><td>{e(str(v))}</td></tr>"
-                       for prefix, part in parts
-                       for k, v in part.items() if v not in (None, ""))
-    score = f", score {detail.score:.2f}" if detail.score is not None else ""
-    by = f" by {e(detail.annotator)}" if detail.annotator else ""
-    return (f'<div class="et-detail-box"><h4>{e(detail.orig_id)}</h4>{images}'
-            f'<p class="et-detail-state">{e(detail.status)}: '
-            f"<b>{e(detail.category or '(unclassified)')}</b>{score}{by}</p>"
-            + (f"<h5>Top predictions</h5><ol>{top}</ol>" if top else "")
-            + (f'<h5>History</h5><table class="et-history"><tr><th>until</th><th>changed by</th>'
-               f"<th>status</th><th>category</th></tr>{history}</table>" if history else
-               "<p>No earlier state.</p>")
-            + f'<h5>Metadata</h5><table class="et-metadata">{metadata}</table></div>')
 
 _HELP = """
 Click thumbnails to select them (shift-click: a range); one selected object shows its

@@ -62,6 +62,23 @@ class ObjectDetail:
     process: dict[str, Any] = field(default_factory=dict)
     top_predictions: list[tuple[str, float]] = field(default_factory=list)
     history: list[HistoryEntry] = field(default_factory=list)
+    # (orig_id, lat, lon) of the project's samples that have a position (at most
+    # MAP_SAMPLES, the object's own first): where this sample lies among the others.
+    sample_positions: list[tuple[str, float, float]] = field(default_factory=list)
+
+
+MAP_SAMPLES = 5000
+
+
+def _sample_positions(session: Session, project_id: int,
+                      own_sample_id: int | None) -> list[tuple[str, float, float]]:
+    q = (select(Sample.orig_id, Sample.lat, Sample.lon)
+         .where(Sample.project_id == project_id, Sample.lat.is_not(None), Sample.lon.is_not(None)))
+    own = (session.execute(q.where(Sample.id == own_sample_id)).all()
+           if own_sample_id is not None else [])
+    others = session.execute(q.where(Sample.id != (own_sample_id or -1)).order_by(Sample.id)
+                             .limit(MAP_SAMPLES - len(own))).all()
+    return [(o, float(lat), float(lon)) for o, lat, lon in [*own, *others]]
 
 
 def object_detail(session: Session, project_id: int, object_id: int, user_id: int) -> ObjectDetail:
@@ -102,4 +119,5 @@ def object_detail(session: Session, project_id: int, object_id: int, user_id: in
         history=[HistoryEntry(changed_at=h.changed_at, changed_by=users.get(h.changed_by_id),
                               action=h.action, status=h.status, category=names.get(h.taxon_id),
                               score=h.score, annotator=users.get(h.annotator_id))
-                 for h in history])
+                 for h in history],
+        sample_positions=_sample_positions(session, obj.project_id, obj.sample_id))

@@ -280,3 +280,108 @@ def test_the_action_menu_asks_before_it_acts_and_the_core_refuses_an_annotator(p
         expect(page.locator(".et-action-message")).to_contain_text(
             "Not done: ann@example.org may not manage project")
     assert _states(inst, vp) == before
+
+
+def test_zoom_scale_bars_and_drag_selection(project):
+    """Images are drawn at the zoom's share of their own size, with a scale bar from the
+    project's pixel size; dragging a rectangle selects the tiles it touches."""
+    from playwright.sync_api import expect
+
+    from ecotaxa_core.db.models import Project, Sample
+
+    inst, vp, users = project
+    with inst.sessions.begin() as s:
+        s.get(Project, vp.project_id).pixel_size_um = 10.0
+        stations = [Sample(project_id=vp.project_id, orig_id=f"st{k}", lat=43.2 + k / 10,
+                           lon=7.3 + k / 10) for k in range(3)]
+        s.add_all(stations)
+        s.flush()
+        for k, obj in enumerate(s.scalars(select(Object).where(
+                Object.project_id == vp.project_id).order_by(Object.id))):
+            obj.sample_id = stations[k % 3].id
+        sizes = {oid: (w, h) for oid, w, h in s.execute(
+            select(Image.object_id, Image.width, Image.height).where(Image.rank == 0))}
+
+    def shown(tile) -> tuple[float, float, float]:
+        """(drawn image width, its scale, the scale bar's µm per screen pixel)"""
+        img, bar = tile.locator(".et-thumb-img"), tile.locator(".et-scale-bar")
+        width = float(img.evaluate("e => e.getBoundingClientRect().width"))
+        scale = float(img.get_attribute("data-scale"))
+        bar_um = float(bar.get_attribute("data-um"))
+        bar_px = float(bar.evaluate("e => e.getBoundingClientRect().width"))
+        return width, scale, bar_um / bar_px
+
+    before = _states(inst, vp)
+    with _signed_in(inst, "ann@example.org", width=1500) as page:
+        tiles = page.locator(".et-thumb")
+        expect(tiles).to_have_count(12)
+        expect(page.locator(".et-scale-bar")).to_have_count(12)
+        small = None
+        for k in range(12):
+            tile = tiles.nth(k)
+            w, h = sizes[int(tile.get_attribute("data-object-id"))]
+            width, scale, um_per_px = shown(tile)
+            assert scale == pytest.approx(min(1.0, 132 / w, 132 / h))  # 100 %, shrunk to fit
+            assert width == pytest.approx(w * scale, abs=1)
+            assert um_per_px == pytest.approx(10.0 / scale, rel=0.05)  # the bar is true
+            if max(w, h) <= 66 and small is None:
+                small = (k, width)
+        assert small is not None, "the sample has small images"
+
+        page.keyboard.press("+")  # 200 %: small images twice as large
+        expect(page.locator(".et-zoom select")).to_have_value("200 %")
+        tile = tiles.nth(small[0])
+        page.wait_for_function("([el, w]) => el.getBoundingClientRect().width > 1.5 * w",
+                               arg=[tile.locator(".et-thumb-img").element_handle(), small[1]])
+        width, scale, um_per_px = shown(tile)
+        assert (scale, width) == (pytest.approx(2.0), pytest.approx(2 * small[1], abs=1))
+        assert um_per_px == pytest.approx(5.0, rel=0.05)
+        assert "zoom=200" in page.url
+        page.keyboard.press("-")
+        page.keyboard.press("-")  # 50 %
+        expect(page.locator(".et-zoom select")).to_have_value("50 %")
+
+        # Drag from inside the first tile to inside the third one of the same row.
+        boxes = [tiles.nth(k).bounding_box() for k in range(3)]
+        assert boxes[2]["y"] == pytest.approx(boxes[0]["y"])
+        page.mouse.move(boxes[0]["x"] + 8, boxes[0]["y"] + 8)
+        page.mouse.down()
+        page.mouse.move(boxes[1]["x"] + 20, boxes[1]["y"] + 30, steps=5)
+        page.mouse.move(boxes[2]["x"] + 8, boxes[2]["y"] + 20, steps=5)
+        page.mouse.up()
+        expect(page.locator(".et-selected-count")).to_contain_text("3 selected")
+        chosen = [int(tiles.nth(k).get_attribute("data-object-id")) for k in range(3)]
+        expect(page.locator(".et-thumb.et-selected")).to_have_count(3)
+        # Shift-drag over the fourth adds it; a plain click still toggles one tile.
+        box = tiles.nth(3).bounding_box()
+        page.keyboard.down("Shift")
+        page.mouse.move(box["x"] + 5, box["y"] + 5)
+        page.mouse.down()
+        page.mouse.move(box["x"] + 40, box["y"] + 40, steps=5)
+        page.mouse.up()
+        page.keyboard.up("Shift")
+        expect(page.locator(".et-selected-count")).to_contain_text("4 selected")
+        tiles.nth(3).click()
+        expect(page.locator(".et-selected-count")).to_contain_text("3 selected")
+        page.keyboard.press("v")
+        expect(page.locator(".et-message")).to_contain_text("3 objects validated")
+
+        # One object in detail: its sample on the map; a click on its image zooms it.
+        page.keyboard.press("n")
+        tiles.nth(5).click()
+        detail = page.locator(".et-detail")
+        expect(detail.locator(".et-map-this")).to_have_count(1)
+        expect(detail.locator(".et-map-caption")).to_contain_text("Sample")
+        land = page.request.get(page.url.split("?")[0].rstrip("/") + "/assets/land.svg")
+        assert land.ok and b"<path" in land.body()
+        img = detail.locator(".et-detail-img").first
+        small = img.bounding_box()["width"]
+        img.click()
+        assert img.evaluate("e => getComputedStyle(e).position") == "fixed"
+        assert img.bounding_box()["width"] > 2 * small
+        img.click()
+        assert img.evaluate("e => getComputedStyle(e).position") != "fixed"
+    after = _states(inst, vp)
+    changed = {o for o in after if after[o] != before[o]}
+    assert {vp.objects[o] for o in changed} == set(chosen)
+    assert all(after[o][0] == "validated" and after[o][2] == users["ann"] for o in changed)

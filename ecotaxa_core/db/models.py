@@ -207,7 +207,10 @@ class Object(Base):
     __tablename__ = "objects"
     __table_args__ = (
         UniqueConstraint("project_id", "orig_id", name="uq_objects_project_orig"),
-        Index("ix_objects_project_status_taxon", "project_id", "status", "taxon_id"),
+        # Category counts, the model behind the predictions and what its thresholds cover:
+        # read from this index alone.
+        Index("ix_objects_project_status_taxon_model_score", "project_id", "status", "taxon_id",
+              "model_id", "score"),
         Index("ix_objects_project_score", "project_id", "score"),
         # The validation page's first pages: one category by score, or by last change.
         Index("ix_objects_project_taxon_score", "project_id", "taxon_id", "score"),
