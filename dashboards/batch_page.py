@@ -127,6 +127,19 @@ class BatchState(param.Parameterized):
         return n
 
 
+def _holding_the_document(change) -> None:
+    """Make ``change`` to plain Bokeh models holding the served document's lock.
+
+    Panel runs a callback without that lock when other changes are pending;
+    Bokeh then refuses direct model changes. The next tick holds the lock.
+    """
+    doc = pn.state.curdoc
+    if doc is not None and doc.session_context is not None:
+        doc.add_next_tick_callback(change)
+    else:
+        change()
+
+
 class BatchPage(pn.viewable.Viewer):
     """The view of a :class:`BatchState`: the map, the marked thumbnails, the actions."""
 
@@ -156,11 +169,16 @@ class BatchPage(pn.viewable.Viewer):
                 with state._instance.sessions() as session:
                     statuses = {r.id: r.status for r in rows_for_ids(
                         session, v.project_id, state.ids.tolist())}
-            source.data = dict(x=state.xy[:, 0].tolist(), y=state.xy[:, 1].tolist(),
-                               id=state.ids.tolist(),
-                               colour=[_STATUS_COLOURS.get(statuses.get(int(i)), "#444")
-                                       for i in state.ids])
-            source.selected.indices = []
+            data = dict(x=state.xy[:, 0].tolist(), y=state.xy[:, 1].tolist(),
+                        id=state.ids.tolist(),
+                        colour=[_STATUS_COLOURS.get(statuses.get(int(i)), "#444")
+                                for i in state.ids])
+
+            def update():
+                source.data = data
+                source.selected.indices = []
+
+            _holding_the_document(update)
 
         state.param.watch(draw, ["ids", "xy"])
         source.selected.on_change("indices", lambda _a, _o, new: state.mark_indices(new))

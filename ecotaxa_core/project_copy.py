@@ -28,6 +28,7 @@ from ecotaxa_core.errors import EcoTaxaError, ObjectNotFound
 from ecotaxa_core.import_journal import project_lock
 from ecotaxa_core.instance import Instance
 from ecotaxa_core.object_filter import ObjectFilter
+from ecotaxa_core.progress import Progress, report
 from ecotaxa_core.projects import create_project, get_project
 from ecotaxa_core.rights import Action, require
 
@@ -132,9 +133,12 @@ def _copy_rows(session: Session, model, old_ids: list[int], new_project: int,
 
 
 def _copy_images(session: Session, inst: Instance, id_map: dict[int, int],
-                 written: list[str]) -> None:
+                 written: list[str], progress: Progress | None = None) -> None:
     """Image rows and vault files of the copied objects (``id_map``: old -> new object id)."""
+    done = 0
     for chunk in _chunks(sorted(id_map)):
+        done += len(chunk)
+        report(progress, "objects' images", done - len(chunk), len(id_map))
         old = session.execute(select(Image.object_id, Image.rank, Image.file_path,
                                      Image.thumb_path, Image.original_name, Image.width,
                                      Image.height).where(Image.object_id.in_(chunk))).all()
@@ -192,7 +196,8 @@ def _copy_parents(session: Session, object_ids: list[int], new_project: int
 def subset_project(inst: Instance, project_id: int, user_id: int, *, title: str,
                    fraction_per_category: float | None = None,
                    object_ids: Sequence[int] | None = None,
-                   object_filter: ObjectFilter | None = None, seed: int = 0) -> int:
+                   object_filter: ObjectFilter | None = None, seed: int = 0,
+                   progress: Progress | None = None) -> int:
     """Copy objects into a new project; returns its id.
 
     The objects are ``object_ids``; or those ``object_filter`` keeps (every
@@ -202,6 +207,7 @@ def subset_project(inst: Instance, project_id: int, user_id: int, *, title: str,
     every run and instance. Samples, acquisitions and processes they use, their
     images (new vault files), feature rows and classification are copied, in
     batches; the user manages the new project. Refuses to copy nothing.
+    ``progress`` hears of the rows, each batch of images, and the features.
     """
     written: list[str] = []
     new_id: int | None = None
@@ -218,10 +224,14 @@ def subset_project(inst: Instance, project_id: int, user_id: int, *, title: str,
                 project.settings = dict(source.settings or {})
                 s.flush()
                 new_id = project.id
+                report(progress, "objects", 0, len(chosen))
                 maps = _copy_parents(s, chosen, new_id)
                 id_map = _copy_rows(s, Object, chosen, new_id, maps)
-                _copy_images(s, inst, id_map, written)
+                report(progress, "objects", len(chosen), len(chosen))
+                _copy_images(s, inst, id_map, written, progress)
+                report(progress, "objects' images", len(id_map), len(id_map))
                 _copy_features(inst, project_id, new_id, id_map)
+                report(progress, "feature sets", 1, 1)
         except BaseException:
             inst.vault.remove(*written)
             if new_id is not None:
@@ -347,7 +357,8 @@ def _match_by_orig_id(session: Session, model, source_id: int, target_id: int,
     return matched, moved
 
 
-def merge_projects(inst: Instance, target_id: int, source_id: int, user_id: int) -> dict[str, Any]:
+def merge_projects(inst: Instance, target_id: int, source_id: int, user_id: int, *,
+                   progress: Progress | None = None) -> dict[str, Any]:
     """Move every object of ``source_id`` into ``target_id``, then delete the source.
 
     Samples, acquisitions and processes are matched by orig_id, free columns by
@@ -357,7 +368,8 @@ def merge_projects(inst: Instance, target_id: int, source_id: int, user_id: int)
     acquisition or process of the same orig_id has other metadata in each
     (lat, lon, instrument, parent, free fields: none is silently kept), or
     when a feature set differs. Object ids do not change, so images stay
-    where they are.
+    where they are. ``progress`` hears of the checks, the objects, and each
+    feature set.
     """
     if int(target_id) == int(source_id):
         raise EcoTaxaError("cannot merge a project into itself")
@@ -370,7 +382,9 @@ def merge_projects(inst: Instance, target_id: int, source_id: int, user_id: int)
             with inst.sessions.begin() as s:
                 require(s, user_id, target_id, Action.MANAGE)
                 require(s, user_id, source_id, Action.MANAGE)
+                report(progress, "checks", 0, 1)
                 _merge_checks(s, inst, target_id, source_id)
+                report(progress, "checks", 1, 1)
                 samples, n_samples = _match_by_orig_id(s, Sample, source_id, target_id, None, {})
                 acqs, n_acqs = _match_by_orig_id(s, Acquisition, source_id, target_id,
                                                  "sample_id", samples)
@@ -378,6 +392,7 @@ def merge_projects(inst: Instance, target_id: int, source_id: int, user_id: int)
                                                    "acquisition_id", acqs)
                 object_ids = list(s.scalars(select(Object.id)
                                             .where(Object.project_id == source_id)))
+                report(progress, "objects", 0, len(object_ids))
                 for old, new in samples.items():
                     s.execute(update(Object).where(Object.project_id == source_id,
                                                    Object.sample_id == old).values(sample_id=new))
@@ -391,6 +406,7 @@ def merge_projects(inst: Instance, target_id: int, source_id: int, user_id: int)
                               .values(process_id=new))
                 s.execute(update(Object).where(Object.project_id == source_id)
                           .values(project_id=target_id))
+                report(progress, "objects", len(object_ids), len(object_ids))
                 target, source = s.get(Project, target_id), s.get(Project, source_id)
                 columns = {k: dict(v) for k, v in (target.free_columns or {}).items()}
                 for prefix, cols in (source.free_columns or {}).items():
@@ -400,11 +416,14 @@ def merge_projects(inst: Instance, target_id: int, source_id: int, user_id: int)
                 model_ids = list(s.scalars(select(TrainedModel.id)
                                            .where(TrainedModel.project_id == source_id)))
                 n_features = 0
-                for name in store.feature_sets(source_id):
+                sets = store.feature_sets(source_id)
+                for k, name in enumerate(sets):
+                    report(progress, "feature sets", k, len(sets))
                     m = store.read(source_id, name)
                     n_features += store.append(target_id, name, m.object_ids, m.values,
                                                m.feature_names,
                                                producer=store.attrs(source_id, name))
+                report(progress, "feature sets", len(sets), len(sets))
                 s.flush()
                 s.delete(source)
         except BaseException:

@@ -35,6 +35,7 @@ from ecotaxa_core.errors import EcoTaxaError, NotFoundError, ObjectNotFound, Tax
 from ecotaxa_core.import_journal import project_lock
 from ecotaxa_core.instance import Instance
 from ecotaxa_core.object_filter import ObjectFilter
+from ecotaxa_core.progress import Progress, report
 from ecotaxa_core.rights import Action, require
 
 __all__ = ["reset_to_predicted", "replace_category", "edit_metadata", "MetadataEdit",
@@ -56,44 +57,52 @@ def _chunks(ids: Sequence[int]) -> Iterable[list[int]]:
 
 
 def _rewrite_state(session: Session, project_id: int, object_filter: ObjectFilter | None,
-                   where: list, values: dict, user_id: int) -> int:
+                   where: list, values: dict, user_id: int, progress: Progress | None) -> int:
     """History rows then ``values`` for every object of the project that ``object_filter``
     keeps and that matches ``where``."""
     clauses = (object_filter or ObjectFilter()).where_clauses(session, project_id)
     ids = list(session.scalars(select(Object.id).where(*clauses, *where).order_by(Object.id)))
     when = utcnow()
+    done = 0
+    report(progress, "objects", 0, len(ids))
     for chunk in _chunks(ids):
         rows = session.execute(select(*_STATE).where(Object.id.in_(chunk)).with_for_update()).all()
         session.execute(insert(AnnotationHistory), _history_rows(rows, user_id, when))
         session.execute(update(Object).where(Object.id.in_(chunk))
                         .values(annotation_date=when, **values))
+        done += len(chunk)
+        report(progress, "objects", done, len(ids))
     return len(ids)
 
 
 def reset_to_predicted(session: Session, project_id: int, user_id: int, *,
                        taxon_ids: Sequence[int] | None = None,
-                       object_filter: ObjectFilter | None = None) -> int:
+                       object_filter: ObjectFilter | None = None,
+                       progress: Progress | None = None) -> int:
     """Send validated objects (of ``taxon_ids`` if given, kept by ``object_filter`` if given)
     back to predicted; returns how many.
 
     The category is kept; the annotator is cleared and the previous state goes
-    to the history.
+    to the history. ``progress`` hears of each batch (:mod:`ecotaxa_core.progress`).
     """
     require(session, user_id, project_id, Action.MANAGE)
     where = [Object.status == ObjectStatus.VALIDATED.value, Object.taxon_id.is_not(None)]
     if taxon_ids is not None:
         where.append(Object.taxon_id.in_([int(t) for t in taxon_ids]))
     return _rewrite_state(session, project_id, object_filter, where,
-                          dict(status=ObjectStatus.PREDICTED.value, annotator_id=None), user_id)
+                          dict(status=ObjectStatus.PREDICTED.value, annotator_id=None), user_id,
+                          progress)
 
 
 def replace_category(session: Session, project_id: int, from_taxon_id: int, to_taxon_id: int,
                      user_id: int, *, statuses: Sequence[str] | None = None,
-                     object_filter: ObjectFilter | None = None) -> int:
+                     object_filter: ObjectFilter | None = None,
+                     progress: Progress | None = None) -> int:
     """Give every object of ``from_taxon_id`` (with one of ``statuses``, kept by
     ``object_filter``) ``to_taxon_id``.
 
     Statuses are kept; the user becomes the annotator. Returns how many changed.
+    ``progress`` hears of each batch.
     """
     require(session, user_id, project_id, Action.MANAGE)
     for tid in (from_taxon_id, to_taxon_id):
@@ -107,7 +116,8 @@ def replace_category(session: Session, project_id: int, from_taxon_id: int, to_t
             raise EcoTaxaError(f"unknown status {bad}; use one of {sorted(known)}")
         where.append(Object.status.in_(list(statuses)))
     return _rewrite_state(session, project_id, object_filter, where,
-                          dict(taxon_id=int(to_taxon_id), annotator_id=user_id), user_id)
+                          dict(taxon_id=int(to_taxon_id), annotator_id=user_id), user_id,
+                          progress)
 
 
 @dataclass
@@ -144,8 +154,10 @@ def _checked_value(level: str, name: str, value: Any) -> Any:
 
 
 def edit_metadata(session: Session, project_id: int, user_id: int, *, level: str,
-                  orig_ids: Sequence[str] | None, field: str, value: Any) -> MetadataEdit:
-    """Set ``field`` to ``value`` on the samples/acquisitions/processes ``orig_ids`` (all if None).
+                  orig_ids: Sequence[str] | None, field: str, value: Any,
+                  object_filter: ObjectFilter | None = None) -> MetadataEdit:
+    """Set ``field`` to ``value`` on the samples/acquisitions/processes ``orig_ids`` (all if None;
+    with ``object_filter``, only those that the objects it keeps belong to).
 
     ``field`` is a predefined column (``lat``/``lon`` of samples, ``instrument``
     of acquisitions) or else a free column kept in ``extra`` (added to the
@@ -163,6 +175,11 @@ def edit_metadata(session: Session, project_id: int, user_id: int, *, level: str
         raise EcoTaxaError("no field named")
     value = _checked_value(level, name, value)
     query = select(model).where(model.project_id == project_id).order_by(model.orig_id)
+    if object_filter is not None:
+        link = {"sample": Object.sample_id, "acquisition": Object.acquisition_id,
+                "process": Object.process_id}[level]
+        query = query.where(model.id.in_(select(link).where(
+            *object_filter.where_clauses(session, project_id))))
     if orig_ids is not None:
         wanted = sorted({str(o) for o in orig_ids})
         query = query.where(model.orig_id.in_(wanted))
@@ -246,8 +263,12 @@ def _checked_ids(session: Session, project_id: int, object_ids: Sequence[int]) -
 
 def delete_objects(inst: Instance, project_id: int, user_id: int, *,
                    object_ids: Sequence[int] | None = None,
-                   object_filter: ObjectFilter | None = None) -> int:
+                   object_filter: ObjectFilter | None = None,
+                   progress: Progress | None = None) -> int:
     """Delete objects (their images, history, feature rows, vault files); returns how many.
+
+    ``progress`` hears of each batch of objects (in the transaction, before the
+    feature rows and files go).
 
     The objects are ``object_ids``, or those ``object_filter`` keeps (an empty
     filter is refused: :func:`delete_project` deletes everything). Refuses the
@@ -266,11 +287,14 @@ def delete_objects(inst: Instance, project_id: int, user_id: int, *,
             else:
                 ids = _checked_ids(s, project_id, object_ids)
             files: list[str] = []
-            for chunk in _chunks(ids):
+            report(progress, "objects", 0, len(ids))
+            for k, chunk in enumerate(_chunks(ids)):
                 files += _image_paths(s, chunk)
                 s.execute(delete(Image).where(Image.object_id.in_(chunk)))
                 s.execute(delete(AnnotationHistory).where(AnnotationHistory.object_id.in_(chunk)))
                 s.execute(delete(Object).where(Object.id.in_(chunk)))
+                report(progress, "objects", min(len(ids), (k + 1) * _CHUNK), len(ids))
+        # Past the commit nothing calls back: an error there would leave the rest undone.
         rewrite_feature_sets(inst, project_id, ids)
         inst.vault.remove(*files)
     return len(ids)

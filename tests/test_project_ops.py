@@ -514,3 +514,64 @@ def test_project_ops_flows(sqlite_instance, prefect_server, monkeypatch, ndsb_su
     with inst.sessions() as s:
         assert s.scalars(select(Job.result).where(Job.kind == "project_delete",
                                                   Job.state == "done")).one()["title"] == "ops"
+
+
+def test_operations_report_progress_and_a_raising_callback_cancels(instance, admin):
+    """Batches are reported as they are done; a progress callback that raises (a user who
+    cancels) aborts the whole operation: nothing changed, no history written."""
+    from sqlalchemy import insert
+
+    from ecotaxa_core.project_ops import reset_to_predicted
+
+    n = 2500
+    with instance.sessions.begin() as s:
+        taxa = _taxa(s, "progress")
+        pid = create_project(s, "progress").id
+        s.execute(insert(Object), [dict(project_id=pid, orig_id=f"p{i}", status="validated",
+                                        taxon_id=taxa[i % 3]) for i in range(n)])
+        obj_ids = list(s.scalars(select(Object.id).where(Object.project_id == pid)))
+        s.execute(insert(Image), [dict(object_id=oid, rank=0, file_path="images/p.jpg",
+                                       original_name="p.jpg", width=1, height=1)
+                                  for oid in obj_ids])
+    (instance.vault.root / "images").mkdir(parents=True, exist_ok=True)
+    (instance.vault.root / "images" / "p.jpg").write_bytes(b"jpeg")
+
+    def n_history():
+        with instance.sessions() as s:
+            return s.scalar(select(func.count()).select_from(AnnotationHistory))
+
+    class Cancelled(Exception):
+        pass
+
+    def cancel_at(limit):
+        def progress(what, done, total):
+            if done >= limit:
+                raise Cancelled(what)
+        return progress
+
+    with pytest.raises(Cancelled):
+        with instance.sessions.begin() as s:
+            reset_to_predicted(s, pid, admin.id, progress=cancel_at(2000))
+    with instance.sessions() as s:
+        assert set(s.scalars(select(Object.status).where(Object.project_id == pid))) == {
+            "validated"}
+    assert n_history() == 0
+
+    seen = []
+    with instance.sessions.begin() as s:
+        assert reset_to_predicted(s, pid, admin.id,
+                                  progress=lambda *a: seen.append(a)) == n
+    assert seen == [("objects", 0, n), ("objects", 1000, n), ("objects", 2000, n),
+                    ("objects", n, n)]
+
+    seen = []
+    new = subset_project(instance, pid, admin.id, title="copy", object_ids=obj_ids,
+                         progress=lambda *a: seen.append(a))
+    assert seen[0] == ("objects", 0, n) and ("objects", n, n) in seen
+    assert [d for w, d, _ in seen if w == "objects' images"] == [0, 1000, 2000, n]
+    with pytest.raises(Cancelled):
+        delete_objects(instance, new, admin.id, object_filter=ObjectFilter(statuses=["predicted"]),
+                       progress=cancel_at(1000))
+    with instance.sessions() as s:
+        assert s.scalar(select(func.count()).select_from(Object)
+                        .where(Object.project_id == new)) == n

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from dashboards.validation import ValidationState
 from ecotaxa_core.annotation import validate_objects
@@ -385,3 +385,58 @@ def test_sorting_by_any_field_of_the_project(instance, vp, users):
     assert [r.id for r in shared.rows] == [r.id for r in state.rows]
     bad = ValidationState(instance, users["bob"], query={**query, "sort": "field:nope"})
     assert "sort='field:nope'" in bad.message and bad.sort == "score_desc"
+
+
+def test_action_menu_sets_metadata_merges_and_reports_progress(instance, vp, users, ndsb_subset):
+    """The menu's field edit touches the samples of the shown objects only; a merge takes a
+    project the user manages; the progress of the run is reported to the page."""
+    import asyncio
+
+    from dashboards.project_actions import ProjectActions
+    from ecotaxa_core.db.models import Project, Sample
+
+    with instance.sessions.begin() as s:
+        set_member(s, vp.project_id, users["bob"], Role.MANAGER)
+        stations = [Sample(project_id=vp.project_id, orig_id=f"st{k}") for k in range(2)]
+        s.add_all(stations)
+        s.flush()
+        for obj in s.scalars(select(Object).where(Object.project_id == vp.project_id)):
+            in_copepods = obj.taxon_id == vp.taxa["Copepoda"]
+            obj.sample_id = stations[0 if in_copepods else 1].id
+    other = make_validation_project(instance, ndsb_subset, title="second cruise")
+    with instance.sessions.begin() as s:
+        set_member(s, other.project_id, users["bob"], Role.MANAGER)
+        s.execute(Object.__table__.update().where(Object.project_id == other.project_id)
+                  .values(orig_id=Object.orig_id + "_b"))
+    state = _state(instance, vp, users["bob"])
+    state.taxon_id = vp.taxa["Copepoda"]
+    actions = ProjectActions(state)
+    steps = []
+    actions.param.watch(lambda e: steps.append(e.new), "progress_text")
+
+    actions.ask("metadata")
+    assert "of 4 objects" in actions.question
+    actions.param.update(level="sample", field_name="ship", field_value="Tara")
+    assert actions.confirm() == 1 and "ship set on 1 sample" in actions.message
+    with instance.sessions() as s:
+        ships = dict(s.execute(select(Sample.orig_id, Sample.extra)
+                               .where(Sample.project_id == vp.project_id)).all())
+        assert ships == {"st0": {"ship": "Tara"}, "st1": {}}
+        assert s.get(Project, vp.project_id).free_columns["sample"]["ship"] == "t"
+
+    actions.ask("merge")
+    assert actions.param.merge_source.objects == {"#%d second cruise" % other.project_id:
+                                                  other.project_id}
+    steps.clear()
+    n = asyncio.run(actions.confirm_in_background())
+    assert n == 12 and "12 objects of project" in actions.message
+    assert "objects: 12 of 12" in steps and not actions.running
+    with instance.sessions() as s:
+        assert s.get(Project, other.project_id) is None
+        assert s.scalar(select(func.count()).select_from(Object)
+                        .where(Object.project_id == vp.project_id)) == 24
+
+    visitor = ProjectActions(_state(instance, vp, users["vis"]))
+    visitor.ask("merge")
+    assert visitor.merge_source is None and None in visitor.param.merge_source.objects
+    assert visitor.confirm() is None and "choose the project" in visitor.message
