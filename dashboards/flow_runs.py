@@ -5,8 +5,10 @@ A button asks :func:`start_stage`: the core checks the user's right
 (``features/features``, ``train/train``, ``predict/predict``,
 ``export/export``, served by ``python -m deployments.serve``) gets a flow run
 through the Prefect API, tagged with the user and project. :func:`run_states`
-reads the runs back for the page's live list; a run waits in ``Scheduled``
-until a runner serving the deployments picks it up.
+reads the runs back for the page's live list, with the progress each run
+publishes (its latest progress artifact: percent, objects done, rate, time
+left; see ``flows._progress``); a run waits in ``Scheduled`` until a runner
+serving the deployments picks it up.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ class StartedRun:
     state: str  # Prefect's state name: Scheduled, Pending, Running, Completed, Failed ...
     message: str | None = None
     started: datetime | None = None
+    progress: float | None = None  # percent of the step under way, from the run's artifact
+    progress_text: str | None = None  # "1,200 of 5,000 objects (24 %), 210 per s, ..."
 
 
 def start_stage(instance: Instance, user_id: int, project_id: int, stage: str) -> StartedRun:
@@ -50,14 +54,24 @@ def start_stage(instance: Instance, user_id: int, project_id: int, stage: str) -
 
 
 def run_states(runs: list[StartedRun]) -> list[StartedRun]:
-    """The same runs with their state now (one API call per run)."""
+    """The same runs with their state and progress now (two API calls per run)."""
     from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (ArtifactFilter, ArtifactFilterFlowRunId,
+                                                ArtifactFilterType)
+    from prefect.client.schemas.sorting import ArtifactSort
 
     out = []
     with get_client(sync_client=True) as client:
         for r in runs:
             fr = client.read_flow_run(UUID(r.id))
             state = fr.state
+            latest = client.read_artifacts(
+                artifact_filter=ArtifactFilter(
+                    flow_run_id=ArtifactFilterFlowRunId(any_=[UUID(r.id)]),
+                    type=ArtifactFilterType(any_=["progress"])),
+                sort=ArtifactSort.UPDATED_DESC, limit=1)
+            progress = float(latest[0].data) if latest and latest[0].data is not None else None
             out.append(StartedRun(r.id, r.name, r.stage, state.name if state else "Unknown",
-                                  state.message if state else None, r.started))
+                                  state.message if state else None, r.started, progress,
+                                  latest[0].description if latest else None))
     return out

@@ -93,12 +93,20 @@ class ProjectPage(pn.viewable.Viewer):
         self._message.param.update(object=text, alert_type=kind, visible=True)
 
     def _draw_runs(self) -> None:
+        def progress(r: StartedRun) -> str:
+            if r.progress is None:
+                return ""
+            return (f'<progress class="et-run-progress" max="100" value="{r.progress:.0f}">'
+                    f"</progress> <span class=\"et-run-step\">{html.escape(r.progress_text or '')}"
+                    "</span>")
+
         rows = "".join(
             f'<tr class="et-run" data-state="{html.escape(r.state)}"><td>{html.escape(r.stage)}</td>'
             f"<td>{html.escape(r.name)}</td><td><b>{html.escape(r.state)}</b></td>"
-            f"<td>{html.escape(r.message or '')}</td></tr>" for r in self._runs)
+            f"<td>{progress(r)}</td><td>{html.escape(r.message or '')}</td></tr>"
+            for r in self._runs)
         self._runs_pane.object = (f"<table><tr><th>stage</th><th>run</th><th>state</th>"
-                                  f"<th></th></tr>{rows}</table>" if rows else "")
+                                  f"<th>progress</th><th></th></tr>{rows}</table>" if rows else "")
 
     def _figures(self, view: ProjectOverview) -> list:
         c = view.status_counts

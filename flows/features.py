@@ -40,6 +40,7 @@ from ecotaxa_core.features.pipeline import (balanced_chunk_size, check_producer,
                                             recover_interrupted_writes)
 from ecotaxa_core.settings import Settings
 from flows._instance import open_instance, stage_job
+from flows._progress import RunProgress
 from tasks.dask_cluster import dask_client
 from tasks.features import (extract_on_dask, find_pending_objects, refit_deep_pca,
                             threads_per_task, total_threads)
@@ -98,6 +99,7 @@ def features_flow(project_id: int, feature_sets: list[str] = DEFAULT_FEATURE_SET
             if recovered:
                 summary["recovered"] = recovered
             if any(len(ids) for ids, _ in pending.values()):
+                progress = RunProgress("features", logger.info)
                 with dask_client(settings) as client:
                     kwargs = {**extractor_kwargs, "num_threads": threads_per_task(client)}
                     n_slots = total_threads(client)
@@ -107,7 +109,7 @@ def features_flow(project_id: int, feature_sets: list[str] = DEFAULT_FEATURE_SET
                                                          n_slots)
                         summary["feature_sets"][name] = extract_on_dask(
                             client, inst, project_id, extractor, kwargs, ids, paths,
-                            chunk_size, log=logger.info)
+                            chunk_size, progress=progress)
             for name in extractors:
                 summary["feature_sets"].setdefault(name, {"objects": 0, "chunks": 0,
                                                           "seconds": 0.0, "images_per_s": 0.0})

@@ -25,6 +25,7 @@ from ecotaxa_core.learn.learning_set import FeatureSetUnavailable
 from ecotaxa_core.learn.prediction import count_above_threshold, prediction_summary
 from ecotaxa_core.learn.registry import best_model, get_model
 from flows._instance import open_instance, stage_job
+from flows._progress import RunProgress
 from tasks.dask_cluster import dask_client
 from tasks.learn import find_predictable_objects, predict_on_dask
 
@@ -52,7 +53,8 @@ def predict_flow(project_id: int, model_id: Optional[int] = None) -> dict[str, A
         if len(object_ids):
             with dask_client(inst.settings) as client:
                 summary = predict_on_dask(client, inst, project_id, model, object_ids,
-                                          chunk_size, log=logger.info)
+                                          chunk_size,
+                                          progress=RunProgress("predict", logger.info))
         else:
             summary = {**prediction_summary(project_id, model.id, 0, 0, 0, 0.0),
                        "n_chunks": 0, "chunk_size": chunk_size}

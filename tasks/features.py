@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import numpy as np
 from distributed import Client, as_completed
@@ -26,6 +26,7 @@ from ecotaxa_core.features.pca import DEEP_SET, pca_set_of, refit_pca
 from ecotaxa_core.features.pipeline import (append_chunk, compute_chunk, journaled_write,
                                             pending_objects, split_chunks)
 from ecotaxa_core.instance import Instance
+from ecotaxa_core.progress import Progress, report
 
 __all__ = ["find_pending_objects", "append_features", "refit_deep_pca", "compute_on_dask",
            "extract_on_dask", "threads_per_task", "total_threads"]
@@ -118,10 +119,11 @@ def compute_on_dask(client: Client, extractor_name: str, extractor_kwargs: dict[
 def extract_on_dask(client: Client, inst: Instance, project_id: int, extractor: FeatureExtractor,
                     extractor_kwargs: dict[str, Any], object_ids: np.ndarray,
                     paths: Sequence[str], chunk_size: int,
-                    log: Callable[..., None] | None = None) -> dict[str, Any]:
+                    progress: Progress | None = None) -> dict[str, Any]:
     """Compute one feature set's pending rows on Dask and append each chunk as it completes.
 
-    Returns the objects written, the chunks, the seconds and the images per second.
+    ``progress`` hears of the rows written after each chunk. Returns the objects
+    written, the chunks, the seconds and the images per second.
     """
     start = time.perf_counter()
     written = n_chunks = 0
@@ -129,8 +131,7 @@ def extract_on_dask(client: Client, inst: Instance, project_id: int, extractor: 
                                            object_ids, paths, chunk_size):
         written += append_features(inst, project_id, extractor, chunk_ids, rows)
         n_chunks += 1
-        if log is not None:
-            log("%s: %d / %d objects", extractor.name, written, len(object_ids))
+        report(progress, f"objects ({extractor.name})", written, len(object_ids))
     seconds = time.perf_counter() - start
     return {"objects": written, "chunks": n_chunks, "seconds": round(seconds, 3),
             "images_per_s": round(written / seconds, 1) if written and seconds > 0 else 0.0}

@@ -10,7 +10,7 @@ transaction per chunk, as the chunks complete.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 from distributed import Client, as_completed
@@ -24,6 +24,7 @@ from ecotaxa_core.learn.prediction import (predict_chunk_batch, predictable_obje
                                            prediction_summary, write_predictions)
 from ecotaxa_core.learn.training import train_model
 from ecotaxa_core.learn.training_settings import TrainingSettings
+from ecotaxa_core.progress import Progress, report
 
 __all__ = ["train_model_task", "find_predictable_objects", "write_predictions_task",
            "predict_on_dask"]
@@ -54,8 +55,9 @@ def write_predictions_task(inst: Instance, project_id: int,
 
 def predict_on_dask(client: Client, inst: Instance, project_id: int, model: TrainedModel,
                     object_ids: np.ndarray, chunk_size: int,
-                    log: Callable[..., None] | None = None) -> dict[str, Any]:
-    """Predict ``object_ids`` in chunks on Dask; write each chunk as it completes.
+                    progress: Progress | None = None) -> dict[str, Any]:
+    """Predict ``object_ids`` in chunks on Dask; write each chunk as it completes
+    (``progress`` hears of the objects written after each).
 
     If a chunk fails, the chunks not yet written are cancelled; those already
     written keep their new predictions, the others their old state.
@@ -73,9 +75,7 @@ def predict_on_dask(client: Client, inst: Instance, project_id: int, model: Trai
             n_predicted += len(predictions)
             n_written += write_predictions_task(inst, project_id, predictions, model.id)
             n_done += 1
-            if log is not None:
-                log("chunk %d / %d written: %d objects predicted so far", n_done, len(futures),
-                    n_written)
+            report(progress, "objects", n_written, len(object_ids))
     finally:
         if n_done < len(futures):
             client.cancel(futures)

@@ -199,6 +199,18 @@ def test_features_flow_computes_only_new_objects(sqlite_instance, ndsb_subset, p
         jobs = s.scalars(select(Job).where(Job.kind == "features").order_by(Job.id)).all()
     assert [j.state for j in jobs] == ["done"] * 3 and jobs[-1].result == summary
 
+    # The first run published each feature set's progress as a Prefect artifact.
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[jobs[0].flow_run_id])))
+    finals = {a.description.split(" (1")[0] for a in artifacts
+              if a.type == "progress" and a.data == 100.0}
+    assert finals == {"16 of 16 objects (morpho)", f"16 of 16 objects ({DEEP_SET})"}
+    assert {a.key for a in artifacts if a.type == "progress"} == {"features-progress"}
+
 
 def test_features_flow_refuses_unknown_sets(prefect_server):
     from flows.features import features_flow

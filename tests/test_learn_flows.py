@@ -62,6 +62,13 @@ def test_train_then_predict_flows(flow_env):
         assert [(j.kind, j.state) for j in jobs] == [("train", "done"), ("predict", "done")]
         assert get_model(s, trained["best"]).project_id == sp.project_id
 
+    # The run published its progress (a Prefect artifact), as the project page reads it.
+    from dashboards.flow_runs import StartedRun, run_states
+
+    [run] = run_states([StartedRun(jobs[1].flow_run_id, "predict run", "predict", "Running")])
+    assert run.state == "Completed" and run.progress == 100.0
+    assert run.progress_text.startswith("23 of 23 objects (100 %), ")
+
 
 def test_train_flow_skips_kinds_without_features_and_predict_flow_takes_a_model(flow_env):
     from flows.predict import predict_flow
