@@ -17,12 +17,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from uuid import UUID
 
+from ecotaxa_core.db.models import User
+from ecotaxa_core.import_inbox import inbox_entry
 from ecotaxa_core.instance import Instance
 from ecotaxa_core.rights import require_stage
 
 __all__ = ["StartedRun", "start_stage", "run_states", "STAGES"]
 
-STAGES = ("features", "train", "predict", "export")
+STAGES = ("features", "train", "predict", "export")  # one button each; "import" has its form
+IMPORT_MODES = ("add", "update_metadata", "update_all")
 
 
 @dataclass(frozen=True)
@@ -37,14 +40,28 @@ class StartedRun:
     progress_text: str | None = None  # "1,200 of 5,000 objects (24 %), 210 per s, ..."
 
 
-def start_stage(instance: Instance, user_id: int, project_id: int, stage: str) -> StartedRun:
-    """Start ``stage`` on the project through its Prefect deployment; returns the new run."""
+def start_stage(instance: Instance, user_id: int, project_id: int, stage: str, *,
+                inbox_name: str | None = None, mode: str = "add",
+                create_missing_taxa: bool = False) -> StartedRun:
+    """Start ``stage`` on the project through its Prefect deployment; returns the new run.
+
+    ``import`` takes an entry of the import inbox (``inbox_name``, see
+    :mod:`ecotaxa_core.import_inbox`), its ``mode`` and whether unknown
+    categories are created; the user is recorded as the importer.
+    """
     from prefect.deployments import run_deployment
 
     with instance.sessions() as session:
         require_stage(session, user_id, project_id, stage)
-    parameters = {"project_id": int(project_id)}
-    if stage == "export":
+        email = session.get(User, int(user_id)).email
+    parameters: dict = {"project_id": int(project_id)}
+    if stage == "import":
+        if mode not in IMPORT_MODES:
+            raise ValueError(f"unknown import mode {mode!r}; use one of {', '.join(IMPORT_MODES)}")
+        path = inbox_entry(instance.settings.imports_dir, inbox_name or "")
+        parameters.update(path=str(path), mode=mode, user_email=email,
+                          create_missing_taxa=bool(create_missing_taxa))
+    elif stage == "export":
         parameters["out_dir"] = str(
             (instance.settings.exports_dir / f"project_{int(project_id)}").resolve())
     run = run_deployment(f"{stage}/{stage}", parameters=parameters, timeout=0,

@@ -14,8 +14,9 @@ import panel as pn
 from bokeh.models import ColumnDataSource, HoverTool
 from bokeh.plotting import figure
 
-from dashboards.flow_runs import STAGES, StartedRun, run_states, start_stage
+from dashboards.flow_runs import IMPORT_MODES, STAGES, StartedRun, run_states, start_stage
 from ecotaxa_core.errors import EcoTaxaError
+from ecotaxa_core.import_inbox import inbox_entries
 from ecotaxa_core.instance import Instance
 from ecotaxa_core.project_overview import SCORE_BINS, ProjectOverview, project_overview
 
@@ -49,10 +50,13 @@ class ProjectPage(pn.viewable.Viewer):
                                     models_dir=self._instance.models_dir)
         self._body.objects = self._figures(view)
 
-    def start(self, stage: str) -> StartedRun | None:
-        """Start a stage (a button); the run joins the list below the buttons."""
+    def start(self, stage: str, **options) -> StartedRun | None:
+        """Start a stage (a button); the run joins the list below the buttons.
+
+        ``options`` are the import's (:func:`~dashboards.flow_runs.start_stage`).
+        """
         try:
-            run = start_stage(self._instance, self._user_id, self._project_id, stage)
+            run = start_stage(self._instance, self._user_id, self._project_id, stage, **options)
         except (EcoTaxaError, ValueError) as error:
             self._say(f"{stage} not started: {error}", "danger")
             return None
@@ -123,8 +127,27 @@ class ProjectPage(pn.viewable.Viewer):
             buttons.append(b)
         plots = pn.Row(self._category_plot(view), self._sample_plot(view),
                        self._score_plot(view), sizing_mode="stretch_width")
-        return [head, pn.Row(*buttons), self._message, self._runs_pane, plots,
-                self._models(view)]
+        return [head, self._import_form(), pn.Row(*buttons), self._message, self._runs_pane,
+                plots, self._models(view)]
+
+    def _import_form(self) -> pn.viewable.Viewable:
+        """Import one entry of the instance's import inbox (home/imports) into the project."""
+        inbox = self._instance.settings.imports_dir
+        entries = inbox_entries(inbox)
+        entry = pn.widgets.Select(name="Import from the inbox", options=entries, width=260,
+                                  css_classes=["et-import-entry"],
+                                  disabled=not entries)
+        mode = pn.widgets.Select(name="Mode", options=list(IMPORT_MODES), width=150,
+                                 css_classes=["et-import-mode"])
+        create = pn.widgets.Checkbox(name="Create missing categories",
+                                     css_classes=["et-import-create-taxa"], align="end")
+        button = pn.widgets.Button(label="Start import", css_classes=["et-start-import"],
+                                   width=120, align="end", disabled=not entries)
+        button.on_click(lambda _e: self.start("import", inbox_name=entry.value, mode=mode.value,
+                                              create_missing_taxa=create.value))
+        hint = pn.pane.Markdown(f"Bundles (folders or .zip) put in `{inbox}` are listed here."
+                                if not entries else "", css_classes=["et-import-hint"])
+        return pn.Row(entry, mode, create, button, hint, sizing_mode="stretch_width")
 
     @staticmethod
     def _stacked(names: list[str], columns: dict[str, list[int]], title: str):

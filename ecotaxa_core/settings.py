@@ -112,11 +112,16 @@ class Settings(BaseSettings):
         return self.home / "exports"
 
     @property
+    def imports_dir(self) -> Path:
+        """The import inbox: folders and zip files put here can be imported from the dashboard."""
+        return self.home / "imports"
+
+    @property
     def work_dir(self) -> Path:
         """Scratch space for imports (unzipped bundles) and staging."""
         return self.home / "work"
 
     def ensure_dirs(self) -> None:
         for d in (self.home, self.vault_dir, self.feature_store_dir, self.models_dir,
-                  self.exports_dir, self.work_dir):
+                  self.exports_dir, self.imports_dir, self.work_dir):
             d.mkdir(parents=True, exist_ok=True)
