@@ -29,6 +29,7 @@ DETAIL_CSS = """
     width: auto; height: auto; min-width: min(60vw, 60vh); max-width: 90vw; max-height: 90vh;
     object-fit: contain; cursor: zoom-out; border: 1px solid #8aa4c8;
     box-shadow: 0 0 0 100vmax rgba(0, 0, 0, .55); }
+.et-detail-original { display: block; font-size: 11px; margin: 0 0 6px; }
 .et-map { display: block; width: 100%; height: auto; background: #eaf2fb;
           border: 1px solid #c9d6e6; border-radius: 3px; }
 .et-map-sample { fill: #5d6b7a; fill-opacity: .7; }

@@ -200,8 +200,11 @@ class ProjectPage(pn.viewable.Viewer):
         def pct(v):
             return f"{100 * v:.1f} %" if isinstance(v, (int, float)) else ""
 
+        def mark(m) -> str:
+            return " (predicting)" if m["id"] == view.predicting_model_id else ""
+
         rows = "".join(
-            f"<tr><td>#{m['id']}</td><td>{html.escape(m['name'])}</td>"
+            f"<tr><td>#{m['id']}{mark(m)}</td><td>{html.escape(m['name'])}</td>"
             f"<td>{html.escape(m['kind'])}</td><td>{html.escape(m['created_at'] or '')[:16]}</td>"
             f"<td>{pct(m.get('accuracy'))}</td><td>{pct(m.get('balanced_accuracy'))}</td>"
             f"<td>{pct(m.get('plankton_precision'))}</td><td>{pct(m.get('plankton_recall'))}</td>"
@@ -211,10 +214,21 @@ class ProjectPage(pn.viewable.Viewer):
             "<th>kind</th><th>created</th><th>accuracy</th><th>balanced</th>"
             f"<th>plankton precision</th><th>plankton recall</th></tr>{rows}</table>",
             sizing_mode="stretch_width")
-        newest = view.models[0]["id"]
-        plot = view.confusion_plots.get(newest)
-        return pn.Column(table, pn.pane.PNG(str(plot), width=520, css_classes=["et-confusion"])
-                         if plot else pn.pane.Markdown("(no confusion matrix plot)"))
+        # The confusion matrix of the model behind the predictions (else the newest); any other
+        # on demand.
+        choices = {f"#{m['id']}{mark(m)} {m['name']}": m["id"] for m in view.models
+                   if m["id"] in view.confusion_plots}
+        if not choices:
+            return pn.Column(table, pn.pane.Markdown("(no confusion matrix plot)"))
+        first = (view.predicting_model_id if view.predicting_model_id in choices.values()
+                 else next(iter(choices.values())))
+        which = pn.widgets.Select(name="Confusion matrix of", options=choices, value=first,
+                                  width=520, css_classes=["et-confusion-model"])
+        plot = pn.pane.PNG(str(view.confusion_plots[first]), width=520,
+                           css_classes=["et-confusion"])
+        which.param.watch(lambda e: setattr(plot, "object", str(view.confusion_plots[e.new])),
+                          "value")
+        return pn.Column(table, which, plot)
 
     def __panel__(self):
         return self._body

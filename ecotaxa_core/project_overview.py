@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from ecotaxa_core.db.models import Object, ObjectStatus, Project, Sample
 from ecotaxa_core.learn.registry import CONFUSION_PNG, list_model_summaries
+from ecotaxa_core.learn.thresholds import current_prediction_model
 from ecotaxa_core.queries import category_counts
 from ecotaxa_core.rights import Action, require
 
@@ -47,6 +48,7 @@ class ProjectOverview:
     score_histograms: dict[str, list[int]] = field(default_factory=dict)
     models: list[dict[str, Any]] = field(default_factory=list)  # registry summaries, newest first
     confusion_plots: dict[int, Path] = field(default_factory=dict)  # model id -> PNG
+    predicting_model_id: int | None = None  # the model behind most current predictions
 
     @property
     def percent_validated(self) -> float:
@@ -91,7 +93,9 @@ def project_overview(session: Session, project_id: int, user_id: int,
                                     .group_by(bin_)):
             counts[min(SCORE_BINS - 1, max(0, int(b)))] += int(n)  # a score of 1: last bin
         histograms[status] = counts
-    models = list_model_summaries(session, pid)[:max_models]
+    predicting = current_prediction_model(session, pid)
+    models = list_model_summaries(session, pid)
+    models = [m for k, m in enumerate(models) if k < max_models or m["id"] == predicting]
     plots = {}
     if models_dir is not None:
         for m in models:
@@ -100,7 +104,8 @@ def project_overview(session: Session, project_id: int, user_id: int,
                 plots[m["id"]] = png
     return ProjectOverview(project_id=pid, title=project.title, instrument=project.instrument,
                            status_counts=status_counts, categories=categories, samples=samples,
-                           score_histograms=histograms, models=models, confusion_plots=plots)
+                           score_histograms=histograms, models=models, confusion_plots=plots,
+                           predicting_model_id=predicting)
 
 
 def _score_bin(dialect: str):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import panel as pn
 import pytest
 from sqlalchemy import select
 
@@ -53,3 +54,28 @@ def test_counts_samples_score_histograms_and_trainings(instance):
     assert view.score_histograms["validated"] == [0] * SCORE_BINS  # validation clears scores
     assert [m["id"] for m in view.models] == [model.id]
     assert view.confusion_plots[model.id].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    # A newer training that predicted nothing: the page still knows which model predicts,
+    # and keeps it listed even beyond the list's length.
+    newer = train_model(instance, sp.project_id, "deep_logreg", feature_sets=["morpho"])
+    with instance.sessions() as s:
+        view = project_overview(s, sp.project_id, visitor, models_dir=instance.models_dir,
+                                max_models=1)
+    assert [m["id"] for m in view.models] == [newer.id, model.id]
+    assert view.predicting_model_id == model.id
+
+    from dashboards.project_page import ProjectPage
+
+    (instance.settings.imports_dir / "cruise_9").mkdir(parents=True)  # the import inbox
+    page = ProjectPage(instance, visitor, sp.project_id, poll_ms=0)
+    [entry] = [w for w in page.__panel__().select(pn.widgets.Select)
+               if "et-import-entry" in w.css_classes]
+    assert entry.options == ["cruise_9"] and entry.value == "cruise_9"
+    [which] = [w for w in page.__panel__().select(pn.widgets.Select)
+               if "et-confusion-model" in w.css_classes]
+    assert which.value == model.id and "(predicting)" in next(
+        k for k, v in which.options.items() if v == model.id)
+    [plot] = page.__panel__().select(pn.pane.PNG)
+    assert plot.object == str(view.confusion_plots[model.id])
+    which.value = newer.id
+    assert plot.object == str(view.confusion_plots[newer.id])
