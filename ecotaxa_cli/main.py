@@ -19,6 +19,7 @@ from ecotaxa_cli import import_commands  # noqa: F401  (import, jobs, import-rec
 from ecotaxa_cli import learn_commands  # noqa: F401  (features ... train, predict)
 from ecotaxa_cli import export_commands  # noqa: F401  (export, summary, dwca)
 from ecotaxa_cli import taxonomy_commands  # noqa: F401  (taxonomy ...)
+from ecotaxa_cli import stack_commands  # noqa: F401  (up, down, status)
 from ecotaxa_cli.common import JsonOpt, app, emit, fail, load_settings
 from ecotaxa_core.errors import EcoTaxaError
 

@@ -77,6 +77,13 @@ class Settings(BaseSettings):
     )
     dashboard_port: int = Field(default=5006, ge=1, le=65535)
     dashboard_address: str = Field(default="127.0.0.1")
+    # `ecotaxa up`: the services it starts on this machine (bound to 127.0.0.1).
+    prefect_port: int = Field(default=4200, ge=1, le=65535,
+                              description="Port of the Prefect server `ecotaxa up` starts.")
+    dask_scheduler_port: int = Field(default=8786, ge=1, le=65535,
+                                     description="Port of the Dask scheduler `ecotaxa up` starts.")
+    dask_dashboard_port: int = Field(default=8787, ge=1, le=65535,
+                                     description="Port of that scheduler's diagnostics page.")
 
     @field_validator("deep_views")
     @classmethod
@@ -115,6 +122,11 @@ class Settings(BaseSettings):
     def imports_dir(self) -> Path:
         """The import inbox: folders and zip files put here can be imported from the dashboard."""
         return self.home / "imports"
+
+    @property
+    def logs_dir(self) -> Path:
+        """Logs of the services `ecotaxa up` starts, one file each."""
+        return self.home / "logs"
 
     @property
     def work_dir(self) -> Path:

@@ -1,0 +1,105 @@
+"""`ecotaxa up`, `status`, `down`: the whole stack on this machine, for real.
+
+A Prefect server, a Dask scheduler with a worker, the deployments' runner and
+the dashboard start as processes; a stage is triggered by the Prefect REST API
+and run by the runner on the scheduler; `down` leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+from conftest import ADMIN_EMAIL, _free_port
+
+pytestmark = pytest.mark.slow
+ECOTAXA = str(Path(sys.executable).with_name("ecotaxa"))
+
+
+def _post(url: str, body: dict) -> dict:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def _get(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def test_up_runs_a_stage_triggered_by_the_rest_api_then_down(sqlite_instance, ndsb_subset):
+    from ecotaxa_core.importer import import_path
+    from ecotaxa_core.projects import create_project
+    from ecotaxa_core.users import get_user_by_email
+
+    inst = sqlite_instance
+    with inst.sessions.begin() as s:
+        pid = create_project(s, "stack").id
+        admin = get_user_by_email(s, ADMIN_EMAIL).id
+    import_path(inst, pid, ndsb_subset, user_id=admin, create_missing_taxa=True)
+    env = {**os.environ, "ECOTAXA_HOME": str(inst.settings.home),
+           "ECOTAXA_DATABASE_URL": inst.settings.database_url,
+           "ECOTAXA_PREFECT_PORT": str(_free_port()),
+           "ECOTAXA_DASK_SCHEDULER_PORT": str(_free_port()),
+           "ECOTAXA_DASK_DASHBOARD_PORT": str(_free_port()),
+           "ECOTAXA_DASHBOARD_PORT": str(_free_port()),
+           "ECOTAXA_DASK_N_WORKERS": "1", "ECOTAXA_DASK_THREADS_PER_WORKER": "2",
+           "PREFECT_RUNNER_POLL_FREQUENCY": "2", "PREFECT_LOGGING_LEVEL": "INFO"}
+    for key in ("PREFECT_API_URL", "PREFECT_HOME", "ECOTAXA_DASK_SCHEDULER_ADDRESS"):
+        env.pop(key, None)
+
+    def ecotaxa(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([ECOTAXA, *args], env=env, capture_output=True, text=True,
+                              timeout=400)
+
+    started = ecotaxa("up", "--json")
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        state = json.loads(started.stdout)
+        urls = state["urls"]
+        pids = [e["pid"] for e in state["services"].values()]
+        assert all(u.startswith(("http://127.0.0.1", "tcp://127.0.0.1")) for u in urls.values())
+        again = ecotaxa("up")
+        assert again.returncode == 1 and "already up" in again.stderr
+
+        status = json.loads(ecotaxa("status", "--json").stdout)
+        assert status["up"] and status["database"] == inst.settings.database_url
+        doing = {n: s["doing"] for n, s in status["services"].items()}
+        assert doing["dask-scheduler"].startswith("1 workers, 2 threads")
+        assert doing["runner"].startswith("serving") and doing["dashboard"] == "answering"
+        with urllib.request.urlopen(urls["dashboard"], timeout=10) as page:
+            assert page.status == 200
+        for name in ("prefect", "dask-scheduler", "dask-workers", "runner", "dashboard"):
+            assert (inst.settings.logs_dir / f"{name}.log").is_file()
+
+        # The REST call the README gives: the deployment by name, then a run of it.
+        api = urls["prefect"]
+        deployment = _get(f"{api}/deployments/name/features/features")
+        run = _post(f"{api}/deployments/{deployment['id']}/create_flow_run",
+                    {"parameters": {"project_id": pid, "feature_sets": ["morpho"]}})
+        deadline = time.monotonic() + 300
+        while True:
+            state_now = _get(f"{api}/flow_runs/{run['id']}")["state"]
+            if state_now["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+                break
+            assert time.monotonic() < deadline, f"the run is still {state_now['name']}"
+            time.sleep(2)
+        assert state_now["type"] == "COMPLETED", state_now
+        assert inst.features.n_rows(pid, "morpho") == 240  # every imported object
+    finally:
+        stopped = ecotaxa("down", "--json")
+    assert stopped.returncode == 0 and set(json.loads(stopped.stdout)["services"].values()) <= {
+        "stopped", "killed"}
+    assert not [p for p in pids if psutil.pid_exists(p)
+                and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    after = ecotaxa("status", "--json")
+    assert after.returncode == 3 and not json.loads(after.stdout)["up"]
