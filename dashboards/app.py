@@ -6,6 +6,7 @@ image vault, served as static files under ``/vault``.
 
 from __future__ import annotations
 
+import time
 from functools import partial
 from pathlib import Path
 from urllib.parse import urlencode
@@ -31,16 +32,37 @@ _HEADER_STYLES = {"background": "#1f3b5c", "color": "#fff", "padding": "0 12px"}
 
 
 def create_app(instance: Instance, *, vault_url: str = f"/{VAULT_ROUTE}") -> pn.viewable.Viewable:
-    """The page of one browser session: the sign-in form, then the validation page."""
+    """The page of one browser session: the sign-in form, then the validation page.
+
+    A sign-in lasts ``ECOTAXA_DASHBOARD_SESSION_MINUTES``; then the page goes back
+    to the sign-in form (checked every minute, or more often for short sessions).
+    """
     body = pn.Column(sizing_mode="stretch_width")
     user_box = pn.Row(align="center")
+    lifetime_s = 60.0 * instance.settings.dashboard_session_minutes
+    session = {"expires": None, "watch": None}
 
-    def show_sign_in(_event=None) -> None:
+    def show_sign_in(_event=None, notice: str = "") -> None:
+        session["expires"] = None
+        if session["watch"] is not None:
+            session["watch"].stop()
+            session["watch"] = None
         user_box.objects = []
         form = SignInForm(partial(check_credentials, instance), show_validation)
-        body.objects = [pn.Row(pn.HSpacer(), form, pn.HSpacer(), sizing_mode="stretch_width")]
+        said = [pn.pane.Alert(notice, alert_type="warning", css_classes=["et-session-expired"],
+                              width=300)] if notice else []
+        body.objects = [pn.Row(pn.HSpacer(), pn.Column(*said, form), pn.HSpacer(),
+                               sizing_mode="stretch_width")]
+
+    def expire_if_due() -> None:
+        if session["expires"] is not None and time.monotonic() >= session["expires"]:
+            show_sign_in(notice="Your session expired: sign in again.")
 
     def show_validation(user: SignedInUser) -> None:
+        session["expires"] = time.monotonic() + lifetime_s
+        if pn.state.curdoc is not None and pn.state.curdoc.session_context:
+            session["watch"] = pn.state.add_periodic_callback(
+                expire_if_due, period=int(1000 * min(60.0, max(1.0, lifetime_s / 3))))
         sign_out = pn.widgets.Button(label="Sign out", css_classes=["et-sign-out"], width=90,
                                      align="center")
         sign_out.on_click(show_sign_in)

@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     )
     dashboard_port: int = Field(default=5006, ge=1, le=65535)
     dashboard_address: str = Field(default="127.0.0.1")
+    dashboard_session_minutes: float = Field(
+        default=720.0, gt=0, description="A dashboard sign-in lasts this long; then the page "
+                                         "asks for the password again.")
     # `ecotaxa up`: the services it starts on this machine (bound to 127.0.0.1).
     prefect_port: int = Field(default=4200, ge=1, le=65535,
                               description="Port of the Prefect server `ecotaxa up` starts.")

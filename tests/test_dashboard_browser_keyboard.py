@@ -385,3 +385,26 @@ def test_zoom_scale_bars_and_drag_selection(project):
     changed = {o for o in after if after[o] != before[o]}
     assert {vp.objects[o] for o in changed} == set(chosen)
     assert all(after[o][0] == "validated" and after[o][2] == users["ann"] for o in changed)
+
+
+def test_a_sign_in_expires(project):
+    """After ECOTAXA_DASHBOARD_SESSION_MINUTES the page asks for the password again."""
+    from playwright.sync_api import expect, sync_playwright
+
+    inst, vp, users = project
+    settings = inst.settings.model_copy(update={"dashboard_session_minutes": 0.05})  # 3 s
+    with _dashboard(settings) as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 900})
+            page.set_default_timeout(20_000)
+            _sign_in(page, url, "ann@example.org")
+            expect(page.locator(".et-user")).to_contain_text("Ann")
+            expect(page.locator(".et-session-expired")).to_contain_text(
+                "Your session expired", timeout=15_000)
+            expect(page.locator(".et-thumb")).to_have_count(0)
+            expect(page.locator(".et-user")).to_have_count(0)
+            _sign_in(page, url, "ann@example.org")  # a new sign-in starts a new session
+            expect(page.locator(".et-thumb")).to_have_count(12)
+        finally:
+            browser.close()
