@@ -19,11 +19,18 @@ it is checked, not started). What runs is recorded in ``$ECOTAXA_HOME/run/stack.
 one of ours); ``status`` reads it and asks each service what it is doing;
 ``down`` stops them in reverse order (SIGTERM to the group, SIGKILL after a
 grace period). Everything binds to 127.0.0.1, except the dashboard, which
-binds to ``ECOTAXA_DASHBOARD_ADDRESS``.
+binds to ``ECOTAXA_DASHBOARD_ADDRESS`` (and always asks for a sign-in), and
+the Prefect server, which binds to ``ECOTAXA_PREFECT_ADDRESS``: any other
+address than the loopback is refused unless Prefect's own
+``PREFECT_SERVER_API_AUTH_STRING`` protects the API (the services started get
+it as ``PREFECT_API_AUTH_STRING``). The Dask scheduler never leaves the
+loopback: it runs whatever it is sent; a cluster spread over hosts is one of
+your own with TLS, given as ``ECOTAXA_DASK_SCHEDULER_ADDRESS``.
 """
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -46,6 +53,7 @@ __all__ = ["StackError", "stack_up", "stack_down", "stack_status", "SERVICES"]
 
 SERVICES = ("prefect", "dask-scheduler", "dask-workers", "runner", "dashboard")
 _LOCAL = "127.0.0.1"
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
 class StackError(EcoTaxaError):
@@ -73,9 +81,19 @@ def _urls(settings: Settings) -> dict[str, str]:
             "dashboard": f"http://{host}:{settings.dashboard_port}/"}
 
 
+def _auth_headers() -> dict[str, str]:
+    """Basic auth for a Prefect API protected by an auth string (``user:password``)."""
+    secret = (os.environ.get("PREFECT_API_AUTH_STRING")
+              or os.environ.get("PREFECT_SERVER_API_AUTH_STRING"))
+    if not secret:
+        return {}
+    return {"Authorization": "Basic " + base64.b64encode(secret.encode()).decode()}
+
+
 def _answers(url: str, timeout: float = 2.0) -> bool:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        request = urllib.request.Request(url, headers=_auth_headers())
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             return 200 <= response.status < 400
     except (urllib.error.URLError, OSError, ValueError):
         return False
@@ -89,7 +107,8 @@ def _port_open(port: int) -> bool:
 
 def _api_post(api: str, path: str, body: dict) -> Any:
     request = urllib.request.Request(f"{api}{path}", data=json.dumps(body).encode(),
-                                     headers={"Content-Type": "application/json"},
+                                     headers={"Content-Type": "application/json",
+                                              **_auth_headers()},
                                      method="POST")
     with urllib.request.urlopen(request, timeout=5) as response:
         return json.loads(response.read())
@@ -106,7 +125,8 @@ def _services(settings: Settings) -> list[_Service]:
     urls = _urls(settings)
     python = sys.executable
     return [
-        _Service("prefect", [_bin("prefect"), "server", "start", "--host", _LOCAL,
+        _Service("prefect", [_bin("prefect"), "server", "start",
+                             "--host", settings.prefect_address,
                              "--port", str(settings.prefect_port), "--analytics-off"],
                  urls["prefect"], lambda: _answers(urls["prefect"] + "/health")),
         _Service("dask-scheduler", [_bin("dask"), "scheduler", "--host", _LOCAL,
@@ -170,7 +190,17 @@ def _env(settings: Settings) -> dict[str, str]:
            "PYTHONPATH": os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[1]),
                                                        os.environ.get("PYTHONPATH")]))}
     env.pop("PREFECT_SERVER_DATABASE_CONNECTION_URL", None)
+    if env.get("PREFECT_SERVER_API_AUTH_STRING"):
+        env["PREFECT_API_AUTH_STRING"] = env["PREFECT_SERVER_API_AUTH_STRING"]
     return env
+
+
+def _check_exposure(settings: Settings) -> None:
+    if settings.prefect_address not in _LOOPBACK \
+            and not os.environ.get("PREFECT_SERVER_API_AUTH_STRING"):
+        raise StackError(f"the Prefect API would listen on {settings.prefect_address} without "
+                         "protection: set PREFECT_SERVER_API_AUTH_STRING (user:password), or "
+                         "keep ECOTAXA_PREFECT_ADDRESS=127.0.0.1")
 
 
 def _check_database(settings: Settings) -> str:
@@ -195,6 +225,7 @@ def stack_up(settings: Settings, *, timeout_s: float = 180.0) -> dict[str, Any]:
     if running:
         raise StackError(f"the stack is already up ({', '.join(running)}): "
                          "`ecotaxa status` says more, `ecotaxa down` stops it")
+    _check_exposure(settings)
     database = _check_database(settings)
     for name, port in (("Prefect", settings.prefect_port),
                        ("Dask scheduler", settings.dask_scheduler_port),

@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     # `ecotaxa up`: the services it starts on this machine (bound to 127.0.0.1).
     prefect_port: int = Field(default=4200, ge=1, le=65535,
                               description="Port of the Prefect server `ecotaxa up` starts.")
+    prefect_address: str = Field(
+        default="127.0.0.1", description="Address that Prefect server binds to; any other than "
+                                         "the loopback needs PREFECT_SERVER_API_AUTH_STRING.")
     dask_scheduler_port: int = Field(default=8786, ge=1, le=65535,
                                      description="Port of the Dask scheduler `ecotaxa up` starts.")
     dask_dashboard_port: int = Field(default=8787, ge=1, le=65535,

@@ -7,8 +7,10 @@ and run by the runner on the scheduler; `down` leaves no process behind.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import urllib.error
 import subprocess
 import sys
 import time
@@ -24,19 +26,35 @@ pytestmark = pytest.mark.slow
 ECOTAXA = str(Path(sys.executable).with_name("ecotaxa"))
 
 
+AUTH = {"Authorization": "Basic " + base64.b64encode(b"ops:s3cret-pw").decode()}
+
+
 def _post(url: str, body: dict) -> dict:
     request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
+                                     headers={"Content-Type": "application/json", **AUTH})
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read())
 
 
-def _get(url: str) -> dict:
-    with urllib.request.urlopen(url, timeout=10) as response:
+def _get(url: str, headers: dict | None = None) -> dict:
+    request = urllib.request.Request(url, headers=AUTH if headers is None else headers)
+    with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read())
 
 
+def test_an_exposed_prefect_api_without_an_auth_string_is_refused(tmp_path, monkeypatch):
+    from ecotaxa_cli.stack import StackError, stack_up
+    from ecotaxa_core.settings import Settings
+
+    monkeypatch.delenv("PREFECT_SERVER_API_AUTH_STRING", raising=False)
+    with pytest.raises(StackError, match="PREFECT_SERVER_API_AUTH_STRING"):
+        stack_up(Settings(home=tmp_path, prefect_address="0.0.0.0"))
+    assert not (tmp_path / "run" / "stack.json").exists()
+
+
 def test_up_runs_a_stage_triggered_by_the_rest_api_then_down(sqlite_instance, ndsb_subset):
+    """The Prefect API is exposed (0.0.0.0) behind an auth string: calls without it are
+    refused; the runner and the dashboard, started by `up`, have it."""
     from ecotaxa_core.importer import import_path
     from ecotaxa_core.projects import create_project
     from ecotaxa_core.users import get_user_by_email
@@ -53,8 +71,10 @@ def test_up_runs_a_stage_triggered_by_the_rest_api_then_down(sqlite_instance, nd
            "ECOTAXA_DASK_DASHBOARD_PORT": str(_free_port()),
            "ECOTAXA_DASHBOARD_PORT": str(_free_port()),
            "ECOTAXA_DASK_N_WORKERS": "1", "ECOTAXA_DASK_THREADS_PER_WORKER": "2",
-           "PREFECT_RUNNER_POLL_FREQUENCY": "2", "PREFECT_LOGGING_LEVEL": "INFO"}
-    for key in ("PREFECT_API_URL", "PREFECT_HOME", "ECOTAXA_DASK_SCHEDULER_ADDRESS"):
+           "PREFECT_RUNNER_POLL_FREQUENCY": "2", "PREFECT_LOGGING_LEVEL": "INFO",
+           "ECOTAXA_PREFECT_ADDRESS": "0.0.0.0", "PREFECT_SERVER_API_AUTH_STRING": "ops:s3cret-pw"}
+    for key in ("PREFECT_API_URL", "PREFECT_HOME", "ECOTAXA_DASK_SCHEDULER_ADDRESS",
+                "PREFECT_API_AUTH_STRING"):
         env.pop(key, None)
 
     def ecotaxa(*args: str) -> subprocess.CompletedProcess:
@@ -83,6 +103,9 @@ def test_up_runs_a_stage_triggered_by_the_rest_api_then_down(sqlite_instance, nd
 
         # The REST call the README gives: the deployment by name, then a run of it.
         api = urls["prefect"]
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            _get(f"{api}/deployments/name/features/features", headers={})
+        assert refused.value.code == 401
         deployment = _get(f"{api}/deployments/name/features/features")
         run = _post(f"{api}/deployments/{deployment['id']}/create_flow_run",
                     {"parameters": {"project_id": pid, "feature_sets": ["morpho"]}})
