@@ -100,6 +100,20 @@ def sqlite_instance(tmp_path):
 
 
 @pytest.fixture
+def pg_instance(tmp_path, pg_available):
+    """An initialised instance on PostgreSQL only (tests of the scaled-out stack)."""
+    if not pg_available:
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_URL}")
+        pytest.skip(f"PostgreSQL is not reachable at {PG_ADMIN_URL}")
+    name, url = _create_pg_database()
+    inst = _make_instance(tmp_path / "home", url)
+    yield inst
+    inst.close()
+    _drop_pg_database(name)
+
+
+@pytest.fixture
 def admin(instance):
     from ecotaxa_core.users import get_user_by_email
 
