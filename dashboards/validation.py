@@ -13,6 +13,7 @@ import math
 
 import panel as pn
 import param
+from sqlalchemy.exc import OperationalError
 
 from dashboards.components import CategoryTree, TaxonPicker, ThumbnailGrid
 from dashboards.object_detail_view import DETAIL_CSS, detail_html
@@ -81,6 +82,13 @@ def grid_item(row: ObjectRow, src: str | None) -> dict:
     width, height = row.image_size or (None, None)
     return dict(id=row.id, orig_id=row.orig_id, status=row.status, category=row.category,
                 score=row.score, annotator=row.annotator, src=src, width=width, height=height)
+
+
+def _lost(error: OperationalError) -> str:
+    """What to tell a validator whose change met a database that went away."""
+    first = str(error.orig or error).strip().splitlines()[0][:160]
+    return (f"the database did not answer ({first}); your selection is kept, "
+            "press the key again")
 
 
 def _plural(n: int, word: str = "object") -> str:
@@ -617,6 +625,9 @@ class ValidationState(param.Parameterized):
         except EcoTaxaError as error:
             self._say(f"Nothing undone: {error}", "danger")
             return 0
+        except OperationalError as error:
+            self._say(f"Nothing undone: {_lost(error)}", "danger")
+            return 0
         if result.changed_at is None:
             self._say("Nothing to undo.", "info")
             return 0
@@ -658,6 +669,9 @@ class ValidationState(param.Parameterized):
                 n = change(session, ids)
         except EcoTaxaError as error:
             self._say(f"Nothing changed: {error}", "danger")
+            return 0
+        except OperationalError as error:  # the transaction died with the connection
+            self._say(f"Nothing changed: {_lost(error)}", "danger")
             return 0
         self._load_categories()
         self.selected = []

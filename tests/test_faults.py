@@ -1,0 +1,57 @@
+"""Faults met by a running instance: a database connection that dies during a validation."""
+
+from __future__ import annotations
+
+from sqlalchemy import create_engine, event, func, select, text
+
+from conftest import ADMIN_EMAIL, PG_ADMIN_URL
+from dashboards.validation import ValidationState
+from ecotaxa_core.db.models import AnnotationHistory, Object
+from ecotaxa_core.users import get_user_by_email
+from validation_project import make_validation_project
+
+
+def test_a_connection_dropped_during_a_validation_changes_nothing_and_the_retry_counts_once(
+        pg_instance, ndsb_subset):
+    inst = pg_instance
+    vp = make_validation_project(inst, ndsb_subset)
+    with inst.sessions() as s:
+        admin = get_user_by_email(s, ADMIN_EMAIL).id
+    state = ValidationState(inst, admin, project_id=vp.project_id)
+    chosen = [r.id for r in state.rows[:3]]
+    state.selected = chosen
+
+    def states():
+        with inst.sessions() as s:
+            return {o.id: (o.status, o.annotator_id) for o in s.scalars(
+                select(Object).where(Object.id.in_(chosen)))}
+
+    def n_history():
+        with inst.sessions() as s:
+            return s.scalar(select(func.count()).select_from(AnnotationHistory)
+                            .where(AnnotationHistory.object_id.in_(chosen)))
+
+    before = states()
+    killer = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+
+    def drop_the_connection(conn, cursor, statement, *_):
+        if statement.lstrip().upper().startswith("INSERT INTO ANNOTATION_HISTORY"):
+            event.remove(inst.engine, "before_cursor_execute", drop_the_connection)
+            with killer.connect() as k:  # as a server restart or a network cut would
+                k.execute(text("select pg_terminate_backend(:pid)"),
+                          {"pid": cursor.connection.info.backend_pid})
+
+    event.listen(inst.engine, "before_cursor_execute", drop_the_connection)
+    try:
+        assert state.validate() == 0
+    finally:
+        if event.contains(inst.engine, "before_cursor_execute", drop_the_connection):
+            event.remove(inst.engine, "before_cursor_execute", drop_the_connection)
+        killer.dispose()
+    assert state.message_kind == "danger" and "the database did not answer" in state.message
+    assert state.selected == chosen  # the selection stays, to press again
+    assert states() == before and n_history() == 0  # nothing half written
+
+    assert state.validate() == 3  # a new connection; the change happens once
+    assert set(states().values()) == {("validated", admin)}
+    assert n_history() == 3
