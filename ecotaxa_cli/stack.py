@@ -12,7 +12,9 @@
 4. ``dashboard``: ``ecotaxa serve``.
 
 Each must answer (its URL, or its registration) before the next starts; if
-one does not, those started are stopped and the error quotes its log. The
+one does not, the stack is stopped and the error quotes its log. When parts
+of a running stack stopped (a crash, a killed process, a restarted server),
+``up`` starts just those again. The
 database is the instance's (PostgreSQL when ``ECOTAXA_DATABASE_URL`` says so:
 it is checked, not started). What runs is recorded in ``$ECOTAXA_HOME/run/stack.json``
 (pid and start time of each process, so a recycled pid is never mistaken for
@@ -218,40 +220,48 @@ def _check_database(settings: Settings) -> str:
     return engine.url.render_as_string(hide_password=True)
 
 
+def _ports(settings: Settings) -> dict[str, list[tuple[str, int]]]:
+    return {"prefect": [("Prefect", settings.prefect_port)],
+            "dask-scheduler": [("Dask scheduler", settings.dask_scheduler_port),
+                               ("Dask diagnostics", settings.dask_dashboard_port)],
+            "dashboard": [("dashboard", settings.dashboard_port)]}
+
+
 def stack_up(settings: Settings, *, timeout_s: float = 180.0) -> dict[str, Any]:
-    """Start the stack; returns what runs where. Refuses when it is already up."""
-    state = _read_state(settings)
-    running = [n for n, e in state.get("services", {}).items() if _alive(e)]
-    if running:
-        raise StackError(f"the stack is already up ({', '.join(running)}): "
+    """Start the stack, or the parts of it that stopped (a crash, a killed process);
+    returns what runs where, and which parts this call started. Refuses when all run."""
+    previous = _read_state(settings)
+    kept = {n: e for n, e in previous.get("services", {}).items() if _alive(e)}
+    if len(kept) == len(SERVICES):
+        raise StackError(f"the stack is already up ({', '.join(kept)}): "
                          "`ecotaxa status` says more, `ecotaxa down` stops it")
     _check_exposure(settings)
     database = _check_database(settings)
-    for name, port in (("Prefect", settings.prefect_port),
-                       ("Dask scheduler", settings.dask_scheduler_port),
-                       ("Dask diagnostics", settings.dask_dashboard_port),
-                       ("dashboard", settings.dashboard_port)):
-        if _port_open(port):
-            raise StackError(f"port {port} (for the {name}) is taken by another program; "
-                             f"choose another in the settings")
+    to_start = [s for s in _services(settings) if s.name not in kept]
+    for service in to_start:
+        for name, port in _ports(settings).get(service.name, []):
+            if _port_open(port):
+                raise StackError(f"port {port} (for the {name}) is taken by another program; "
+                                 f"choose another in the settings")
     settings.ensure_dirs()
     settings.logs_dir.mkdir(parents=True, exist_ok=True)
     _state_path(settings).parent.mkdir(parents=True, exist_ok=True)
     env = _env(settings)
-    started: dict[str, dict[str, Any]] = {}
+    services: dict[str, dict[str, Any]] = dict(kept)
     state = {"home": str(settings.home.resolve()), "database": database,
-             "urls": _urls(settings), "services": started}
+             "urls": _urls(settings), "services": services,
+             "started_now": [s.name for s in to_start]}
     try:
-        for service in _services(settings):
+        for service in to_start:
             log = settings.logs_dir / f"{service.name}.log"
             with open(log, "ab") as out:
                 proc = subprocess.Popen(service.argv, env=env, stdout=out,
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                         start_new_session=True, cwd=str(settings.home))
-            started[service.name] = {"pid": proc.pid,
-                                     "started": psutil.Process(proc.pid).create_time(),
-                                     "argv": service.argv, "url": service.url,
-                                     "log": str(log)}
+            services[service.name] = {"pid": proc.pid,
+                                      "started": psutil.Process(proc.pid).create_time(),
+                                      "argv": service.argv, "url": service.url,
+                                      "log": str(log)}
             _state_path(settings).write_text(json.dumps(state, indent=2))
             deadline = time.monotonic() + timeout_s
             while not service.ready():

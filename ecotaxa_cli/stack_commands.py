@@ -42,7 +42,8 @@ def status(as_json: bool = JsonOpt) -> None:
 
 def _human_up(state: dict[str, Any]) -> str:
     urls = state["urls"]
-    return (f"up: database {state['database']}\n"
+    return (f"up (started now: {', '.join(state['started_now'])}): "
+            f"database {state['database']}\n"
             f"  dashboard        {urls['dashboard']}\n"
             f"  Prefect API      {urls['prefect']}  (UI: {urls['prefect'][:-4]})\n"
             f"  Dask scheduler   {urls['dask-scheduler']}  (diagnostics: {urls['dask-dashboard']})\n"

@@ -10,15 +10,17 @@ from __future__ import annotations
 import base64
 import json
 import os
-import urllib.error
+import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
 import psutil
 import pytest
+from sqlalchemy import select
 
 from conftest import ADMIN_EMAIL, _free_port
 
@@ -55,6 +57,7 @@ def test_an_exposed_prefect_api_without_an_auth_string_is_refused(tmp_path, monk
 def test_up_runs_a_stage_triggered_by_the_rest_api_then_down(sqlite_instance, ndsb_subset):
     """The Prefect API is exposed (0.0.0.0) behind an auth string: calls without it are
     refused; the runner and the dashboard, started by `up`, have it."""
+    from ecotaxa_core.db.models import Job
     from ecotaxa_core.importer import import_path
     from ecotaxa_core.projects import create_project
     from ecotaxa_core.users import get_user_by_email
@@ -118,6 +121,37 @@ def test_up_runs_a_stage_triggered_by_the_rest_api_then_down(sqlite_instance, nd
             time.sleep(2)
         assert state_now["type"] == "COMPLETED", state_now
         assert inst.features.n_rows(pid, "morpho") == 240  # every imported object
+
+        # The Prefect server dies between two flows: `up` starts it alone again; the
+        # deployments (in its database) and the runner carry on; the next run completes.
+        prefect = state["services"]["prefect"]
+        os.killpg(prefect["pid"], signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while json.loads(ecotaxa("status", "--json").stdout)["services"]["prefect"]["running"]:
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        restarted = ecotaxa("up", "--json")
+        assert restarted.returncode == 0, restarted.stdout + restarted.stderr
+        restarted = json.loads(restarted.stdout)
+        assert restarted["started_now"] == ["prefect"]
+        assert {n: e["pid"] for n, e in restarted["services"].items() if n != "prefect"} == {
+            n: e["pid"] for n, e in state["services"].items() if n != "prefect"}
+        pids.append(restarted["services"]["prefect"]["pid"])
+        out_dir = inst.settings.exports_dir / "after_restart"
+        summary = _get(f"{api}/deployments/name/summary/summary")
+        run = _post(f"{api}/deployments/{summary['id']}/create_flow_run",
+                    {"parameters": {"project_id": pid, "out_dir": str(out_dir)}})
+        deadline = time.monotonic() + 300
+        while (state_now := _get(f"{api}/flow_runs/{run['id']}")["state"])["type"] not in (
+                "COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+            assert time.monotonic() < deadline, f"the run is still {state_now['name']}"
+            time.sleep(2)
+        assert state_now["type"] == "COMPLETED", state_now
+        assert (out_dir / f"summary_{pid}_by_sample.tsv").is_file()
+        with inst.sessions() as s:
+            kinds = [j.kind for j in s.scalars(select(Job).where(Job.project_id == pid)
+                                               .order_by(Job.id))]
+        assert kinds == ["features", "summary"]  # each run recorded once
     finally:
         stopped = ecotaxa("down", "--json")
     assert stopped.returncode == 0 and set(json.loads(stopped.stdout)["services"].values()) <= {
