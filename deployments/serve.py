@@ -19,12 +19,15 @@ import argparse
 
 from prefect import serve
 
+from ecotaxa_core.settings import Settings
+
 from flows.dwca import dwca_flow
 from flows.export import export_flow
 from flows.features import features_flow
 from flows.import_bundle import import_flow
 from flows.loop import loop_flow
 from flows.predict import predict_flow
+from flows.repredict import repredict_flow
 from flows.summary import summary_flow
 from flows.train import train_flow
 
@@ -37,11 +40,21 @@ def stage_deployments():
     return [f.to_deployment(name=f.name, tags=["ecotaxa"]) for f in STAGE_FLOWS]
 
 
+def scheduled_deployments(settings: Settings | None = None):
+    """``repredict/nightly``: projects validated since their newest model learn and predict
+    again, on ``ECOTAXA_REPREDICT_CRON`` (none when it is empty: run it by hand)."""
+    cron = (settings or Settings()).repredict_cron.strip()
+    return [repredict_flow.to_deployment(name="nightly", tags=["ecotaxa"],
+                                         **({"cron": cron} if cron else {}))]
+
+
 def all_deployments(ingest_config: str | None = None):
-    """The stage deployments, plus one ingest deployment per folder of ``ingest_config``."""
+    """The stage deployments, the nightly re-prediction, and one ingest deployment per
+    folder of ``ingest_config``."""
     from deployments.ingest import ingest_deployments
 
-    return stage_deployments() + (ingest_deployments(ingest_config) if ingest_config else [])
+    return (stage_deployments() + scheduled_deployments()
+            + (ingest_deployments(ingest_config) if ingest_config else []))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     )
     dashboard_port: int = Field(default=5006, ge=1, le=65535)
     dashboard_address: str = Field(default="127.0.0.1")
+    repredict_cron: str = Field(
+        default="0 2 * * *", description="When the nightly re-prediction runs (cron, the "
+                                         "runner's time zone); empty: never on its own.")
     dashboard_session_minutes: float = Field(
         default=720.0, gt=0, description="A dashboard sign-in lasts this long; then the page "
                                          "asks for the password again.")

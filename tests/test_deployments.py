@@ -18,3 +18,16 @@ def test_each_stage_is_a_deployment_with_typed_parameters():
     assert schema.properties["create_missing_taxa"]["type"] == "boolean"
     assert set(schema.required) == {"project_id", "path"}
     assert parameter_schema(flows["predict"].fn).required == ["project_id"]
+
+
+def test_the_nightly_repredict_deployment_runs_on_its_cron_unless_it_is_empty():
+    from deployments.serve import all_deployments, scheduled_deployments
+    from ecotaxa_core.settings import Settings
+
+    [nightly] = scheduled_deployments(Settings(repredict_cron="30 3 * * *"))
+    assert (nightly.name, nightly.flow_name) == ("nightly", "repredict")
+    [schedule] = nightly.schedules
+    assert schedule.schedule.cron == "30 3 * * *"
+    [unscheduled] = scheduled_deployments(Settings(repredict_cron=""))
+    assert not unscheduled.schedules
+    assert "nightly" in {d.name for d in all_deployments()}

@@ -137,3 +137,36 @@ def test_training_settings_are_remembered_and_given_ones_win(flow_env):
     assert {c["taxon_id"]: c["n_used"] for c in definition["per_category"]} == {
         cop: 15, sp.taxon_ids["detritus"]: 12}
     assert second["models"][0]["metrics"]["n_test"] == 9  # 30 % of 15 + 12, stratified
+
+
+def test_nightly_repredict_trains_and_predicts_the_projects_validated_since(flow_env):
+    from ecotaxa_core.annotation import validate_objects
+    from ecotaxa_core.users import get_user_by_email
+    from flows.repredict import repredict_flow
+    from flows.train import train_flow
+    from conftest import ADMIN_EMAIL
+    from learn_data import make_project, write_feature_set
+
+    inst = flow_env
+    sp = make_project(inst, n_validated=(25, 25, 25), n_unclassified=10)
+    other = make_project(inst, title="untouched", n_validated=(20, 20, 20), n_unclassified=4)
+    for p in (sp, other):
+        write_feature_set(inst, p, "morpho", 5)
+        train_flow(project_id=p.project_id, candidates=["classic_rf"])
+    assert repredict_flow()["projects"] == {}  # nothing validated since: nothing to do
+
+    with inst.sessions.begin() as s:
+        admin = get_user_by_email(s, ADMIN_EMAIL).id
+        s.execute(Object.__table__.update().where(Object.id.in_(sp.ids_with("unclassified")[:4]))
+                  .values(taxon_id=sp.truth[sp.ids_with("unclassified")[0]]))
+        validate_objects(s, sp.project_id, sp.ids_with("unclassified")[:4], admin)
+    done = repredict_flow()["projects"]
+    assert list(done) == [sp.project_id] and done[sp.project_id]["n_predicted"] == 6
+    with inst.sessions() as s:
+        newest = s.scalars(select(Job).where(Job.project_id == sp.project_id)
+                           .order_by(Job.id.desc())).first()
+        rest = s.scalars(select(Object).where(Object.id.in_(sp.ids_with("unclassified")[4:])))
+        assert {(o.status, o.model_id) for o in rest} == {
+            ("predicted", done[sp.project_id]["model_id"])}
+    assert (newest.kind, newest.state) == ("predict", "done")
+    assert repredict_flow()["projects"] == {}  # the new model is newer than every validation
