@@ -1,4 +1,6 @@
-"""Faults met by a running instance: a database connection that dies during a validation."""
+"""Faults met by a running instance: a database connection that dies during a validation, a
+Dask worker killed during a prediction (a killed worker during feature extraction and the
+Prefect server restarted between flows: test_features_resume.py, test_stack.py)."""
 
 from __future__ import annotations
 
@@ -55,3 +57,65 @@ def test_a_connection_dropped_during_a_validation_changes_nothing_and_the_retry_
     assert state.validate() == 3  # a new connection; the change happens once
     assert set(states().values()) == {("validated", admin)}
     assert n_history() == 3
+
+
+def test_predict_flow_survives_a_killed_dask_worker(sqlite_instance, prefect_server, monkeypatch):
+    """A worker of the cluster is SIGKILLed while it predicts a chunk: the chunk is computed
+    again elsewhere, every object is predicted and written exactly once."""
+    import os
+    import signal
+    import threading
+    import time
+
+    import pytest
+    from distributed import Client, LocalCluster
+
+    from ecotaxa_core.learn.training import train_model
+    from flows.predict import predict_flow
+    from learn_data import make_project, write_feature_set
+
+    inst = sqlite_instance
+    sp = make_project(inst, n_validated=(30, 30, 30), n_unclassified=3000)
+    write_feature_set(inst, sp, "morpho", 8)
+    model = train_model(inst, sp.project_id, "classic_rf", feature_sets=["morpho"])
+    targets = sp.ids_with("unclassified")
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
+                      dashboard_address=":0") as cluster, Client(cluster) as client:
+        for name, value in {"ECOTAXA_HOME": str(inst.settings.home),
+                            "ECOTAXA_DATABASE_URL": inst.settings.database_url,
+                            "ECOTAXA_PREDICT_CHUNK_SIZE": "100",
+                            "ECOTAXA_DASK_SCHEDULER_ADDRESS": cluster.scheduler_address}.items():
+            monkeypatch.setenv(name, value)
+        pids = client.run(os.getpid)
+        victim = sorted(pids)[0]
+        killed: list[str] = []
+        done = threading.Event()
+
+        def kill_the_victim_when_it_holds_a_chunk():
+            while not done.is_set():
+                chunks = [str(k) for k in client.processing(workers=[victim])[victim]
+                          if str(k).startswith("predict_chunk_batch")]
+                if chunks:
+                    os.kill(pids[victim], signal.SIGKILL)
+                    killed.extend(chunks)
+                    return
+                time.sleep(0.002)
+
+        killer = threading.Thread(target=kill_the_victim_when_it_holds_a_chunk)
+        killer.start()
+        try:
+            summary = predict_flow(project_id=sp.project_id, model_id=model.id)
+        finally:
+            done.set()
+            killer.join()
+        if not killed:
+            pytest.fail("the victim worker never held a chunk")
+    assert (summary["n_predictable"], summary["n_predicted"], summary["n_chunks"]) == (
+        3000, 3000, 30)
+    with inst.sessions() as s:
+        states = set(s.execute(select(Object.status, Object.model_id)
+                               .where(Object.id.in_(targets))).all())
+        history = s.scalar(select(func.count()).select_from(AnnotationHistory)
+                           .where(AnnotationHistory.object_id.in_(targets)))
+    assert states == {("predicted", model.id)}
+    assert history == 3000  # one earlier state per object: each written once
