@@ -27,24 +27,25 @@ from ecotaxa_core.features.pipeline import (append_chunk, compute_chunk, journal
                                             pending_objects, split_chunks)
 from ecotaxa_core.instance import Instance
 from ecotaxa_core.progress import Progress, report
+from tasks.retries import ON_TRANSIENT_ERRORS
 
 __all__ = ["find_pending_objects", "append_features", "refit_deep_pca", "compute_on_dask",
            "extract_on_dask", "threads_per_task", "total_threads"]
 
 
-@task(name="pending_objects", cache_policy=NO_CACHE)
+@task(name="pending_objects", cache_policy=NO_CACHE, **ON_TRANSIENT_ERRORS)
 def find_pending_objects(inst: Instance, project_id: int,
                          feature_set: str) -> tuple[np.ndarray, list[str]]:
     return pending_objects(inst, project_id, feature_set)
 
 
-@task(name="append_chunk", cache_policy=NO_CACHE)
+@task(name="append_chunk", cache_policy=NO_CACHE, **ON_TRANSIENT_ERRORS)
 def append_features(inst: Instance, project_id: int, extractor: FeatureExtractor,
                     object_ids: np.ndarray, values: np.ndarray) -> int:
     return append_chunk(inst, project_id, extractor, object_ids, values)
 
 
-@task(name="refit_pca", cache_policy=NO_CACHE)
+@task(name="refit_pca", cache_policy=NO_CACHE, **ON_TRANSIENT_ERRORS)
 def refit_deep_pca(inst: Instance, project_id: int, source: str = DEEP_SET) -> dict[str, Any]:
     start = time.perf_counter()
     target = pca_set_of(source)

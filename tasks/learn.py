@@ -25,6 +25,7 @@ from ecotaxa_core.learn.prediction import (predict_chunk_batch, predictable_obje
 from ecotaxa_core.learn.training import train_model
 from ecotaxa_core.learn.training_settings import TrainingSettings
 from ecotaxa_core.progress import Progress, report
+from tasks.retries import ON_TRANSIENT_ERRORS
 
 __all__ = ["train_model_task", "find_predictable_objects", "write_predictions_task",
            "predict_on_dask"]
@@ -40,13 +41,13 @@ def train_model_task(inst: Instance, project_id: int, kind: str, feature_sets: S
                        test_size=settings.test_size, appear_as=settings.appear_as)
 
 
-@task(name="predictable_object_ids", cache_policy=NO_CACHE)
+@task(name="predictable_object_ids", cache_policy=NO_CACHE, **ON_TRANSIENT_ERRORS)
 def find_predictable_objects(inst: Instance, project_id: int) -> np.ndarray:
     with inst.sessions() as session:
         return predictable_object_ids(session, project_id)
 
 
-@task(name="write_predictions", cache_policy=NO_CACHE)
+@task(name="write_predictions", cache_policy=NO_CACHE, **ON_TRANSIENT_ERRORS)
 def write_predictions_task(inst: Instance, project_id: int,
                            predictions: PredictionBatch | Sequence[Prediction],
                            model_id: int) -> int:
