@@ -188,9 +188,12 @@ class ProjectActions(param.Parameterized):
         if not self.pending:
             self.message = said
             return None
+        merged = self.pending == "merge"
         self.param.update(pending="", question="", message=said, progress_text="")
         if n is not None:
             v = self.validation
+            if merged:  # the merged project is gone from the list
+                v.reload_projects()
             v._load_categories()
             v._load_choices()
             v.refresh()

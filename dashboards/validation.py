@@ -162,12 +162,9 @@ class ValidationState(param.Parameterized):
         self._seed = user_id  # the random sort: one shuffle per user, stable across pages
         requested = params.pop("project_id", None)
         super().__init__(**params)
-        with instance.sessions() as session:
-            self._projects = {p.project_id: p for p in projects_for_user(session, user_id)}
+        self.reload_projects()
         if requested is not None and requested not in self._projects:
             raise PermissionDenied(f"user {user_id} may not open project {requested}")
-        self.param.project_id.objects = {f"#{p.project_id} {p.title}": p.project_id
-                                         for p in self._projects.values()}
         if not self._projects:
             self._say("You are not a member of any project.", "warning")
             return
@@ -184,6 +181,13 @@ class ValidationState(param.Parameterized):
         self.project_id = requested if requested is not None else next(iter(self._projects))
         if set(query) - {"project"}:  # a shared link: exactly its view
             self.apply_query(query)
+
+    def reload_projects(self) -> None:
+        """The projects the user may open, read again (after a merge deleted one, say)."""
+        with self._instance.sessions() as session:
+            self._projects = {p.project_id: p for p in projects_for_user(session, self._user_id)}
+        self.param.project_id.objects = {f"#{p.project_id} {p.title}": p.project_id
+                                         for p in self._projects.values()}
 
     # ---- shareable view --------------------------------------------------------------
 

@@ -431,6 +431,8 @@ def test_action_menu_sets_metadata_merges_and_reports_progress(instance, vp, use
     n = asyncio.run(actions.confirm_in_background())
     assert n == 12 and "12 objects of project" in actions.message
     assert "objects: 12 of 12" in steps and not actions.running
+    assert other.project_id not in state.param.project_id.objects.values()  # gone from the list
+    assert vp.project_id in state.param.project_id.objects.values()
     with instance.sessions() as s:
         assert s.get(Project, other.project_id) is None
         assert s.scalar(select(func.count()).select_from(Object)
