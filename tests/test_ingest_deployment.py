@@ -117,8 +117,9 @@ def test_serve_adds_the_ingest_deployments_to_the_stages(tmp_path):
     path = tmp_path / "ingest.toml"
     path.write_text(CONFIG)
     names = [f"{d.flow_name}/{d.name}" for d in all_deployments(str(path))]
-    assert names[-2:] == ["ingest/uvp6", "ingest/zooscan-lab"] and len(names) == 10
-    assert len(all_deployments(None)) == 8
+    assert names[-2:] == ["ingest/uvp6", "ingest/zooscan-lab"] and len(names) == 11
+    assert "repredict/nightly" in names  # the stages, the nightly re-prediction, the folders
+    assert len(all_deployments(None)) == 9
 
 
 # -- serving for real -------------------------------------------------------------------------
@@ -217,7 +218,7 @@ def test_served_ingest_deployment_imports_dropped_bundles_on_schedule(sqlite_ins
 
         served_names = {d["name"] for d in _api(api, "/deployments/filter", {})}
         assert served_names == {"import", "features", "train", "predict", "export", "summary",
-                                "dwca", "loop", "test-drop"}
+                                "dwca", "loop", "nightly", "test-drop"}
         (deployment,) = _api(api, "/deployments/filter",
                              {"deployments": {"name": {"any_": ["test-drop"]}}})
         assert deployment["schedules"][0]["schedule"]["interval"] == 4
