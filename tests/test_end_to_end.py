@@ -5,7 +5,6 @@ and two worker processes, every stage triggered through the Prefect API (REST, t
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -14,8 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from conftest import _free_port
-from test_stack import _get, _post
+from test_stack import _get, _post, stack_env
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -41,17 +39,7 @@ def test_the_loop_on_postgresql_with_two_workers_through_the_prefect_api(pg_inst
     with inst.sessions.begin() as s:
         pid = create_project(s, "end to end").id
     out_dir = inst.settings.exports_dir / "e2e"
-    env = {**os.environ, "ECOTAXA_HOME": str(inst.settings.home),
-           "ECOTAXA_DATABASE_URL": inst.settings.database_url,
-           "ECOTAXA_PREFECT_PORT": str(_free_port()),
-           "ECOTAXA_DASK_SCHEDULER_PORT": str(_free_port()),
-           "ECOTAXA_DASK_DASHBOARD_PORT": str(_free_port()),
-           "ECOTAXA_DASHBOARD_PORT": str(_free_port()),
-           "ECOTAXA_DASK_N_WORKERS": "2", "ECOTAXA_DASK_THREADS_PER_WORKER": "1",
-           "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
-    for key in ("PREFECT_API_URL", "PREFECT_HOME", "ECOTAXA_DASK_SCHEDULER_ADDRESS",
-                "PREFECT_API_AUTH_STRING", "PREFECT_SERVER_API_AUTH_STRING"):
-        env.pop(key, None)
+    env = stack_env(inst, ECOTAXA_DASK_N_WORKERS="2", ECOTAXA_DASK_THREADS_PER_WORKER="1")
 
     def run(*argv: str, **kw) -> subprocess.CompletedProcess:
         return subprocess.run(list(argv), env=env, capture_output=True, text=True, timeout=600,

@@ -62,17 +62,12 @@ def test_a_connection_dropped_during_a_validation_changes_nothing_and_the_retry_
 def test_predict_flow_survives_a_killed_dask_worker(sqlite_instance, prefect_server, monkeypatch):
     """A worker of the cluster is SIGKILLed while it predicts a chunk: the chunk is computed
     again elsewhere, every object is predicted and written exactly once."""
-    import os
-    import signal
-    import threading
-    import time
-
-    import pytest
     from distributed import Client, LocalCluster
 
     from ecotaxa_core.learn.training import train_model
     from flows.predict import predict_flow
     from learn_data import make_project, write_feature_set
+    from worker_killer import WorkerKiller
 
     inst = sqlite_instance
     sp = make_project(inst, n_validated=(30, 30, 30), n_unclassified=3000)
@@ -86,30 +81,9 @@ def test_predict_flow_survives_a_killed_dask_worker(sqlite_instance, prefect_ser
                             "ECOTAXA_PREDICT_CHUNK_SIZE": "100",
                             "ECOTAXA_DASK_SCHEDULER_ADDRESS": cluster.scheduler_address}.items():
             monkeypatch.setenv(name, value)
-        pids = client.run(os.getpid)
-        victim = sorted(pids)[0]
-        killed: list[str] = []
-        done = threading.Event()
-
-        def kill_the_victim_when_it_holds_a_chunk():
-            while not done.is_set():
-                chunks = [str(k) for k in client.processing(workers=[victim])[victim]
-                          if str(k).startswith("predict_chunk_batch")]
-                if chunks:
-                    os.kill(pids[victim], signal.SIGKILL)
-                    killed.extend(chunks)
-                    return
-                time.sleep(0.002)
-
-        killer = threading.Thread(target=kill_the_victim_when_it_holds_a_chunk)
-        killer.start()
-        try:
+        with WorkerKiller(client, "predict_chunk_batch") as killer:
             summary = predict_flow(project_id=sp.project_id, model_id=model.id)
-        finally:
-            done.set()
-            killer.join()
-        if not killed:
-            pytest.fail("the victim worker never held a chunk")
+        assert killer.killed, "the victim worker never held a chunk"
     assert (summary["n_predictable"], summary["n_predicted"], summary["n_chunks"]) == (
         3000, 3000, 30)
     with inst.sessions() as s:

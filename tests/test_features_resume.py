@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from ecotaxa_core.features.pipeline import (JOURNAL_DIR, append_chunk, journaled
                                             recover_interrupted_writes)
 from ecotaxa_core.jobs import KILLED_MESSAGE
 from test_features_flow import add_objects, make_project, ndsb_images
+from worker_killer import WorkerKiller
 
 ROOT = Path(__file__).resolve().parents[1]
 MORPHO = get_extractor("morpho")
@@ -226,28 +226,9 @@ def test_features_flow_survives_a_killed_dask_worker(sqlite_instance, ndsb_subse
                                      ECOTAXA_DASK_SCHEDULER_ADDRESS=cluster.scheduler_address
                                      ).items():
             monkeypatch.setenv(name, value)
-        pids = client.run(os.getpid)
-        victim = sorted(pids)[0]
-        killed: list[str] = []
-        flow_done = threading.Event()
-
-        def kill_victim_when_it_holds_a_chunk():
-            while not flow_done.is_set():
-                chunks = [str(k) for k in client.processing(workers=[victim])[victim]
-                          if str(k).startswith("compute_chunk")]
-                if chunks:
-                    os.kill(pids[victim], signal.SIGKILL)
-                    killed.extend(chunks)
-                    return
-                time.sleep(0.005)
-
-        killer = threading.Thread(target=kill_victim_when_it_holds_a_chunk)
-        killer.start()
-        try:
+        with WorkerKiller(client, "compute_chunk", poll_s=0.005) as killer:
             summary = features_flow(project_id=project_id, feature_sets=["morpho"])
-        finally:
-            flow_done.set()
-            killer.join()
+        killed = killer.killed
         assert killed, "the victim worker never held a chunk"
         assert summary["feature_sets"]["morpho"]["objects"] == len(ids)
         assert summary["feature_sets"]["morpho"]["chunks"] == 40
@@ -262,7 +243,7 @@ def test_features_flow_survives_a_killed_dask_worker(sqlite_instance, ndsb_subse
         # The nanny started a new worker process in place of the killed one.
         _wait_for(lambda: len(client.scheduler_info()["workers"]) == 2, 120, "a new worker",
                   interval=0.2)
-        assert pids[victim] not in client.run(os.getpid).values()
+        assert killer.pid not in client.run(os.getpid).values()
 
     assert_one_row_per_object(inst, project_id, ids, images)
 

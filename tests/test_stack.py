@@ -44,6 +44,22 @@ def _get(url: str, headers: dict | None = None) -> dict:
         return json.loads(response.read())
 
 
+def stack_env(inst, **settings: str) -> dict[str, str]:
+    """The environment of `ecotaxa up` for the instance: free ports, the runner polling
+    every 2 s, none of this process's Prefect or Dask settings; then ``settings``."""
+    env = {**os.environ, "ECOTAXA_HOME": str(inst.settings.home),
+           "ECOTAXA_DATABASE_URL": inst.settings.database_url,
+           "ECOTAXA_PREFECT_PORT": str(_free_port()),
+           "ECOTAXA_DASK_SCHEDULER_PORT": str(_free_port()),
+           "ECOTAXA_DASK_DASHBOARD_PORT": str(_free_port()),
+           "ECOTAXA_DASHBOARD_PORT": str(_free_port()),
+           "PREFECT_RUNNER_POLL_FREQUENCY": "2"}
+    for key in ("PREFECT_API_URL", "PREFECT_HOME", "ECOTAXA_DASK_SCHEDULER_ADDRESS",
+                "PREFECT_API_AUTH_STRING", "PREFECT_SERVER_API_AUTH_STRING"):
+        env.pop(key, None)
+    return {**env, **settings}
+
+
 def test_an_exposed_prefect_api_without_an_auth_string_is_refused(tmp_path, monkeypatch):
     from ecotaxa_cli.stack import StackError, stack_up
     from ecotaxa_core.settings import Settings
@@ -67,18 +83,9 @@ def test_up_runs_a_stage_triggered_by_the_rest_api_then_down(sqlite_instance, nd
         pid = create_project(s, "stack").id
         admin = get_user_by_email(s, ADMIN_EMAIL).id
     import_path(inst, pid, ndsb_subset, user_id=admin, create_missing_taxa=True)
-    env = {**os.environ, "ECOTAXA_HOME": str(inst.settings.home),
-           "ECOTAXA_DATABASE_URL": inst.settings.database_url,
-           "ECOTAXA_PREFECT_PORT": str(_free_port()),
-           "ECOTAXA_DASK_SCHEDULER_PORT": str(_free_port()),
-           "ECOTAXA_DASK_DASHBOARD_PORT": str(_free_port()),
-           "ECOTAXA_DASHBOARD_PORT": str(_free_port()),
-           "ECOTAXA_DASK_N_WORKERS": "1", "ECOTAXA_DASK_THREADS_PER_WORKER": "2",
-           "PREFECT_RUNNER_POLL_FREQUENCY": "2", "PREFECT_LOGGING_LEVEL": "INFO",
-           "ECOTAXA_PREFECT_ADDRESS": "0.0.0.0", "PREFECT_SERVER_API_AUTH_STRING": "ops:s3cret-pw"}
-    for key in ("PREFECT_API_URL", "PREFECT_HOME", "ECOTAXA_DASK_SCHEDULER_ADDRESS",
-                "PREFECT_API_AUTH_STRING"):
-        env.pop(key, None)
+    env = stack_env(inst, ECOTAXA_DASK_N_WORKERS="1", ECOTAXA_DASK_THREADS_PER_WORKER="2",
+                    PREFECT_LOGGING_LEVEL="INFO", ECOTAXA_PREFECT_ADDRESS="0.0.0.0",
+                    PREFECT_SERVER_API_AUTH_STRING="ops:s3cret-pw")
 
     def ecotaxa(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([ECOTAXA, *args], env=env, capture_output=True, text=True,
