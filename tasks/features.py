@@ -128,11 +128,13 @@ def extract_on_dask(client: Client, inst: Instance, project_id: int, extractor: 
     """
     start = time.perf_counter()
     written = n_chunks = 0
+    what = f"objects ({extractor.name})"
+    report(progress, what, 0, len(object_ids))  # the rate counts from here
     for chunk_ids, rows in compute_on_dask(client, extractor.name, extractor_kwargs,
                                            object_ids, paths, chunk_size):
         written += append_features(inst, project_id, extractor, chunk_ids, rows)
         n_chunks += 1
-        report(progress, f"objects ({extractor.name})", written, len(object_ids))
+        report(progress, what, written, len(object_ids))
     seconds = time.perf_counter() - start
     return {"objects": written, "chunks": n_chunks, "seconds": round(seconds, 3),
             "images_per_s": round(written / seconds, 1) if written and seconds > 0 else 0.0}

@@ -64,6 +64,7 @@ def predict_on_dask(client: Client, inst: Instance, project_id: int, model: Trai
     written keep their new predictions, the others their old state.
     """
     start = time.perf_counter()
+    report(progress, "objects", 0, len(object_ids))  # the rate counts from here
     futures = [client.submit(predict_chunk_batch, str(inst.models_dir), model.id, model.path,
                              str(inst.features.root), project_id, object_ids[i:i + chunk_size],
                              pure=False)
