@@ -20,12 +20,13 @@ from uuid import UUID
 from ecotaxa_core.db.models import User
 from ecotaxa_core.import_inbox import inbox_entry
 from ecotaxa_core.instance import Instance
+from ecotaxa_core.reimport import MODES
 from ecotaxa_core.rights import require_stage
 
 __all__ = ["StartedRun", "start_stage", "run_states", "STAGES"]
 
 STAGES = ("features", "train", "predict", "export")  # one button each; "import" has its form
-IMPORT_MODES = ("add", "update_metadata", "update_all")
+IMPORT_MODES = MODES  # the core's re-import modes
 
 
 @dataclass(frozen=True)
@@ -53,7 +54,7 @@ def start_stage(instance: Instance, user_id: int, project_id: int, stage: str, *
 
     with instance.sessions() as session:
         require_stage(session, user_id, project_id, stage)
-        email = session.get(User, int(user_id)).email
+        email = session.get(User, int(user_id)).email if stage == "import" else None
     parameters: dict = {"project_id": int(project_id)}
     if stage == "import":
         if mode not in IMPORT_MODES:
