@@ -119,7 +119,7 @@ def _breakdown(inst, pid: int, model_row, chunk_size: int) -> dict[str, float]:
         ids = P.predictable_object_ids(s, pid)
     model = P._cached_model(str(inst.models_dir), model_row.id, model_row.path,
                             os.stat(inst.models_dir / model_row.path).st_mtime_ns)
-    store = FeatureStore(inst.features.root)
+    store = FeatureStore(inst.features.where)
     phases = dict(read=0.0, predict_proba=0.0, top3=0.0, write=0.0)
     n_written = 0
     for start in range(0, len(ids), chunk_size):

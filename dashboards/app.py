@@ -18,6 +18,7 @@ from dashboards.project_page import ProjectPage
 from dashboards.settings_page import SettingsPage
 from dashboards.signin import SignedInUser, SignInForm, check_credentials
 from dashboards.validation import ValidationPage, ValidationState
+from dashboards.vault_files import vault_routes
 from ecotaxa_core.instance import Instance
 from ecotaxa_core.queries import project_listing
 from ecotaxa_core.settings import Settings
@@ -154,7 +155,14 @@ def serve_dashboard(settings: Settings, *, port: int, address: str = "127.0.0.1"
     threaded : run in a background thread and return it.
     """
     instance = Instance.open(settings)
-    settings.vault_dir.mkdir(parents=True, exist_ok=True)
+    vault = instance.vault
+    static = {ASSETS_ROUTE: str(ASSETS_DIR)}
+    extra: list = []
+    if vault.is_url:  # s3://...: read through fsspec
+        extra = vault_routes(VAULT_ROUTE, vault)
+    else:
+        vault.root.mkdir(parents=True, exist_ok=True)
+        static[VAULT_ROUTE] = str(vault.root)
     if address in ("0.0.0.0", "::", ""):
         origins = ["*"]
     else:
@@ -164,8 +172,7 @@ def serve_dashboard(settings: Settings, *, port: int, address: str = "127.0.0.1"
 
     server = pn.serve({"/": session_page}, port=port, address=address,
                       show=show, threaded=threaded, title="EcoTaxa validation",
-                      websocket_origin=origins, static_dirs={VAULT_ROUTE: str(settings.vault_dir),
-                                                          ASSETS_ROUTE: str(ASSETS_DIR)},
+                      websocket_origin=origins, static_dirs=static, extra_patterns=extra,
                       verbose=not threaded)
     if not threaded:
         instance.close()

@@ -134,13 +134,6 @@ def _parents(name: str) -> list[str]:
     return out
 
 
-def _same_bytes(a: Path, b: Path) -> bool:
-    try:
-        return filecmp.cmp(a, b, shallow=False)
-    except OSError:
-        return False
-
-
 def _safe_relative(name: str) -> str:
     """The original image name as a relative path inside the zip ('' if nothing is left)."""
     if "\\" not in name and not name.startswith((".", "/")) and "/." not in name \
@@ -188,14 +181,31 @@ class _BundleWriter:
                     self.n_images += 1
                     if self.with_images and new_file:
                         arcname = f"{folder}/{name}" if folder else name
-                        self.zf.write(self.inst.vault.path(file_path), arcname,
-                                      compress_type=zipfile.ZIP_STORED)
+                        self._add_image(file_path, arcname)
                 if head.text is not None and tail.text is not None \
                         and NEEDS_QUOTES.search(name) is None:
                     write(f"{head.text}\t{name}\t{rank_text}\t{tail.text}\n")
                 else:
                     writer.writerow(head.cells + [name, rank_text] + tail.cells)
         self.tsv_files.append(tsv_name)
+
+    def _add_image(self, rel: str, arcname: str) -> None:
+        """Store the vault file ``rel`` as ``arcname`` (images are compressed already)."""
+        vault = self.inst.vault
+        if vault.is_url:
+            self.zf.writestr(arcname, vault.read_bytes(rel), compress_type=zipfile.ZIP_STORED)
+        else:
+            self.zf.write(vault.path(rel), arcname, compress_type=zipfile.ZIP_STORED)
+
+    def _same_bytes(self, a: str, b: str) -> bool:
+        """Whether the vault files ``a`` and ``b`` hold the same bytes."""
+        vault = self.inst.vault
+        try:
+            if vault.is_url:
+                return vault.read_bytes(a) == vault.read_bytes(b)
+            return filecmp.cmp(vault.path(a), vault.path(b), shallow=False)
+        except OSError:
+            return False
 
     def _image_name(self, names: _Names, object_id: int, original: str, rank: int,
                     image_id: int, file_path: str) -> tuple[str, bool]:
@@ -211,8 +221,8 @@ class _BundleWriter:
         source = (file_path, object_id) if original in names.shared else None
         if source is not None and name in names.files:
             first = names.sources.get(name)
-            if first is not None and first[1] != object_id and _same_bytes(
-                    self.inst.vault.path(first[0]), self.inst.vault.path(file_path)):
+            if first is not None and first[1] != object_id and self._same_bytes(
+                    first[0], file_path):
                 return name, False
         for candidate in (name, f"{rank}/{name}", f"{image_id}/{name}"):
             if names.free(candidate):

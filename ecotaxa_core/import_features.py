@@ -12,10 +12,7 @@ removes the old one. Both undo paths are recorded in the import journal.
 from __future__ import annotations
 
 import math
-import os
-import shutil
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -53,10 +50,10 @@ def _numeric_present(plan: ImportPlan, obj: ObjectPlan) -> list[str]:
             if kind == "f" and f"object_{name}" in obj.present]
 
 
-def backup_path(features: FeatureStore, project_id: int, run_id: str) -> Path:
-    """Where a rewrite keeps the old store until the import commits."""
-    path = features.store_path(project_id, TSV_FEATURE_SET)
-    return path.with_name(f".{path.name}.before-{run_id}")
+def backup_path(features: FeatureStore, project_id: int, run_id: str) -> str:
+    """Where a rewrite keeps the old store until the import commits (relative to the
+    feature store's root)."""
+    return features.backup_rel(project_id, TSV_FEATURE_SET, run_id)
 
 
 def plan_features(features: FeatureStore, project_id: int, plan: ImportPlan,
@@ -169,27 +166,24 @@ def _rewrite(features: FeatureStore, project_id: int, fplan: FeaturePlan, new_id
     all_ids = ids + extra_ids + list(new_ids)
     all_values = np.vstack([values] + [r[None, :] for r in extra_rows]
                            + [_rows(list(fplan.new_objects), fplan.names)])
-    path = features.store_path(project_id, TSV_FEATURE_SET)
-    os.replace(path, backup_path(features, project_id, run_id))
+    features.set_aside(project_id, TSV_FEATURE_SET, run_id)
     return features.append(project_id, TSV_FEATURE_SET, all_ids, all_values, fplan.names,
                            producer=producer)
 
 
 def undo_features(features: FeatureStore, project_id: int, n_rows_before: int,
-                  backup: Path | None) -> None:
-    """Put the "tsv" set back as it was before an import that did not commit."""
-    path = features.store_path(project_id, TSV_FEATURE_SET)
-    if backup is not None and backup.exists():
-        shutil.rmtree(path, ignore_errors=True)
-        os.replace(backup, path)
+                  backup: str | None) -> None:
+    """Put the "tsv" set back as it was before an import that did not commit.
+
+    ``backup`` is what :func:`backup_path` named, if the import rewrote the set.
+    """
+    if backup is not None and features.put_back(project_id, TSV_FEATURE_SET, backup):
         return
     features.truncate(project_id, TSV_FEATURE_SET, n_rows_before)
-    if path.exists():
-        for partial in path.rglob("*.partial"):  # a write killed half-way (zarr's temp files)
-            partial.unlink(missing_ok=True)
+    features.remove_partial_files(project_id, TSV_FEATURE_SET)
 
 
-def finish_features(backup: Path | None) -> None:
+def finish_features(features: FeatureStore, backup: str | None) -> None:
     """After the commit: drop the old store a rewrite kept."""
     if backup is not None:
-        shutil.rmtree(backup, ignore_errors=True)
+        features.drop_backup(backup)

@@ -98,11 +98,17 @@ class StagingDirs:
     thumbs: Path  # the run's folder under the vault's thumbs/
     link_from: Path | None = None  # files under it are the import's own: linked, not copied
 
+    @staticmethod
+    def vault_folders(run_id: str) -> list[str]:
+        """The run's folders, relative to the vault: ``images/run_<id>``, ``thumbs/run_<id>``."""
+        return [f"images/run_{run_id}", f"thumbs/run_{run_id}"]
+
     @classmethod
     def for_run(cls, vault_root: Path, run_id: str, work_dir: Path | None) -> "StagingDirs":
-        name = f"run_{run_id}"
-        return cls(Path(vault_root) / "images" / name, Path(vault_root) / "thumbs" / name,
-                   work_dir)
+        """``vault_root``: the vault's folder, or the local mirror of a vault behind a URL
+        (:meth:`~ecotaxa_core.vault.Vault.staging_root`)."""
+        originals, thumbs = cls.vault_folders(run_id)
+        return cls(Path(vault_root) / originals, Path(vault_root) / thumbs, work_dir)
 
     def original(self, number: int, ext: str) -> Path:
         return self.originals / _bucket(number) / f"f{number}{ext}"

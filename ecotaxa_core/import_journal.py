@@ -185,11 +185,10 @@ def undo_or_finish(inst: Instance, journal: ImportJournal,
     done with it (dead, or handling its failure).
     """
     committed = _committed(inst, journal.run_id)
-    features_dir = inst.settings.feature_store_dir
     for feature_set, state in journal.data.get("features", {}).items():
-        backup = features_dir / state["backup"] if state.get("backup") else None
+        backup = state.get("backup") or None
         if committed:
-            finish_features(backup)
+            finish_features(inst.features, backup)
         else:
             undo_features(inst.features, journal.project_id, int(state.get("n_rows", 0)),
                           backup)
@@ -213,10 +212,11 @@ def _remove_vault_dirs(inst: Instance, journal: ImportJournal) -> int:
         if len(parts) != 2 or parts[0] not in ("images", "thumbs") \
                 or parts[1] != f"run_{journal.run_id}":
             continue  # never anything else, whatever the journal says
-        folder = inst.vault.path(rel)
-        if folder.is_dir():
-            removed += sum(1 for p in folder.rglob("*") if p.is_file())
-            shutil.rmtree(folder, ignore_errors=True)
+        staged = inst.vault.staging_root(inst.settings.work_dir) / rel
+        if inst.vault.is_url and staged.is_dir():  # staged, maybe not all published
+            removed += sum(1 for p in staged.rglob("*") if p.is_file())
+            shutil.rmtree(staged, ignore_errors=True)
+        removed += inst.vault.remove_folder(rel)
     return removed
 
 
@@ -244,8 +244,5 @@ def _remove_vault_files(inst: Instance, journal: ImportJournal) -> int:
             for name in (rel, thumb):
                 if name is None or name in others or name in in_use:
                     continue
-                for path in (inst.vault.path(name), inst.vault.path(name + ".part")):
-                    if path.exists():
-                        path.unlink(missing_ok=True)
-                        removed += 1
+                removed += inst.vault.remove(name, name + ".part")
     return removed

@@ -29,7 +29,7 @@ from ecotaxa_core.db.bulk import insert_rows
 from ecotaxa_core.db.ids import reserve_ids
 from ecotaxa_core.errors import ProjectNotFound
 from ecotaxa_core.import_features import FeaturePlan, write_features
-from ecotaxa_core.import_images import ImageStager
+from ecotaxa_core.import_images import ImageStager, StagingDirs
 from ecotaxa_core.import_journal import ImportJournal
 from ecotaxa_core.import_names import (AnnotatorResolver, NameAnswers, annotator_resolver,
                                        category_resolver)
@@ -103,6 +103,9 @@ def write_delta(inst: Instance, req: WriteRequest) -> WriteOutcome:
         outcome.updates = apply_updates(s, plan, delta, parent_ids, taxa, annotators,
                                         req.user_id)
         _merge_free_columns(project, plan)
+        # A vault behind a URL gets the run's folders now, all written, before the commit.
+        inst.vault.publish(inst.vault.staging_root(inst.settings.work_dir),
+                           StagingDirs.vault_folders(req.run_id))
         if delta.mode == "add":
             _learn_pixel_size(inst, project, plan, outcome)
         s.add(ImportRun(id=req.run_id, project_id=req.project_id, source=plan.source,
@@ -256,7 +259,7 @@ class _ImageRows:
 
     def __init__(self, s: Session, inst: Instance, req: WriteRequest):
         self.s, self.stager = s, req.stager
-        self.root = str(inst.settings.vault_dir).rstrip(os.sep) + os.sep
+        self.root = str(inst.vault.staging_root(inst.settings.work_dir)).rstrip(os.sep) + os.sep
         self.ids = reserve_ids(s, Image, req.delta.n_images_to_store)
         self.n = 0
         self.used = bytearray()  # per file number: 1 once an image row uses its file

@@ -179,8 +179,8 @@ class _Run:
         self.user_id, self.answers, self.mode = user_id, answers, mode
         self.progress, self.started, self.started_at = progress, started, started_at
         self.run_id = str(uuid.uuid4())
-        self.staging = StagingDirs.for_run(inst.settings.vault_dir, self.run_id,
-                                           inst.settings.work_dir)
+        self.staging = StagingDirs.for_run(inst.vault.staging_root(inst.settings.work_dir),
+                                           self.run_id, inst.settings.work_dir)
         self.files_skipped: list[str] = []
         self.imported_files: list[tuple[str, str, int]] = []
 
@@ -188,10 +188,7 @@ class _Run:
         """Check and write, with a journal naming everything a failure must undo."""
         journal = ImportJournal.create(self.inst.settings.work_dir, self.run_id,
                                        self.project_id, scratch=scratch,
-                                       vault_dirs=[self.staging.originals.relative_to(
-                                           self.inst.settings.vault_dir).as_posix(),
-                                           self.staging.thumbs.relative_to(
-                                           self.inst.settings.vault_dir).as_posix()])
+                                       vault_dirs=StagingDirs.vault_folders(self.run_id))
         try:
             result = self._checked_and_written(journal)
         except BaseException as failure:
@@ -250,8 +247,7 @@ class _Run:
         features = plan_features(inst.features, self.project_id, plan, delta)
         backup = None
         if features.rewrite:
-            backup = backup_path(inst.features, self.project_id, self.run_id).relative_to(
-                inst.settings.feature_store_dir).as_posix()
+            backup = backup_path(inst.features, self.project_id, self.run_id)
         journal.update(features={"tsv": {"n_rows": features.n_rows_before, "backup": backup}})
         request = WriteRequest(
             project_id=self.project_id, plan=plan, delta=delta, answers=self.answers,

@@ -72,7 +72,8 @@ class Instance:
                     f"revision {current}, this version of EcoTaxa needs {head}: run "
                     "`ecotaxa init` to upgrade it (data is kept)")
         return cls(settings=settings, engine=engine, sessions=make_session_factory(engine),
-                   vault=Vault(settings.vault_dir), features=FeatureStore(settings.feature_store_dir))
+                   vault=Vault(settings.vault_location),
+                   features=FeatureStore(settings.feature_store_location))
 
     def close(self) -> None:
         self.engine.dispose()

@@ -159,13 +159,10 @@ def _copy_images(session: Session, inst: Instance, id_map: dict[int, int],
                        if src]
             updates.append(dict(id=image_id, file_path=rel,
                                 thumb_path=thumb if im.thumb_path else None))
-        for folder in {inst.vault.path(dest).parent for _, dest in copies}:
-            folder.mkdir(parents=True, exist_ok=True)
         written += [dest for _, dest in copies]
-        # File copies wait on the disk, not the CPU: a few threads overlap them.
+        # File copies wait on the disk or the network, not the CPU: threads overlap them.
         with ThreadPoolExecutor(_COPY_THREADS) as pool:
-            list(pool.map(lambda c: shutil.copyfile(inst.vault.path(c[0]), inst.vault.path(c[1])),
-                          copies))
+            list(pool.map(lambda c: inst.vault.copy(*c), copies))
         session.execute(update(Image), updates)
 
 
@@ -235,7 +232,7 @@ def subset_project(inst: Instance, project_id: int, user_id: int, *, title: str,
         except BaseException:
             inst.vault.remove(*written)
             if new_id is not None:
-                shutil.rmtree(inst.features.root / f"project_{new_id}", ignore_errors=True)
+                inst.features.delete_project(new_id)
             raise
     return new_id
 

@@ -233,13 +233,11 @@ def rewrite_feature_sets(inst: Instance, project_id: int, drop_ids: Sequence[int
         if keep.any():
             store.append(project_id, tmp, matrix.object_ids[keep], matrix.values[keep],
                          matrix.feature_names, producer=producer)
-        old = store.store_path(project_id, name)
-        trash = old.with_name(old.name + ".old")
-        shutil.rmtree(trash, ignore_errors=True)
-        old.rename(trash)
+        store.drop_backup(store.backup_rel(project_id, name, "rewrite"))
+        trash = store.set_aside(project_id, name, "rewrite")
         if keep.any():
-            store.store_path(project_id, tmp).rename(old)
-        shutil.rmtree(trash, ignore_errors=True)
+            store.rename(project_id, tmp, name)
+        store.drop_backup(trash)
     return dropped
 
 
@@ -319,7 +317,7 @@ def delete_project(inst: Instance, project_id: int, user_id: int) -> dict[str, A
             s.execute(delete(AnnotationHistory).where(AnnotationHistory.object_id.in_(object_ids)))
             s.execute(delete(Object).where(Object.project_id == project_id))
             s.delete(s.get(Project, project_id))
-        shutil.rmtree(inst.features.root / f"project_{int(project_id)}", ignore_errors=True)
+        inst.features.delete_project(project_id)
         for model_id in model_ids:  # the registry keeps a model under models_dir/<id>
             shutil.rmtree(Path(inst.models_dir) / str(int(model_id)), ignore_errors=True)
         inst.vault.remove(*files)

@@ -6,8 +6,10 @@ pass plain values down; core functions never read ``os.environ`` themselves.
 >>> s = Settings(home="/tmp/eco")
 >>> s.database_url
 'sqlite:////tmp/eco/ecotaxa.db'
->>> str(s.vault_dir)
-'/tmp/eco/vault'
+>>> s.vault_location, s.feature_store_location
+('/tmp/eco/vault', '/tmp/eco/features')
+>>> Settings(home="/tmp/eco", vault_url="s3://lab-bucket/ecotaxa/vault").vault_location
+'s3://lab-bucket/ecotaxa/vault'
 """
 
 from __future__ import annotations
@@ -34,6 +36,16 @@ class Settings(BaseSettings):
         default="",
         description="SQLAlchemy URL of the metadata database; empty means a "
         "SQLite file `ecotaxa.db` in `home`.",
+    )
+    vault_url: str = Field(
+        default="",
+        description="Where the image vault lives: a local folder or an fsspec URL "
+        "(s3://bucket/prefix/vault; see docs/object-storage.md); empty: `vault` in `home`.",
+    )
+    feature_store_url: str = Field(
+        default="",
+        description="Where the Zarr feature store lives: a local folder or an fsspec URL "
+        "(s3://bucket/prefix/features); empty: `features` in `home`.",
     )
     dask_scheduler_address: str = Field(
         default="",
@@ -108,12 +120,14 @@ class Settings(BaseSettings):
         return self
 
     @property
-    def vault_dir(self) -> Path:
-        return self.home / "vault"
+    def vault_location(self) -> str:
+        """The vault's folder or URL (see :mod:`~ecotaxa_core.storage`)."""
+        return self.vault_url or str(self.home / "vault")
 
     @property
-    def feature_store_dir(self) -> Path:
-        return self.home / "features"
+    def feature_store_location(self) -> str:
+        """The feature store's folder or URL."""
+        return self.feature_store_url or str(self.home / "features")
 
     @property
     def backbones_path(self) -> Path:
@@ -143,6 +157,10 @@ class Settings(BaseSettings):
         return self.home / "work"
 
     def ensure_dirs(self) -> None:
-        for d in (self.home, self.vault_dir, self.feature_store_dir, self.models_dir,
-                  self.exports_dir, self.imports_dir, self.work_dir):
+        from ecotaxa_core.storage import Location
+
+        for d in (self.home, self.models_dir, self.exports_dir, self.imports_dir,
+                  self.work_dir):
             d.mkdir(parents=True, exist_ok=True)
+        for where in (self.vault_location, self.feature_store_location):
+            Location(where).make_folder()

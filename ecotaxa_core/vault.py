@@ -14,10 +14,16 @@ its thumbnail (see :func:`needs_thumbnail`) is an 8-bit JPEG whatever its mode (
 palette, CMYK, with alpha ...; see :func:`~ecotaxa_core.image_files.to_display`).
 Images are opened with :func:`~ecotaxa_core.image_files.open_image`: known
 formats only, at most ``max_pixels`` pixels.
+
+The vault is a local folder or an fsspec URL (``s3://bucket/vault``, see
+:mod:`~ecotaxa_core.storage`). Behind a URL, an import stages its run folders
+on local disk (:meth:`Vault.staging_root`) and :meth:`Vault.publish` uploads
+them before its commit; readers name files by :meth:`Vault.url`.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 from pathlib import Path
@@ -25,6 +31,7 @@ from pathlib import Path
 from PIL import Image as PILImage
 
 from ecotaxa_core.image_files import MAX_IMAGE_PIXELS, open_image, to_display, vault_extension
+from ecotaxa_core.storage import Location
 
 __all__ = ["Vault", "THUMB_SIZE", "make_thumbnail", "save_thumbnail", "needs_thumbnail"]
 
@@ -33,13 +40,58 @@ THUMB_SIZE = 128  # longest side of a thumbnail, in pixels
 
 class Vault:
     def __init__(self, root: str | os.PathLike):
-        self.root = Path(root)
+        self.location = Location(root)
+        self.is_url = self.location.is_url
+        self.root = None if self.is_url else Path(root)
 
     def _rel(self, kind: str, image_id: int, rank: int, ext: str) -> str:
         return f"{kind}/{image_id // 10000:04d}/{image_id}_{rank}{ext}"
 
     def path(self, rel: str) -> Path:
-        return self.root / rel
+        """The file ``rel`` on local disk (a vault behind a URL has none: use :meth:`url`)."""
+        return self.location.local_path(rel)
+
+    def url(self, rel: str) -> str:
+        """Where the file ``rel`` is: a local path, or its URL (what feature extractors read)."""
+        return self.location.url(rel)
+
+    def read_bytes(self, rel: str) -> bytes:
+        return self.location.read_bytes(rel)
+
+    def exists(self, rel: str) -> bool:
+        return self.location.exists(rel)
+
+    def copy(self, src: str, dest: str) -> None:
+        """Copy the file ``src`` of the vault to ``dest``."""
+        if self.is_url:
+            self.location.copy(src, dest)
+        else:
+            self.path(dest).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(self.path(src), self.path(dest))
+
+    def staging_root(self, work_dir: str | os.PathLike) -> Path:
+        """The local folder an import writes its run folders into (``images/run_<id>``
+        ...): the vault itself, or behind a URL a mirror of it under ``work_dir``,
+        which :meth:`publish` uploads."""
+        return Path(work_dir) / "vault_staging" if self.is_url else self.root
+
+    def publish(self, staging_root: str | os.PathLike, rels: list[str]) -> int:
+        """Upload the folders ``rels`` of ``staging_root`` to a vault behind a URL, then drop
+        them from local disk; the number of files. Nothing to do for a local vault."""
+        if not self.is_url:
+            return 0
+        n = 0
+        for rel in rels:
+            local = Path(staging_root) / rel
+            if local.is_dir():
+                n += self.location.put_folder(local, rel)
+        for rel in rels:
+            shutil.rmtree(Path(staging_root) / rel, ignore_errors=True)
+        return n
+
+    def remove_folder(self, rel: str) -> int:
+        """Remove the folder ``rel`` and its files; the number of files removed."""
+        return self.location.remove_folder(rel)
 
     def rel_paths(self, image_id: int, rank: int, suffix: str) -> tuple[str, str]:
         """The relative paths (original, thumbnail) :meth:`store` gives an image."""
@@ -59,6 +111,12 @@ class Vault:
             ext = vault_extension(src.suffix, im.format)
             thumb = make_thumbnail(im)
         rel, thumb_rel = self.rel_paths(image_id, rank, ext)
+        if self.is_url:
+            self.location.put_file(src, rel)
+            buffer = io.BytesIO()
+            thumb.save(buffer, format="JPEG", quality=90)
+            self.location.write_bytes(thumb_rel, buffer.getvalue())
+            return rel, thumb_rel
         dest = self.path(rel)
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = dest.with_name(dest.name + ".part")
@@ -74,10 +132,9 @@ class Vault:
             thumb = make_thumbnail(im)
         save_thumbnail(thumb, dest)
 
-    def remove(self, *rels: str | None) -> None:
-        for rel in rels:
-            if rel:
-                self.path(rel).unlink(missing_ok=True)
+    def remove(self, *rels: str | None) -> int:
+        """Remove the files ``rels`` (None and missing files are skipped); the count removed."""
+        return self.location.remove(r for r in rels if r)
 
 
 # Formats and modes every browser shows as they are (no transparency: a thumbnail shows

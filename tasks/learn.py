@@ -66,7 +66,7 @@ def predict_on_dask(client: Client, inst: Instance, project_id: int, model: Trai
     start = time.perf_counter()
     report(progress, "objects", 0, len(object_ids))  # the rate counts from here
     futures = [client.submit(predict_chunk_batch, str(inst.models_dir), model.id, model.path,
-                             str(inst.features.root), project_id, object_ids[i:i + chunk_size],
+                             inst.features.where, project_id, object_ids[i:i + chunk_size],
                              pure=False)
                for i in range(0, len(object_ids), chunk_size)]
     n_predicted = n_written = n_done = 0

@@ -54,7 +54,7 @@ def row_counts(inst, project_id: int | None = None) -> dict[str, int]:
 
 
 def vault_files(inst) -> set[str]:
-    root = inst.settings.vault_dir
+    root = inst.vault.root
     return {p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()}
 
 

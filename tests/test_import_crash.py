@@ -157,7 +157,7 @@ def test_killed_while_copying_images_then_recovered_by_the_next_import(instance,
     result = import_path(inst, pid, bundle, user_id=1, create_missing_taxa=True)
     assert (result.n_objects, result.n_images) == (8 * PER_CLASS, 8 * PER_CLASS)
     assert _journals(inst) == [] and leftovers(inst) == []
-    assert not (inst.settings.vault_dir / "images" / f"run_{run_id}").exists()
+    assert not (inst.vault.root / "images" / f"run_{run_id}").exists()
     assert inst.features.n_rows(pid, "tsv") == 8 * PER_CLASS
     _consistent(inst, pid)
 

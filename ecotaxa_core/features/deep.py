@@ -233,7 +233,7 @@ class DeepExtractor(ABC):
             self._torch_device = torch.device(name)
         return self._torch_device
 
-    def preprocess_batch(self, paths: Sequence[Path]) -> np.ndarray:
+    def preprocess_batch(self, paths: Sequence[str | Path]) -> np.ndarray:
         """Decoded, preprocessed images as uint8 ``(n, input_size, input_size, 3)``."""
         out = np.empty((len(paths), self.input_size, self.input_size, 3), dtype=np.uint8)
         for i, path in enumerate(paths):
@@ -264,7 +264,7 @@ class DeepExtractor(ABC):
         computed before views existed stay valid)."""
         return {} if self.views == 1 else {"views": VIEW_NAMES[self.views]}
 
-    def extract(self, paths: Sequence[Path]) -> np.ndarray:
+    def extract(self, paths: Sequence[str | Path]) -> np.ndarray:
         if self.num_threads:
             import torch
 

@@ -52,7 +52,7 @@ class FeatureExtractor(Protocol):
         """``{"name": ..., "version": ..., "settings": {...}}``, JSON-able."""
         ...
 
-    def extract(self, paths: Sequence[Path]) -> np.ndarray:
+    def extract(self, paths: Sequence[str | Path]) -> np.ndarray:
         """Rows of shape ``(len(paths), len(feature_names))``, float32."""
         ...
 

@@ -93,6 +93,7 @@ from scipy import ndimage
 from skimage.morphology import skeletonize
 
 from ecotaxa_core.features.preprocessing import read_grey
+from ecotaxa_core.storage import read_bytes
 
 __all__ = ["MorphologyExtractor", "MORPHO_FEATURES", "MORPHO_VERSION", "segment_organism",
            "measure_grey"]
@@ -124,7 +125,7 @@ _LENGTH_INDEX = [MORPHO_FEATURES.index(n) for n in _LENGTHS_MM]
 
 
 # -- decoding ---------------------------------------------------------------------
-def _read_grey(path: Path) -> np.ndarray:
+def _read_grey(path: str | Path) -> np.ndarray:
     """:func:`read_grey`, with JPEGs decoded straight to their luma channel.
 
     libjpeg then skips the colour conversion, a third of the decoding time of
@@ -136,7 +137,7 @@ def _read_grey(path: Path) -> np.ndarray:
     names the file), takes the general path.
     """
     try:
-        data = path.read_bytes()
+        data = read_bytes(path)
         if data[:3] == b"\xff\xd8\xff":
             with Image.open(io.BytesIO(data), formats=("JPEG",)) as im:
                 if im.mode in ("L", "RGB"):
@@ -457,10 +458,10 @@ class MorphologyExtractor:
                              "object": "largest 8-connected",
                              "pixel_size_um": self.pixel_size_um}}
 
-    def extract(self, paths: Sequence[Path]) -> np.ndarray:
+    def extract(self, paths: Sequence[str | Path]) -> np.ndarray:
         out = np.empty((len(paths), len(self.feature_names)), dtype=np.float32)
         for i, path in enumerate(paths):
-            grey = _read_grey(Path(path))
+            grey = _read_grey(path)
             if self.bottom_crop > 0:
                 grey = grey[:max(1, grey.shape[0] - self.bottom_crop)]
             out[i] = measure_grey(grey, self.pixel_size_um)

@@ -41,6 +41,7 @@ from ecotaxa_core.durable_files import file_lock, write_json_atomically
 from ecotaxa_core.features.extractor import FeatureExtractor, get_extractor
 from ecotaxa_core.projects import get_project
 from ecotaxa_core.store.feature_store import FeatureSetMismatch
+from ecotaxa_core.storage import is_url
 
 if TYPE_CHECKING:
     from ecotaxa_core.instance import Instance
@@ -59,8 +60,8 @@ def pending_objects(inst: "Instance", project_id: int,
                     feature_set: str) -> tuple[np.ndarray, list[str]]:
     """Objects of the project without a row in ``feature_set``, with their image.
 
-    Returns the object ids (int64, ascending) and the absolute path of each
-    one's rank-0 image in the vault. Objects without a rank-0 image have
+    Returns the object ids (int64, ascending) and where each one's rank-0 image
+    is (:meth:`~ecotaxa_core.vault.Vault.url`: a local path or a URL). Objects without a rank-0 image have
     nothing to compute and are left out. Raises ``ProjectNotFound``.
     """
     with inst.sessions() as session:
@@ -75,7 +76,7 @@ def pending_objects(inst: "Instance", project_id: int,
     ids = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
     done = inst.features.object_ids(project_id, feature_set)
     todo = np.flatnonzero(~np.isin(ids, done))
-    return ids[todo], [str(inst.vault.path(rows[i][1])) for i in todo]
+    return ids[todo], [inst.vault.url(rows[i][1]) for i in todo]
 
 
 def project_bottom_crop(inst: "Instance", project_id: int) -> int:
@@ -147,7 +148,7 @@ def compute_chunk(extractor_name: str, extractor_kwargs: dict[str, Any],
     :func:`~ecotaxa_core.features.extractor.get_extractor` keywords.
     """
     extractor = cached_extractor(extractor_name, extractor_kwargs)
-    return extractor.extract([Path(p) for p in paths])
+    return extractor.extract([p if is_url(p) else Path(p) for p in paths])
 
 
 def check_producer(inst: "Instance", project_id: int, extractor: FeatureExtractor) -> None:
@@ -214,7 +215,7 @@ def feature_writer_lock(inst: "Instance", project_id: int) -> Iterator[None]:
 
 
 def _journal_path(inst: "Instance", project_id: int, feature_set: str) -> Path:
-    inst.features.store_path(project_id, feature_set)  # validates the name
+    inst.features.store_rel(project_id, feature_set)  # validates the name
     return _work_path(inst, JOURNAL_DIR, project_id) / f"{feature_set}.json"
 
 

@@ -40,6 +40,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ecotaxa_core.errors import EcoTaxaError
+from ecotaxa_core.storage import is_url, read_bytes
 
 __all__ = ["ImageReadError", "read_image", "read_grey", "crop_bottom", "preprocess",
            "border_median", "ZOOSCAN_BOTTOM_CROP", "default_bottom_crop"]
@@ -52,7 +53,7 @@ class ImageReadError(EcoTaxaError):
 
     def __init__(self, path: str | os.PathLike, reason: str):
         super().__init__(f"{path}: cannot read image ({reason})")
-        self.path = Path(path)
+        self.path = path if is_url(path) else Path(path)  # a URL: a vault behind fsspec
 
 
 def default_bottom_crop(instrument: str | None) -> int:
@@ -80,7 +81,7 @@ def _is_grey_rgb(im: Image.Image) -> bool:
 
 
 def read_image(path: str | os.PathLike) -> Image.Image:
-    """Decode ``path`` into a Pillow image of mode ``L`` or ``RGB``.
+    """Decode ``path`` (a local path or an fsspec URL) into a Pillow image of mode ``L`` or ``RGB``.
 
     16-bit and 32-bit grey images are scaled to 0-255 (divided by 257, so
     65535 gives 255); transparent pixels are flattened on white; palette and
@@ -90,7 +91,7 @@ def read_image(path: str | os.PathLike) -> Image.Image:
     """
     try:
         # One read of the whole file: Pillow's own reads are many and small.
-        with Image.open(io.BytesIO(Path(path).read_bytes())) as im:
+        with Image.open(io.BytesIO(read_bytes(path))) as im:
             im.load()
             return _normalise_mode(im)
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:

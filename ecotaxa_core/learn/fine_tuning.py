@@ -331,7 +331,7 @@ def first_image_paths(inst, object_ids: np.ndarray) -> list[str | None]:
             for object_id, rank, file_path in rows:
                 if object_id not in first or rank < first[object_id][0]:
                     first[object_id] = (rank, file_path)
-    return [str(inst.vault.path(first[i][1])) if i in first else None for i in ids]
+    return [inst.vault.url(first[i][1]) if i in first else None for i in ids]
 
 
 def preprocess_images(paths: Sequence[str], bottom_crops: Sequence[int], input_size: int,

@@ -197,7 +197,7 @@ def predict_project(inst, project_id: int, model_id: int | None = None, *,
     n_predicted = n_written = 0
     for start in range(0, len(ids), chunk_size):
         preds = predict_chunk_batch(str(inst.models_dir), model_id, path,
-                                    str(inst.features.root), project_id,
+                                    inst.features.where, project_id,
                                     ids[start:start + chunk_size])
         n_predicted += len(preds)
         n_written += write_predictions(inst, project_id, preds, model_id)

@@ -11,18 +11,22 @@ Appends are idempotent: ids already present are skipped, so a re-run writes
 nothing twice. There must be one writer per store at a time (flows write from
 a single task). A failed writer calls :meth:`FeatureStore.truncate` with the
 row count :meth:`FeatureStore.n_rows` gave before it began.
+
+The store's root is a local folder or an fsspec URL (``s3://bucket/features``,
+see :mod:`~ecotaxa_core.storage`); xarray and Zarr reach either.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
+
+from ecotaxa_core.storage import Location
 
 __all__ = ["FeatureStore", "FeatureMatrix", "FeatureSetMismatch", "ROW_CHUNK", "rows_per_chunk"]
 
@@ -65,31 +69,59 @@ class FeatureMatrix:
 
 class FeatureStore:
     def __init__(self, root: str | os.PathLike):
-        self.root = Path(root)
+        self.location = Location(root)
+        self.root = None if self.location.is_url else Path(root)
+
+    @property
+    def where(self) -> str:
+        """The store's folder or URL, as text (what a Dask worker opens it with)."""
+        return self.location.where
 
     # -- layout ---------------------------------------------------------------
-    def store_path(self, project_id: int, feature_set: str) -> Path:
+    @staticmethod
+    def _check_name(feature_set: str) -> None:
         if not feature_set or "/" in feature_set or feature_set.startswith("."):
             raise ValueError(f"invalid feature set name {feature_set!r}")
-        return self.root / f"project_{int(project_id)}" / f"{feature_set}.zarr"
+
+    @staticmethod
+    def project_folder(project_id: int) -> str:
+        """The folder of a project's sets, relative to the store's root."""
+        return f"project_{int(project_id)}"
+
+    def store_rel(self, project_id: int, feature_set: str) -> str:
+        """The Zarr store of a set, relative to the store's root."""
+        self._check_name(feature_set)
+        return f"{self.project_folder(project_id)}/{feature_set}.zarr"
+
+    def store_url(self, project_id: int, feature_set: str) -> str:
+        """The Zarr store of a set: a local path or a URL, as xarray and Zarr open it."""
+        return self.location.url(self.store_rel(project_id, feature_set))
+
+    def store_path(self, project_id: int, feature_set: str) -> Path:
+        """The Zarr store of a set on local disk (a store behind a URL has none)."""
+        return self.location.local_path(self.store_rel(project_id, feature_set))
 
     def exists(self, project_id: int, feature_set: str) -> bool:
-        return (self.store_path(project_id, feature_set) / "zarr.json").exists()
+        return self.location.is_file(f"{self.store_rel(project_id, feature_set)}/zarr.json")
 
     def feature_sets(self, project_id: int) -> list[str]:
-        d = self.root / f"project_{int(project_id)}"
-        if not d.exists():
-            return []
-        return sorted(p.name[:-5] for p in d.glob("*.zarr") if (p / "zarr.json").exists())
+        folder = self.project_folder(project_id)
+        return [name[:-5] for name in self.location.names(folder)
+                if name.endswith(".zarr") and not name.startswith(".")
+                and self.location.is_file(f"{folder}/{name}/zarr.json")]
 
     # -- reading --------------------------------------------------------------
+    def _zarr_args(self) -> dict[str, Any]:
+        options = self.location.storage_options
+        return {"storage_options": options} if options else {}
+
     def _open(self, project_id: int, feature_set: str):
         import xarray as xr
 
         # chunks=None: lazily indexed numpy-backed arrays, no dask graph (reads
         # happen inside Dask tasks, where a nested graph only adds overhead).
-        return xr.open_zarr(self.store_path(project_id, feature_set), consolidated=False,
-                            zarr_format=3, chunks=None)
+        return xr.open_zarr(self.store_url(project_id, feature_set), consolidated=False,
+                            zarr_format=3, chunks=None, **self._zarr_args())
 
     def n_rows(self, project_id: int, feature_set: str) -> int:
         if not self.exists(project_id, feature_set):
@@ -159,7 +191,7 @@ class FeatureStore:
                              f"{len(ids)} ids x {len(names)} features")
         if len(np.unique(ids)) != len(ids):
             raise ValueError("object ids appended twice in one call")
-        path = self.store_path(project_id, feature_set)
+        url = self.store_url(project_id, feature_set)
         producer_json = json.dumps(producer or {}, sort_keys=True)
         exists = self.exists(project_id, feature_set)
         if exists:
@@ -185,10 +217,11 @@ class FeatureStore:
         ds.attrs["producer"] = producer_json
         if exists:
             ds = ds.drop_vars("feature")
-            ds.to_zarr(path, append_dim="object", consolidated=False, zarr_format=3)
+            ds.to_zarr(url, append_dim="object", consolidated=False, zarr_format=3,
+                       **self._zarr_args())
         else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            ds.to_zarr(path, mode="w-", consolidated=False, zarr_format=3,
+            self.location.make_folder(self.project_folder(project_id))
+            ds.to_zarr(url, mode="w-", consolidated=False, zarr_format=3, **self._zarr_args(),
                        encoding={"values": {"chunks": (rows_per_chunk(len(names)),
                                                        max(1, len(names)))},
                                  "object": {"chunks": (ROW_CHUNK * 16,)}})
@@ -203,8 +236,8 @@ class FeatureStore:
         if n_rows == 0:
             self.delete(project_id, feature_set)
             return
-        group = zarr.open_group(self.store_path(project_id, feature_set), mode="r+",
-                                zarr_format=3)
+        group = zarr.open_group(self.store_url(project_id, feature_set), mode="r+",
+                                zarr_format=3, **self._zarr_args())
         # Each array on its own: a writer killed between them leaves them of unequal length.
         values, ids = group["values"], group["object"]
         if values.shape[0] > n_rows:
@@ -213,7 +246,45 @@ class FeatureStore:
             ids.resize((n_rows,))
 
     def delete(self, project_id: int, feature_set: str) -> None:
-        shutil.rmtree(self.store_path(project_id, feature_set), ignore_errors=True)
+        self.location.remove_folder(self.store_rel(project_id, feature_set))
+
+    def delete_project(self, project_id: int) -> None:
+        """Remove every set of a project."""
+        self.location.remove_folder(self.project_folder(project_id))
+
+    def rename(self, project_id: int, feature_set: str, new_name: str) -> None:
+        """Give a set another name (replacing nothing: ``new_name`` must be free)."""
+        self.location.move(self.store_rel(project_id, feature_set),
+                           self.store_rel(project_id, new_name))
+
+    # -- a copy kept while a set is rewritten -----------------------------------------
+    def backup_rel(self, project_id: int, feature_set: str, tag: str) -> str:
+        """Where :meth:`set_aside` keeps a set (hidden from :meth:`feature_sets`)."""
+        self._check_name(feature_set)
+        return f"{self.project_folder(project_id)}/.{feature_set}.zarr.before-{tag}"
+
+    def set_aside(self, project_id: int, feature_set: str, tag: str) -> str:
+        """Move the set out of the way before it is rewritten; returns its backup's name."""
+        backup = self.backup_rel(project_id, feature_set, tag)
+        self.location.move(self.store_rel(project_id, feature_set), backup)
+        return backup
+
+    def put_back(self, project_id: int, feature_set: str, backup: str) -> bool:
+        """Replace the set by its backup ``backup``; False when there is none."""
+        if not self.location.exists(backup):
+            return False
+        self.delete(project_id, feature_set)
+        self.location.move(backup, self.store_rel(project_id, feature_set))
+        return True
+
+    def drop_backup(self, backup: str) -> None:
+        self.location.remove_folder(backup)
+
+    def remove_partial_files(self, project_id: int, feature_set: str) -> int:
+        """Remove the temporary files of a write killed half-way (Zarr's ``*.partial``)."""
+        rel = self.store_rel(project_id, feature_set)
+        return self.location.remove(p for p in self.location.files_under(rel)
+                                    if p.endswith(".partial"))
 
 
 def _rows_at(arr, positions: np.ndarray, chunk: int, n_rows: int) -> np.ndarray:
