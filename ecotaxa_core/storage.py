@@ -102,11 +102,18 @@ class Location:
         return Path(self.where) / rel
 
     # -- reading ------------------------------------------------------------------------
+    def _fresh(self, path: str) -> str:
+        """``path``, with what fsspec remembers of its listings forgotten: other processes
+        (Dask workers, the dashboard) write to the same bucket."""
+        if self.is_url:
+            self.fs.invalidate_cache(path)
+        return path
+
     def exists(self, rel: str) -> bool:
-        return self.fs.exists(self._path(rel))
+        return self.fs.exists(self._fresh(self._path(rel)))
 
     def is_file(self, rel: str) -> bool:
-        return self.fs.isfile(self._path(rel))
+        return self.fs.isfile(self._fresh(self._path(rel)))
 
     def read_bytes(self, rel: str) -> bytes:
         return self.fs.cat_file(self._path(rel))
@@ -117,7 +124,7 @@ class Location:
     def names(self, rel: str = "") -> list[str]:
         """Names of the entries of folder ``rel`` (none if it does not exist)."""
         try:
-            entries = self.fs.ls(self._path(rel), detail=False)
+            entries = self.fs.ls(self._fresh(self._path(rel)), detail=False)
         except FileNotFoundError:
             return []
         return sorted(str(e).rstrip("/").rsplit("/", 1)[-1] for e in entries)
@@ -126,7 +133,7 @@ class Location:
         """Relative paths of the files under folder ``rel``, at any depth."""
         prefix = self._path(rel).rstrip("/") + "/"
         try:
-            found = self.fs.find(self._path(rel))
+            found = self.fs.find(self._fresh(self._path(rel)))
         except FileNotFoundError:
             return []
         return [f"{rel}/{p[len(prefix):]}" for p in found if p.startswith(prefix)]
@@ -173,10 +180,19 @@ class Location:
         if not self.is_url:
             os.replace(self.local_path(src), self.local_path(dest))
             return
-        self.fs.mv(self._path(src), self._path(dest), recursive=True)
+        src_path, dest_path = self._fresh(self._path(src)), self._path(dest)
+        files = self.fs.find(src_path)
+        if not files:
+            raise FileNotFoundError(self.url(src))
+        # Key by key (an object store has no folders to rename; fsspec's own recursive
+        # move trips over the folder's name on some of them).
+        targets = [dest_path + f[len(src_path):] if f != src_path else dest_path for f in files]
+        self.fs.copy(files, targets)
+        self.fs.rm(files)
 
     def remove(self, rels: Iterable[str]) -> int:
-        """Remove the files ``rels`` that exist; the number removed."""
+        """Remove the files ``rels`` that exist; the number removed (on an object store,
+        which does not tell, the number asked)."""
         paths = [self._path(r) for r in rels if r]
         if not paths:
             return 0
@@ -189,10 +205,18 @@ class Location:
                 except FileNotFoundError:
                     pass
             return removed
-        there = [p for p in paths if self.fs.exists(p)]
-        if there:
-            self.fs.rm(there)
-        return len(there)
+        removed = 0
+        for start in range(0, len(paths), 1000):  # one request per 1,000 keys on S3
+            batch = paths[start:start + 1000]
+            try:
+                self.fs.rm(batch)
+                removed += len(batch)  # an object store does not say which were there
+            except FileNotFoundError:
+                there = [p for p in batch if self.fs.exists(p)]
+                if there:
+                    self.fs.rm(there)
+                removed += len(there)
+        return removed
 
     def remove_folder(self, rel: str) -> int:
         """Remove the folder ``rel`` with everything in it; the number of files removed."""

@@ -2,7 +2,8 @@
 
 ``memory://`` is a file system that is nowhere on disk: code that still took a
 vault or feature store location for a local path would fail on it, or write
-beside it on disk (both checked). ``file://`` is local disk reached through
+beside it on disk (both checked). ``s3://`` goes to a local S3 API (moto's
+server) through s3fs: keys without folders, copies for renames, HTTP. ``file://`` is local disk reached through
 fsspec, which the worker processes of a Dask cluster share: the whole loop runs
 on it through Prefect.
 """
@@ -10,6 +11,8 @@ on it through Prefect.
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -35,24 +38,74 @@ from ecotaxa_core.settings import Settings
 IMPORT_TEST = IMPORT_CASES / "import_test"
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory):
+    """A local S3 API (moto's server: buckets, keys, multipart uploads over HTTP), and
+    fsspec configured to reach it as s3fs would reach a MinIO or AWS endpoint."""
+    port = _free_port()
+    log = tmp_path_factory.mktemp("s3") / "moto.log"
+    server = subprocess.Popen([str(Path(sys.executable).with_name("moto_server")), "-p", str(port)],
+                              stdout=log.open("w"), stderr=subprocess.STDOUT)
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(endpoint, timeout=1).close()
+            break
+        except urllib.error.HTTPError:
+            break  # it answers
+        except OSError:
+            assert server.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, f"no S3 API on {endpoint}: {log.read_text()}"
+            time.sleep(0.2)
+    before = fsspec.config.conf.get("s3")
+    fsspec.config.conf["s3"] = {"endpoint_url": endpoint, "key": "test", "secret": "test"}
+    try:
+        yield endpoint
+    finally:
+        if before is None:
+            fsspec.config.conf.pop("s3", None)
+        else:
+            fsspec.config.conf["s3"] = before
+        server.terminate()
+        server.wait(timeout=10)
+
+
+@pytest.fixture(params=["memory", "s3"])
+def bucket(request) -> str:
+    """A fresh, empty place for the vault and the store: in memory, or an S3 bucket."""
+    name = f"eco-{uuid.uuid4().hex[:8]}"
+    if request.param == "s3":
+        request.getfixturevalue("s3_endpoint")
+        fsspec.filesystem("s3").mkdir(name)
+    url = f"{request.param}://{name}"
+    yield url
+    fs, root = fsspec.core.url_to_fs(url)
+    if fs.exists(root):
+        fs.rm(root, recursive=True)
+
+
 @pytest.fixture
-def memory_instance(tmp_path):
-    """An instance whose vault and feature store live in fsspec's in-memory file system."""
-    bucket = f"memory://eco-{uuid.uuid4().hex[:8]}"
+def remote_instance(tmp_path, bucket):
+    """An instance whose vault and feature store live behind ``bucket``'s URL."""
     settings = Settings(home=tmp_path / "home", database_url=f"sqlite:///{tmp_path / 'db.sqlite'}",
                         vault_url=f"{bucket}/vault", feature_store_url=f"{bucket}/features")
     inst = init_instance(settings, ADMIN_EMAIL, ADMIN_PASSWORD)
     yield inst
     inst.close()
-    fs = fsspec.filesystem("memory")
-    if fs.exists(bucket):
-        fs.rm(bucket, recursive=True)
 
 
 def _files(url: str) -> dict[str, bytes]:
     """Every file under ``url``, by path relative to it."""
     fs, root = fsspec.core.url_to_fs(url)
     root = root.rstrip("/")
+    fs.invalidate_cache()
     return {p[len(root) + 1:]: fs.cat_file(p) for p in fs.find(root)}
 
 
@@ -63,9 +116,9 @@ def _local_leftovers(inst) -> list[str]:
     return [n for n in names if n.startswith(("vault", "features", "work/vault_staging"))]
 
 
-def test_import_features_export_and_deletes_with_vault_and_store_behind_urls(memory_instance,
+def test_import_features_export_and_deletes_with_vault_and_store_behind_urls(remote_instance,
                                                                              tmp_path):
-    inst = memory_instance
+    inst = remote_instance
     with inst.sessions.begin() as s:
         pid = create_project(s, "object storage").id
     result = import_path(inst, pid, IMPORT_TEST, user_id=1, create_missing_taxa=True,
@@ -92,14 +145,15 @@ def test_import_features_export_and_deletes_with_vault_and_store_behind_urls(mem
 
     # Feature extraction reads the images by their URLs.
     ids, where = pending_objects(inst, pid, "morpho")
-    assert len(ids) == n and all(w.startswith("memory://") for w in where)
+    scheme = inst.settings.vault_url.split("://")[0] + "://"
+    assert len(ids) == n and all(w.startswith(scheme) for w in where)
     rows_m = compute_chunk("morpho", {}, where)
     copies = tmp_path / "copies"
     copies.mkdir()
     local = []
     for i, url in enumerate(where):  # the same bytes, from local files
         local.append(copies / f"{i}{Path(url).suffix}")
-        local[-1].write_bytes(fsspec.filesystem("memory").cat_file(url))
+        local[-1].write_bytes(fsspec.open(url, "rb").open().read())
     assert rows_m.shape[0] == n and np.isfinite(rows_m[:, 0]).all()
     np.testing.assert_array_equal(rows_m, compute_chunk("morpho", {}, [str(p) for p in local]))
     names = [f"f{i}" for i in range(rows_m.shape[1])]
@@ -148,16 +202,10 @@ def test_import_features_export_and_deletes_with_vault_and_store_behind_urls(mem
         assert s.scalar(select(func.count()).select_from(Object)) == 0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_the_dashboard_serves_a_vault_behind_a_url(memory_instance):
+def test_the_dashboard_serves_a_vault_behind_a_url(remote_instance):
     from dashboards.app import serve_dashboard
 
-    inst = memory_instance
+    inst = remote_instance
     with inst.sessions.begin() as s:
         pid = create_project(s, "object storage").id
     import_path(inst, pid, IMPORT_TEST, user_id=1, create_missing_taxa=True,
