@@ -18,14 +18,22 @@ def export(
     images: bool = typer.Option(True, "--images/--no-images", help="Put the images in the bundle."),
     split_by_sample: bool = typer.Option(False, "--split-by-sample",
                                          help="One TSV per sample, in a folder per sample."),
+    again: bool = typer.Option(False, "--again", help="Export even when the folder holds "
+                                                      "this export of the same content."),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Export the project as a re-importable EcoTaxa TSV bundle plus per-sample category counts."""
+    """Export the project as a re-importable EcoTaxa TSV bundle plus per-sample category counts.
+
+    When the folder holds the project's last export, same options and content,
+    nothing is written."""
     from flows.export import export_flow
 
     run_flow(as_json, lambda: export_flow(project_id=project, out_dir=str(out.resolve()),
-                                       with_images=images, split_by_sample=split_by_sample),
-          lambda r: f"Exported {r['n_objects']} objects to {r['bundle']}\nCounts: {r['counts']}")
+                                       with_images=images, split_by_sample=split_by_sample,
+                                       again=again),
+          lambda r: ("Unchanged since the last export: " if r.get("reused") else
+                     f"Exported {r['n_objects']} objects to ") + f"{r['bundle']}"
+                    f"\nCounts: {r['counts']}")
 
 
 class SummaryUnit(str, Enum):

@@ -309,11 +309,14 @@ def train(
     appear_as: Optional[list[str]] = AppearAsOpt,
     seed: Optional[int] = typer.Option(None, help="Seed of the cap's choice and of the split."),
     test_size: Optional[float] = typer.Option(None, help="Held-out fraction of each category."),
+    again: bool = typer.Option(False, "--again", help="Train even a model that was trained "
+                                                      "the same way on the same learning set."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Train classifiers on the validated objects (runs the training flow).
 
     Settings left out are those of the project's last training, else the defaults.
+    A model trained the same way on the same learning set is kept, not trained again.
     """
     from flows.train import train_flow
 
@@ -324,7 +327,7 @@ def train(
                           max_per_category=max_per_category,
                           other_project_ids=list(other_project) if other_project else None,
                           categories=categories, appear_as=mapping, seed=seed,
-                          test_size=test_size)
+                          test_size=test_size, again=again)
 
     run_flow(as_json, go, _human_train)
 
@@ -341,7 +344,8 @@ def _human_train(r: dict[str, Any]) -> str:
                      f"({m.get('role', 'asked')}): accuracy {met['accuracy']:.3f}, "
                      f"balanced accuracy {met['balanced_accuracy']:.3f}, log loss "
                      f"{met['log_loss']:.3f} (held-out {met.get('n_test', '?')} objects, "
-                     f"{met.get('total_seconds') or 0:.0f} s)")
+                     f"{met.get('total_seconds') or 0:.0f} s)"
+                     + ("; trained on this learning set before: kept" if m.get("reused") else ""))
     for s in r.get("skipped", []):
         lines.append(f"skipped {s}")
     for note in r.get("plan", {}).get("notes", []):
@@ -358,14 +362,21 @@ def _human_train(r: dict[str, Any]) -> str:
 def predict(
     project: int = typer.Argument(..., help="Project id."),
     model_id: Optional[int] = typer.Option(None, help="Model to use (default: the best one)."),
+    again: bool = typer.Option(False, "--again",
+                               help="Predict again the objects this model predicted already."),
     as_json: bool = JsonOpt,
 ) -> None:
-    """Predict unclassified and predicted objects (runs the prediction flow on Dask)."""
+    """Predict unclassified and predicted objects (runs the prediction flow on Dask).
+
+    Objects the model predicted already keep their prediction: a second run with
+    nothing new does nothing."""
     from flows.predict import predict_flow
 
-    run_flow(as_json, lambda: predict_flow(project_id=project, model_id=model_id),
+    run_flow(as_json, lambda: predict_flow(project_id=project, model_id=model_id, again=again),
           lambda r: f"Predicted {r['n_predicted']} objects with model {r['model_id']} "
                     f"in {r['seconds']:.1f} s" + (
+                        f" ({r['n_already_predicted']} predicted by it before kept)"
+                        if r.get("n_already_predicted") else "") + (
                         f"; {r['n_above_threshold']} above their category's score threshold "
                         "(ecotaxa models show)" if r.get("n_above_threshold") is not None
                         else ""))

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from ecotaxa_core.db.models import Object, ObjectStatus, Sample, Taxon, utcnow
 from ecotaxa_core.export_bundle import write_bundle
+from ecotaxa_core.export_manifest import export_digest, previous_export, remember_export
 from ecotaxa_core.export_tsv import export_columns
 from ecotaxa_core.instance import Instance
 from ecotaxa_core.projects import get_project
@@ -44,6 +45,7 @@ class ExportResult:
     with_images: bool = True
     split_by_sample: bool = False
     tsv_files: list[str] = field(default_factory=list)
+    reused: bool = False  # the folder's previous export of the same content, kept
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -53,8 +55,13 @@ class ExportResult:
 
 def export_project(inst: Instance, project_id: int, out_dir: str | Path, *,
                    with_images: bool = True, split_by_sample: bool = False,
-                   progress: Callable[[int], None] | None = None) -> ExportResult:
+                   progress: Callable[[int], None] | None = None,
+                   reuse: bool = True) -> ExportResult:
     """Write the project's bundle zip and counts table into ``out_dir``.
+
+    With ``reuse``, when ``out_dir`` holds an export of the project with the
+    same options and content, untouched, nothing is written and its result comes
+    back with ``reused`` (see :mod:`~ecotaxa_core.export_manifest`).
 
     Parameters
     ----------
@@ -75,6 +82,13 @@ def export_project(inst: Instance, project_id: int, out_dir: str | Path, *,
     out_dir.mkdir(parents=True, exist_ok=True)
     with inst.sessions() as s:
         get_project(s, project_id)
+    options = {"with_images": with_images, "split_by_sample": split_by_sample}
+    digest = export_digest(inst, project_id, out_dir, split_by_sample=split_by_sample)
+    if reuse:
+        previous = previous_export(out_dir, project_id, options, digest)
+        if previous is not None:
+            return ExportResult(**{**previous, "bundle": Path(previous["bundle"]),
+                                   "counts": Path(previous["counts"]), "reused": True})
     bundle = free_path(out_dir, f"ecotaxa_export_{project_id}_"
                                 f"{utcnow().strftime('%Y%m%d_%H%M%S')}", ".zip")
     stats = write_bundle(inst, project_id, bundle, with_images=with_images,
@@ -82,10 +96,13 @@ def export_project(inst: Instance, project_id: int, out_dir: str | Path, *,
     counts = out_dir / f"counts_{project_id}.tsv"
     with inst.sessions() as s:
         _write_counts(s, project_id, counts)
-    return ExportResult(project_id=project_id, bundle=bundle, counts=counts,
-                        n_objects=stats.n_objects, n_images=stats.n_images,
-                        with_images=with_images, split_by_sample=split_by_sample,
-                        tsv_files=stats.tsv_files)
+    result = ExportResult(project_id=project_id, bundle=bundle, counts=counts,
+                          n_objects=stats.n_objects, n_images=stats.n_images,
+                          with_images=with_images, split_by_sample=split_by_sample,
+                          tsv_files=stats.tsv_files)
+    remember_export(out_dir, project_id, options, digest,
+                    {k: v for k, v in result.to_dict().items() if k != "reused"})
+    return result
 
 
 def free_path(folder: Path, stem: str, suffix: str) -> Path:

@@ -22,7 +22,8 @@ from prefect import flow, get_run_logger
 
 from ecotaxa_core.errors import ModelNotFound
 from ecotaxa_core.learn.learning_set import FeatureSetUnavailable
-from ecotaxa_core.learn.prediction import count_above_threshold, prediction_summary
+from ecotaxa_core.learn.prediction import (count_above_threshold, n_predicted_by,
+                                           prediction_summary)
 from ecotaxa_core.learn.registry import best_model, get_model
 from flows._instance import open_instance, stage_job
 from flows._progress import RunProgress
@@ -31,8 +32,13 @@ from tasks.learn import find_predictable_objects, predict_on_dask
 
 
 @flow(name="predict", log_prints=True)
-def predict_flow(project_id: int, model_id: Optional[int] = None) -> dict[str, Any]:
-    """Predict project ``project_id`` with ``model_id`` (default: its best model)."""
+def predict_flow(project_id: int, model_id: Optional[int] = None,
+                 again: bool = False) -> dict[str, Any]:
+    """Predict project ``project_id`` with ``model_id`` (default: its best model).
+
+    Objects that model predicted already keep their prediction (a re-run with
+    nothing new does nothing), unless ``again``.
+    """
     logger = get_run_logger()
     with open_instance() as inst, stage_job(inst, "predict", project_id,
                                             {"model_id": model_id}) as job:
@@ -46,7 +52,10 @@ def predict_flow(project_id: int, model_id: Optional[int] = None) -> dict[str, A
                 raise FeatureSetUnavailable(
                     f"model {model.id} needs feature set {feature_set!r}, which project "
                     f"{project_id} does not have; compute it first")
-        object_ids = find_predictable_objects(inst, project_id)
+        object_ids = find_predictable_objects(inst, project_id,
+                                              except_model_id=None if again else model.id)
+        with inst.sessions() as s:
+            already = 0 if again else n_predicted_by(s, project_id, model.id)
         chunk_size = inst.settings.predict_chunk_size
         logger.info("predicting %d objects of project %d with model %d (%s), chunks of %d",
                     len(object_ids), project_id, model.id, model.kind, chunk_size)
@@ -59,6 +68,7 @@ def predict_flow(project_id: int, model_id: Optional[int] = None) -> dict[str, A
             summary = {**prediction_summary(project_id, model.id, 0, 0, 0, 0.0),
                        "n_chunks": 0, "chunk_size": chunk_size}
         summary["model_kind"] = model.kind
+        summary["n_already_predicted"] = already
         summary["n_above_threshold"] = count_above_threshold(inst, project_id, model.id)
         job["result"] = summary
     return summary
@@ -68,8 +78,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("project_id", type=int)
     parser.add_argument("--model-id", type=int, default=None)
+    parser.add_argument("--again", action="store_true",
+                        help="predict again the objects the model predicted already")
     args = parser.parse_args(argv)
-    return predict_flow(project_id=args.project_id, model_id=args.model_id)
+    return predict_flow(project_id=args.project_id, model_id=args.model_id, again=args.again)
 
 
 if __name__ == "__main__":

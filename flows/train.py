@@ -23,7 +23,7 @@ from typing import Any, Optional
 from prefect import flow, get_run_logger
 
 from ecotaxa_core.learn.candidates import Candidate
-from ecotaxa_core.learn.registry import best_model
+from ecotaxa_core.learn.registry import best_model, list_models
 from ecotaxa_core.learn.training import plan_training
 from ecotaxa_core.learn.training_settings import (remember_training_settings,
                                                   remembered_training_settings,
@@ -47,8 +47,11 @@ def train_flow(project_id: int, candidates: Optional[list[str]] = None,
                appear_as: Optional[dict[int, int]] = None,
                seed: Optional[int] = None, test_size: Optional[float] = None,
                time_budget_s: Optional[float] = None,
-               user_email: Optional[str] = None) -> dict[str, Any]:
+               user_email: Optional[str] = None, again: bool = False) -> dict[str, Any]:
     """Train models on project ``project_id``; returns model ids, metrics and the best id.
+
+    A model trained the same way on the same learning set already is kept, not
+    trained again (``reused`` in its entry), unless ``again``.
 
     Every setting left out (None) is the project's last training's, else the
     default. ``candidates``: ``KIND`` or ``KIND:SET+SET`` each; none: the
@@ -73,14 +76,20 @@ def train_flow(project_id: int, candidates: Optional[list[str]] = None,
                 "project_id": project_id, "settings": settings.to_dict(),
                 "settings_origin": {k: v for k, v in origin.items() if v != "default"},
                 "plan": plan.to_dict(), "models": [], "skipped": plan.skipped}
+            with inst.sessions() as s:
+                before = {m.id for m in list_models(s, project_id)}
             for planned in plan.models:
                 row = train_model_task(inst, project_id, planned.candidate.kind,
-                                       planned.feature_sets, user_id, settings)
+                                       planned.feature_sets, user_id, settings,
+                                       reuse=not again)
                 logger.info("model %d (%s, %s): held-out accuracy %s in %s s", row.id,
                             planned.candidate, planned.role, row.metrics.get("accuracy"),
                             row.metrics.get("total_seconds"))
+                if row.id in before:
+                    logger.info("model %d was trained on this very learning set already: "
+                                "kept, not trained again", row.id)
                 summary["models"].append({
-                    "model_id": row.id, "kind": planned.candidate.kind,
+                    "model_id": row.id, "reused": row.id in before, "kind": planned.candidate.kind,
                     "candidate": str(planned.candidate), "role": planned.role,
                     "name": row.name, "feature_sets": planned.feature_sets,
                     "metrics": {k: row.metrics.get(k) for k in SUMMARY_METRICS}})

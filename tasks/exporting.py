@@ -16,10 +16,10 @@ from ecotaxa_core.summaries import export_summary
 
 @task(name="export_project", cache_policy=NO_CACHE)
 def export_project_task(inst: Instance, project_id: int, out_dir: str, with_images: bool,
-                        split_by_sample: bool = False) -> dict[str, Any]:
+                        split_by_sample: bool = False, reuse: bool = True) -> dict[str, Any]:
     logger = get_run_logger()
     result = export_project(inst, project_id, Path(out_dir), with_images=with_images,
-                            split_by_sample=split_by_sample,
+                            split_by_sample=split_by_sample, reuse=reuse,
                             progress=lambda n: logger.info("export: %d objects written", n))
     return result.to_dict()
 

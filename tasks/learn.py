@@ -33,8 +33,10 @@ __all__ = ["train_model_task", "find_predictable_objects", "write_predictions_ta
 
 @task(name="train_model", cache_policy=NO_CACHE)
 def train_model_task(inst: Instance, project_id: int, kind: str, feature_sets: Sequence[str],
-                     user_id: Optional[int], settings: TrainingSettings) -> TrainedModel:
+                     user_id: Optional[int], settings: TrainingSettings,
+                     reuse: bool = True) -> TrainedModel:
     return train_model(inst, project_id, kind, feature_sets=feature_sets, user_id=user_id,
+                       reuse=reuse,
                        other_project_ids=settings.other_project_ids,
                        categories=settings.categories,
                        max_per_category=settings.max_per_category, seed=settings.seed,
@@ -42,9 +44,10 @@ def train_model_task(inst: Instance, project_id: int, kind: str, feature_sets: S
 
 
 @task(name="predictable_object_ids", cache_policy=NO_CACHE, **ON_TRANSIENT_ERRORS)
-def find_predictable_objects(inst: Instance, project_id: int) -> np.ndarray:
+def find_predictable_objects(inst: Instance, project_id: int,
+                             except_model_id: Optional[int] = None) -> np.ndarray:
     with inst.sessions() as session:
-        return predictable_object_ids(session, project_id)
+        return predictable_object_ids(session, project_id, except_model_id=except_model_id)
 
 
 @task(name="write_predictions", cache_policy=NO_CACHE, **ON_TRANSIENT_ERRORS)

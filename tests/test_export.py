@@ -377,3 +377,38 @@ def test_ten_thousand_ndsb_objects_round_trip(sqlite_instance, tmp_path):
     assert back.n_objects == 10_000 and back.taxa_created == []
     assert_same_project(snapshot(inst, a), snapshot(inst, b))
     assert export_seconds < 20
+
+
+def test_exporting_an_unchanged_project_again_writes_nothing(sqlite_instance, tmp_path):
+    from ecotaxa_core.export_manifest import manifest_path
+
+    inst = sqlite_instance
+    with inst.sessions.begin() as s:
+        pid = create_project(s, "export twice").id
+    import_path(inst, pid, IMPORT_CASES / "import_test", user_id=1, create_missing_taxa=True,
+                create_missing_users=True)
+    out = tmp_path / "out"
+    first = export_project(inst, pid, out)
+    assert not first.reused
+    files = sorted(p.name for p in out.iterdir())
+    stamp = first.bundle.stat().st_mtime_ns
+
+    again = export_project(inst, pid, out)
+    assert again.reused and again.bundle == first.bundle and again.n_images == first.n_images
+    assert sorted(p.name for p in out.iterdir()) == files  # no new file, no scratch left
+    assert first.bundle.stat().st_mtime_ns == stamp
+
+    # Other options, a changed project, a bundle changed or gone: exported anew.
+    other = export_project(inst, pid, out, split_by_sample=True)
+    assert not other.reused and other.bundle != first.bundle
+    assert export_project(inst, pid, out, split_by_sample=True).reused
+    with inst.sessions.begin() as s:
+        oid = s.scalars(select(Object.id).where(Object.project_id == pid,
+                                                Object.status != "validated")).first()
+        set_dubious(s, pid, [oid], 1)
+    changed = export_project(inst, pid, out, split_by_sample=True)
+    assert not changed.reused and changed.bundle != other.bundle
+    changed.bundle.unlink()
+    assert not export_project(inst, pid, out, split_by_sample=True).reused
+    assert not export_project(inst, pid, out, split_by_sample=True, reuse=False).reused
+    assert manifest_path(out, pid).is_file()

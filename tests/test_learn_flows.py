@@ -170,3 +170,58 @@ def test_nightly_repredict_trains_and_predicts_the_projects_validated_since(flow
             ("predicted", done[sp.project_id]["model_id"])}
     assert (newest.kind, newest.state) == ("predict", "done")
     assert repredict_flow()["projects"] == {}  # the new model is newer than every validation
+
+
+def test_a_rerun_of_unchanged_training_or_prediction_does_nothing(flow_env):
+    """Train and predict again with nothing new: the same model, no write, no history;
+    a new validation makes a new model, which predicts everything it did not yet."""
+    from sqlalchemy import func
+
+    from ecotaxa_core.annotation import move_objects
+    from ecotaxa_core.db.models import AnnotationHistory, TrainedModel
+    from flows.predict import predict_flow
+    from flows.train import train_flow
+    from learn_data import make_project, write_feature_set
+
+    inst = flow_env
+    sp = make_project(inst, n_validated=(25, 25, 25), n_unclassified=20, n_predicted=3)
+    write_feature_set(inst, sp, "morpho", 5)
+
+    def counts():
+        with inst.sessions() as s:
+            return (s.scalar(select(func.count()).select_from(TrainedModel)),
+                    s.scalar(select(func.count()).select_from(AnnotationHistory)))
+
+    first = train_flow(project_id=sp.project_id, candidates=["classic_rf"])
+    [m1] = first["models"]
+    assert m1["reused"] is False
+    again = train_flow(project_id=sp.project_id, candidates=["classic_rf"])
+    assert [(m["model_id"], m["reused"]) for m in again["models"]] == [(m1["model_id"], True)]
+    assert again["best"] == m1["model_id"] and counts()[0] == 1
+    # Another seed is another model.
+    other_seed = train_flow(project_id=sp.project_id, candidates=["classic_rf"], seed=1)
+    assert other_seed["models"][0]["model_id"] != m1["model_id"] and counts()[0] == 2
+
+    predicted = predict_flow(project_id=sp.project_id, model_id=m1["model_id"])
+    assert (predicted["n_predicted"], predicted["n_already_predicted"]) == (23, 0)
+    before = counts()
+    rerun = predict_flow(project_id=sp.project_id, model_id=m1["model_id"])
+    assert (rerun["n_predictable"], rerun["n_predicted"], rerun["n_chunks"],
+            rerun["n_already_predicted"]) == (0, 0, 0, 23)
+    assert counts() == before  # nothing written, not even history
+
+    # A new validation: a new learning set, a new model, which predicts all 22 left.
+    moved = sp.ids_with("unclassified")[0]
+    with inst.sessions.begin() as s:
+        move_objects(s, sp.project_id, [moved], sp.truth[moved], user_id=1)
+    retrained = train_flow(project_id=sp.project_id, candidates=["classic_rf"], seed=0)
+    [m3] = retrained["models"]
+    assert m3["reused"] is False and m3["model_id"] not in (m1["model_id"],
+                                                              other_seed["models"][0]["model_id"])
+    newer = predict_flow(project_id=sp.project_id, model_id=m3["model_id"])
+    assert (newer["n_predicted"], newer["n_already_predicted"]) == (22, 0)
+    forced = predict_flow(project_id=sp.project_id, model_id=m3["model_id"], again=True)
+    assert (forced["n_predicted"], forced["n_already_predicted"]) == (22, 0)
+    with inst.sessions() as s:
+        assert {o.model_id for o in s.scalars(select(Object).where(
+            Object.project_id == sp.project_id, Object.status == "predicted"))} == {m3["model_id"]}

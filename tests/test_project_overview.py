@@ -57,7 +57,8 @@ def test_counts_samples_score_histograms_and_trainings(instance):
 
     # A newer training that predicted nothing: the page still knows which model predicts,
     # and keeps it listed even beyond the list's length.
-    newer = train_model(instance, sp.project_id, "deep_logreg", feature_sets=["morpho"])
+    newer = train_model(instance, sp.project_id, "deep_logreg", feature_sets=["morpho"],
+                        reuse=False)  # the same learning set: only asked for, a new model
     with instance.sessions() as s:
         view = project_overview(s, sp.project_id, visitor, models_dir=instance.models_dir,
                                 max_models=1)

@@ -23,11 +23,11 @@ from functools import lru_cache
 from typing import Any, Sequence
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from ecotaxa_core.annotation import PREDICTABLE, Prediction, PredictionBatch, apply_predictions
-from ecotaxa_core.db.models import Object
+from ecotaxa_core.db.models import Object, ObjectStatus
 from ecotaxa_core.errors import ModelNotFound
 from ecotaxa_core.learn.learning_set import FeatureSetUnavailable, read_feature_sets
 from ecotaxa_core.learn.registry import LoadedModel, best_model, get_model, load_model_files
@@ -37,6 +37,7 @@ from ecotaxa_core.store.feature_store import FeatureStore
 __all__ = [
     "TOP_K",
     "predictable_object_ids",
+    "n_predicted_by",
     "model_features",
     "top_predictions",
     "predict_batch",
@@ -52,12 +53,28 @@ __all__ = [
 TOP_K = 3
 
 
-def predictable_object_ids(session: Session, project_id: int) -> np.ndarray:
-    """Ids of the project's unclassified and predicted objects, sorted."""
-    ids = session.scalars(select(Object.id).where(Object.project_id == int(project_id),
-                                                  Object.status.in_(PREDICTABLE))
-                          .order_by(Object.id)).all()
+def predictable_object_ids(session: Session, project_id: int, *,
+                           except_model_id: int | None = None) -> np.ndarray:
+    """Ids of the project's unclassified and predicted objects, sorted.
+
+    ``except_model_id``: without the objects that model predicted already (a model
+    gives an object the same prediction every time: predicting them again would
+    write nothing new but history).
+    """
+    where = [Object.project_id == int(project_id), Object.status.in_(PREDICTABLE)]
+    if except_model_id is not None:
+        # Spelled out: NOT (a AND b) would drop the rows where model_id is NULL.
+        where.append(or_(Object.status != ObjectStatus.PREDICTED.value,
+                         Object.model_id.is_(None), Object.model_id != int(except_model_id)))
+    ids = session.scalars(select(Object.id).where(*where).order_by(Object.id)).all()
     return np.asarray(ids, dtype=np.int64)
+
+
+def n_predicted_by(session: Session, project_id: int, model_id: int) -> int:
+    """How many objects of the project hold a prediction of ``model_id``."""
+    return int(session.scalar(select(func.count()).select_from(Object).where(
+        Object.project_id == int(project_id), Object.status == ObjectStatus.PREDICTED.value,
+        Object.model_id == int(model_id))))
 
 
 def model_features(model: LoadedModel, store: FeatureStore, project_id: int,
@@ -179,8 +196,10 @@ def write_predictions(inst, project_id: int,
 
 
 def predict_project(inst, project_id: int, model_id: int | None = None, *,
-                    chunk_size: int | None = None) -> dict[str, Any]:
+                    chunk_size: int | None = None, again: bool = False) -> dict[str, Any]:
     """Predict every predictable object of a project, chunk by chunk, in this process.
+
+    Objects the model predicted already are left as they are, unless ``again``.
 
     The flow ``predict_flow`` does the same with the chunks on Dask. Default
     model: the project's best (:func:`~ecotaxa_core.learn.registry.best_model`);
@@ -193,7 +212,8 @@ def predict_project(inst, project_id: int, model_id: int | None = None, *,
         row = (get_model(session, model_id) if model_id is not None
                else best_model(session, project_id))
         model_id, path = row.id, row.path
-        ids = predictable_object_ids(session, project_id)
+        ids = predictable_object_ids(session, project_id,
+                                     except_model_id=None if again else model_id)
     n_predicted = n_written = 0
     for start in range(0, len(ids), chunk_size):
         preds = predict_chunk_batch(str(inst.models_dir), model_id, path,

@@ -207,6 +207,16 @@ def load_model(inst, model_id: int) -> LoadedModel:
     return load_model_files(inst.models_dir, model_id, path)
 
 
+def model_with_fingerprint(session: Session, models_dir: str | os.PathLike, project_id: int,
+                           fingerprint: str) -> TrainedModel | None:
+    """The project's newest model with that training fingerprint whose files are there."""
+    for row in sorted(list_models(session, project_id), key=lambda r: r.id, reverse=True):
+        if (row.settings or {}).get("parameters", {}).get("fingerprint") == fingerprint \
+                and (Path(models_dir) / row.path).is_file():
+            return row
+    return None
+
+
 def list_models(session: Session, project_id: int) -> list[TrainedModel]:
     """The project's models, newest first."""
     return list(session.scalars(select(TrainedModel)

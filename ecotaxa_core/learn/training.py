@@ -19,7 +19,7 @@ from ecotaxa_core.learn.classifiers import (DEFAULT_FEATURE_SETS, classifier_par
 from ecotaxa_core.learn.evaluation import evaluate_holdout, holdout_split
 from ecotaxa_core.learn.candidates import Candidate, estimated_training_seconds, plan_automatic
 from ecotaxa_core.learn.learning_set import build_learning_set, select_learning_objects
-from ecotaxa_core.learn.registry import save_model
+from ecotaxa_core.learn.registry import model_with_fingerprint, save_model
 from ecotaxa_core.learn.training_settings import TrainingSettings
 from ecotaxa_core.taxonomy import taxon_names
 
@@ -37,13 +37,53 @@ def common_feature_sets(inst, project_ids: Sequence[int]) -> list[str]:
     return sorted(set.intersection(*sets)) if sets else []
 
 
+def training_fingerprint(kind: str, learning_set, class_names: Mapping[int, str], *,
+                         test_size: float, seed: int) -> str:
+    """A digest of everything a trained model depends on: the kind, the learning set
+    (its definition, objects, categories, feature names and values), the held-out
+    split, the seed, and the versions of this package and scikit-learn.
+
+    >>> import numpy as np
+    >>> from types import SimpleNamespace as NS
+    >>> ls = NS(definition={}, feature_names=["a"], object_ids=np.array([1, 2]),
+    ...         y=np.array([5, 6]), X=np.array([[0.5], [1.5]], dtype=np.float32))
+    >>> one = training_fingerprint("classic_rf", ls, {5: "a", 6: "b"}, test_size=0.2, seed=0)
+    >>> one == training_fingerprint("classic_rf", ls, {5: "a", 6: "b"}, test_size=0.2, seed=0)
+    True
+    >>> one == training_fingerprint("classic_rf", ls, {5: "a", 6: "b"}, test_size=0.2, seed=1)
+    False
+    """
+    import hashlib
+    import json
+    from importlib.metadata import version
+
+    import numpy as np
+    import sklearn
+
+    digest = hashlib.sha256(json.dumps({
+        "kind": kind, "definition": learning_set.definition,
+        "feature_names": list(learning_set.feature_names),
+        "classes": {str(k): v for k, v in sorted(class_names.items())},
+        "test_size": test_size, "seed": seed, "sklearn": sklearn.__version__,
+        "ecotaxa": version("ecotaxa-flow")}, sort_keys=True, default=str).encode())
+    for array, dtype in ((learning_set.object_ids, np.int64), (learning_set.y, np.int64),
+                         (learning_set.X, np.float32)):
+        digest.update(np.ascontiguousarray(array, dtype=dtype).tobytes())
+    return digest.hexdigest()
+
+
 def train_model(inst, project_id: int, kind: str = "deep_logreg", *,
                 feature_sets: Sequence[str] | None = None, user_id: int | None = None,
                 other_project_ids: Sequence[int] = (), categories: Sequence[int] | None = None,
                 max_per_category: int | None = None, test_size: float = 0.2, seed: int = 0,
                 n_jobs: int | None = -1, name: str | None = None,
-                appear_as: Mapping[int, int] | None = None) -> TrainedModel:
+                appear_as: Mapping[int, int] | None = None, reuse: bool = True) -> TrainedModel:
     """Train a classifier on the validated objects and register it.
+
+    With ``reuse``, a model of the project trained the same way on the same
+    learning set (same objects, categories, feature values, settings and code
+    versions: :func:`training_fingerprint`) is returned as it is, not trained
+    again: training is deterministic, it would be the same model.
 
     The model is first fitted on a stratified ``1 - test_size`` part of the
     learning set and scored on the rest (the metrics); then the registered
@@ -93,6 +133,12 @@ def train_model(inst, project_id: int, kind: str = "deep_logreg", *,
             f"{len(learning_set.categories)} category")
     with inst.sessions() as session:
         names = taxon_names(session, learning_set.categories)
+    fingerprint = training_fingerprint(kind, learning_set, names, test_size=test_size, seed=seed)
+    if reuse:
+        with inst.sessions() as session:
+            same = model_with_fingerprint(session, inst.models_dir, project_id, fingerprint)
+        if same is not None:
+            return same
 
     split = holdout_split(learning_set.y, test_size=test_size, seed=seed)
     metrics = evaluate_holdout(make_classifier(kind, n_jobs=n_jobs, random_state=seed,
@@ -114,7 +160,7 @@ def train_model(inst, project_id: int, kind: str = "deep_logreg", *,
         feature_names=learning_set.feature_names, class_names=names,
         learning_set_definition=learning_set.definition,
         parameters={"n_jobs": n_jobs, "test_size": test_size, "seed": seed,
-                    "steps": classifier_parameters(final)},
+                    "steps": classifier_parameters(final), "fingerprint": fingerprint},
         metrics=metrics, created_by=user_id)
 
 
