@@ -30,8 +30,17 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_features_scaling import dask_processes, process_cpu_seconds, usable_cpus  # noqa: E402
+from bench_features_scaling import dask_processes, usable_cpus  # noqa: E402
 from bench_predict import FEATURE_SETS, ROOT, _build, _reset  # noqa: E402
+
+
+def process_cpu_seconds() -> float:
+    """CPU seconds of the calling process (defined here: Dask workers, which cannot import
+    this folder's modules, get it by value)."""
+    import resource
+
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def main(argv: list[str] | None = None) -> None:
