@@ -203,7 +203,7 @@ def test_import_features_export_and_deletes_with_vault_and_store_behind_urls(rem
 
 
 def test_the_dashboard_serves_a_vault_behind_a_url(remote_instance):
-    from dashboards.app import serve_dashboard
+    from test_dashboard_browser import _dashboard
 
     inst = remote_instance
     with inst.sessions.begin() as s:
@@ -211,27 +211,15 @@ def test_the_dashboard_serves_a_vault_behind_a_url(remote_instance):
     import_path(inst, pid, IMPORT_TEST, user_id=1, create_missing_taxa=True,
                 create_missing_users=True)
     vault = _files(inst.settings.vault_location)
-    port = _free_port()
-    server = serve_dashboard(inst.settings, port=port, threaded=True)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline, "the dashboard did not start"
-                time.sleep(0.1)
+    with _dashboard(inst.settings) as url:
         rel = sorted(vault)[0]
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/vault/{rel}") as r:
+        with urllib.request.urlopen(f"{url}vault/{rel}") as r:
             assert r.read() == vault[rel]
             assert r.headers["Content-Type"] == "image/jpeg"
         for missing in ("images/nothing.jpg", "images/../../../etc/passwd", "images//x.jpg"):
             with pytest.raises(urllib.error.HTTPError) as err:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/vault/{missing}")
+                urllib.request.urlopen(f"{url}vault/{missing}")
             assert err.value.code == 404
-    finally:
-        server.stop()
 
 
 @pytest.mark.slow
