@@ -31,17 +31,27 @@ ECOTAXA = str(Path(sys.executable).with_name("ecotaxa"))
 AUTH = {"Authorization": "Basic " + base64.b64encode(b"ops:s3cret-pw").decode()}
 
 
+def _call(request: urllib.request.Request) -> dict:
+    """The JSON answer, retrying 502/503 as Prefect's own client does (a server just
+    restarted answers 503 while its database is busy starting up)."""
+    for attempt in range(6):
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                return json.loads(response.read())
+        except urllib.error.HTTPError as e:
+            if e.code not in (502, 503) or attempt == 5:
+                raise
+            time.sleep(2)
+    raise AssertionError("unreachable")
+
+
 def _post(url: str, body: dict) -> dict:
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json", **AUTH})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())
+    return _call(urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                        headers={"Content-Type": "application/json", **AUTH}))
 
 
 def _get(url: str, headers: dict | None = None) -> dict:
-    request = urllib.request.Request(url, headers=AUTH if headers is None else headers)
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())
+    return _call(urllib.request.Request(url, headers=AUTH if headers is None else headers))
 
 
 def stack_env(inst, **settings: str) -> dict[str, str]:
