@@ -156,8 +156,9 @@ def load_ingest_config(config_path: str | Path) -> list[DropFolderConfig]:
     return configs
 
 
-def ingest_deployments(config_path: str | Path) -> list:
-    """One ``ingest`` deployment per drop folder of ``config_path``, with its schedule."""
+def ingest_deployments(config_path: str | Path, **options) -> list:
+    """One ``ingest`` deployment per drop folder of ``config_path``, with its schedule;
+    ``options`` go to each ``to_deployment``."""
     from flows.ingest import ingest_flow
 
     deployments = []
@@ -168,7 +169,7 @@ def ingest_deployments(config_path: str | Path) -> list:
             deployments.append(ingest_flow.to_deployment(
                 name=cfg.name, parameters=cfg.flow_parameters(), tags=["ecotaxa", "ingest"],
                 description=f"Import the bundles dropped in {cfg.drop_folder} into project "
-                            f"{cfg.project_id}", **schedule))
+                            f"{cfg.project_id}", **schedule, **options))
         except ValueError as e:  # an invalid cron expression
             raise IngestConfigError(f"{config_path}: drop folder {cfg.name!r}: {e}") from e
     return deployments

@@ -24,6 +24,7 @@ from ecotaxa_core.settings import Settings
 from flows.dwca import dwca_flow
 from flows.export import export_flow
 from flows.features import features_flow
+from flows.fine_tune import fine_tune_flow
 from flows.import_bundle import import_flow
 from flows.loop import loop_flow
 from flows.predict import predict_flow
@@ -31,30 +32,34 @@ from flows.repredict import repredict_flow
 from flows.summary import summary_flow
 from flows.train import train_flow
 
-STAGE_FLOWS = (import_flow, features_flow, train_flow, predict_flow, export_flow, summary_flow,
-               dwca_flow, loop_flow)
+STAGE_FLOWS = (import_flow, features_flow, fine_tune_flow, train_flow, predict_flow,
+               export_flow, summary_flow, dwca_flow, loop_flow)
 
 
-def stage_deployments():
-    """One deployment per stage flow, named after the flow."""
-    return [f.to_deployment(name=f.name, tags=["ecotaxa"]) for f in STAGE_FLOWS]
+def stage_deployments(**options):
+    """One deployment per stage flow, named after the flow.
+
+    ``options`` go to each ``to_deployment`` (a work pool, the entrypoint type: see
+    :mod:`deployments.work_pools`).
+    """
+    return [f.to_deployment(name=f.name, tags=["ecotaxa"], **options) for f in STAGE_FLOWS]
 
 
-def scheduled_deployments(settings: Settings | None = None):
+def scheduled_deployments(settings: Settings | None = None, **options):
     """``repredict/nightly``: projects validated since their newest model learn and predict
     again, on ``ECOTAXA_REPREDICT_CRON`` (none when it is empty: run it by hand)."""
     cron = (settings or Settings()).repredict_cron.strip()
     return [repredict_flow.to_deployment(name="nightly", tags=["ecotaxa"],
-                                         **({"cron": cron} if cron else {}))]
+                                         **({"cron": cron} if cron else {}), **options)]
 
 
-def all_deployments(ingest_config: str | None = None):
+def all_deployments(ingest_config: str | None = None, **options):
     """The stage deployments, the nightly re-prediction, and one ingest deployment per
     folder of ``ingest_config``."""
     from deployments.ingest import ingest_deployments
 
-    return (stage_deployments() + scheduled_deployments()
-            + (ingest_deployments(ingest_config) if ingest_config else []))
+    return (stage_deployments(**options) + scheduled_deployments(**options)
+            + (ingest_deployments(ingest_config, **options) if ingest_config else []))
 
 
 def main(argv: list[str] | None = None) -> None:

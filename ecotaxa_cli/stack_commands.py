@@ -1,4 +1,5 @@
-"""``ecotaxa up``, ``down`` and ``status``: the whole stack on this machine (see stack.py)."""
+"""``ecotaxa up``, ``down`` and ``status``: the whole stack on this machine (see stack.py);
+``ecotaxa deploy``: the deployments on work pools, for workers on other hosts."""
 
 from __future__ import annotations
 
@@ -38,6 +39,33 @@ def status(as_json: bool = JsonOpt) -> None:
     emit(as_json, result, _human_status)
     if not result["up"]:
         raise typer.Exit(code=3)
+
+
+@app.command()
+def deploy(ingest_config: str = typer.Option(None, help="TOML (or .json) file of drop folders "
+                                             "to watch, one ingest deployment each."),
+           cpu_limit: int = typer.Option(None, help="Concurrent runs of a new ecotaxa-cpu "
+                                         "pool (default: no limit)."),
+           gpu_limit: int = typer.Option(1, help="Concurrent runs of a new ecotaxa-gpu pool."),
+           as_json: bool = JsonOpt) -> None:
+    """Register every deployment on the work pools ecotaxa-cpu and ecotaxa-gpu of the Prefect
+    API at PREFECT_API_URL (pools created when missing); then run `prefect worker start --pool
+    ecotaxa-cpu` (and ecotaxa-gpu on a GPU host) where the flows should run."""
+    from deployments.work_pools import deploy_to_work_pools
+
+    try:
+        result = deploy_to_work_pools(ingest_config, cpu_limit=cpu_limit, gpu_limit=gpu_limit)
+    except EcoTaxaError as error:
+        fail(error, as_json)
+    emit(as_json, result, _human_deploy)
+
+
+def _human_deploy(r: dict[str, Any]) -> str:
+    lines = [f"deployed on {r['api']}:"]
+    for pool, names in r["deployments"].items():
+        lines.append(f"  {pool} ({r['work_pools'][pool]}): {', '.join(names)}")
+    lines.append("run them: prefect worker start --pool ecotaxa-cpu  (ecotaxa-gpu on a GPU host)")
+    return "\n".join(lines)
 
 
 def _human_up(state: dict[str, Any]) -> str:

@@ -9,8 +9,8 @@ def test_each_stage_is_a_deployment_with_typed_parameters():
     from deployments.serve import STAGE_FLOWS, stage_deployments
 
     deps = {d.name: d for d in stage_deployments()}
-    assert set(deps) == {"import", "features", "train", "predict", "export", "summary", "dwca",
-                         "loop"}
+    assert set(deps) == {"import", "features", "fine_tune", "train", "predict", "export",
+                         "summary", "dwca", "loop"}
     assert all(d.enforce_parameter_schema for d in deps.values())
     flows = {f.name: f for f in STAGE_FLOWS}
     schema = parameter_schema(flows["import"].fn)

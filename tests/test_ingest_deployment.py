@@ -117,9 +117,9 @@ def test_serve_adds_the_ingest_deployments_to_the_stages(tmp_path):
     path = tmp_path / "ingest.toml"
     path.write_text(CONFIG)
     names = [f"{d.flow_name}/{d.name}" for d in all_deployments(str(path))]
-    assert names[-2:] == ["ingest/uvp6", "ingest/zooscan-lab"] and len(names) == 11
+    assert names[-2:] == ["ingest/uvp6", "ingest/zooscan-lab"] and len(names) == 12
     assert "repredict/nightly" in names  # the stages, the nightly re-prediction, the folders
-    assert len(all_deployments(None)) == 9
+    assert len(all_deployments(None)) == 10
 
 
 # -- serving for real -------------------------------------------------------------------------
@@ -217,8 +217,8 @@ def test_served_ingest_deployment_imports_dropped_bundles_on_schedule(sqlite_ins
         assert n_objects(sqlite_instance, pid) == N_OBJECTS
 
         served_names = {d["name"] for d in _api(api, "/deployments/filter", {})}
-        assert served_names == {"import", "features", "train", "predict", "export", "summary",
-                                "dwca", "loop", "nightly", "test-drop"}
+        assert served_names == {"import", "features", "fine_tune", "train", "predict", "export",
+                                "summary", "dwca", "loop", "nightly", "test-drop"}
         (deployment,) = _api(api, "/deployments/filter",
                              {"deployments": {"name": {"any_": ["test-drop"]}}})
         assert deployment["schedules"][0]["schedule"]["interval"] == 4
