@@ -84,3 +84,15 @@ def test_in_a_daemon_process_forests_predict_with_one_job_and_no_warning():
     assert (n_jobs, shape) == (1, (300, 4))
     assert not [w for w in warned if "n_jobs" in w or "daemon" in w], warned
     assert pipeline.named_steps["classify"].forest_.n_jobs == -1  # this process: unchanged
+
+
+def test_a_forest_too_large_for_its_leaf_table_goes_through_scikit_learn(monkeypatch):
+    from ecotaxa_core.learn import fast_inference
+
+    X, y = _data(4)
+    pipeline = make_classifier("classic_rf", n_jobs=1, feature_names=NAMES).fit(X, y)
+    assert fast_inference._forest_op(pipeline[-1]) is not None
+    monkeypatch.setattr(fast_inference, "MAX_LEAF_TABLE_BYTES", 0)
+    assert fast_inference._forest_op(pipeline[-1]) is None
+    np.testing.assert_allclose(compile_predict_proba(pipeline)(X.copy()),
+                               pipeline.predict_proba(X), atol=2e-5)

@@ -164,12 +164,20 @@ def _predict_sqlite(connection, project_id, object_ids, taxon_ids, scores, tops,
          *predictable)).rowcount
     if not copied:
         return 0, 0
-    changed = connection.exec_driver_sql(
-        "UPDATE objects SET status = ?, taxon_id = ?, score = ?, model_id = ?, "
-        "annotator_id = NULL, annotation_date = ?, top_predictions = ? "
-        f"WHERE id = ? AND project_id = ? AND status IN ({status_in})",
-        [(predicted, taxon, score, model_id, when_text, top, oid, int(project_id), *predictable)
-         for oid, taxon, score, top in zip(np.asarray(object_ids).tolist(),
-                                           np.asarray(taxon_ids).tolist(),
-                                           np.asarray(scores).tolist(), tops)]).rowcount
+    # One statement: the new values travel as one JSON array of [id, taxon, score, top]
+    # (half the time of an executemany of 16,000 updates). The unary ``+`` keeps the
+    # project and status indexes out of the plan, which must look each object up by
+    # its id from the (small) chunk, never scan the project's objects.
+    values = json_dumps(list(zip(np.asarray(object_ids, dtype=np.int64).tolist(),
+                                 np.asarray(taxon_ids, dtype=np.int64).tolist(),
+                                 np.asarray(scores, dtype=np.float64).tolist(), tops)))
+    connection.exec_driver_sql(
+        "WITH v AS MATERIALIZED (SELECT value ->> 0 AS id, value ->> 1 AS taxon_id, "
+        "value ->> 2 AS score, value ->> 3 AS top FROM json_each(?)) "
+        "UPDATE objects SET status = ?, taxon_id = v.taxon_id, score = v.score, model_id = ?, "
+        "annotator_id = NULL, annotation_date = ?, top_predictions = v.top FROM v "
+        f"WHERE objects.id = v.id AND +objects.project_id = ? AND +objects.status IN ({status_in})",
+        (values, predicted, model_id, when_text, int(project_id), *predictable))
+    # (the sqlite3 module gives no rowcount for a statement that starts with WITH)
+    changed = connection.exec_driver_sql("SELECT changes()").scalar_one()
     return copied, changed

@@ -10,8 +10,12 @@ knows and returns a function that applies them in float32, in place:
 - ``FunctionTransformer(signed_log)``;
 - ``StandardScaler``, folded into the logistic regression that follows it;
 - ``LogisticRegression`` (multinomial softmax, or binary), as one matrix product;
-- :class:`~ecotaxa_core.learn.classifiers.ForestBlend`: its linear part as
-  above, its forest through scikit-learn (trees predict in float32 anyway).
+- ``RandomForestClassifier`` (one output): scikit-learn finds each row's leaf
+  in every tree (``apply``); the leaves' class fractions, gathered once into a
+  float32 table, are summed by one sparse product (a third less time than
+  ``predict_proba``, which adds a float64 copy of every tree's answer);
+- :class:`~ecotaxa_core.learn.classifiers.ForestBlend`: its linear part and
+  its forest as above.
 
 Any other step or final estimator is applied through scikit-learn, so every
 pipeline gets a function; the probabilities agree with ``predict_proba`` to
@@ -26,7 +30,9 @@ import multiprocessing
 from typing import Callable
 
 import numpy as np
+import scipy.sparse as sp
 from scipy.special import expit
+from sklearn.ensemble import RandomForestClassifier
 from sklearn.impute import SimpleImputer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
@@ -38,6 +44,10 @@ __all__ = ["compile_predict_proba"]
 
 Transform = Callable[[np.ndarray], np.ndarray]
 PredictProba = Callable[[np.ndarray], np.ndarray]
+
+#: Largest leaf table a forest is compiled into (float32 class fractions of every
+#: leaf); a larger forest predicts through scikit-learn.
+MAX_LEAF_TABLE_BYTES = 1 << 30
 
 
 def compile_predict_proba(model) -> PredictProba:
@@ -142,6 +152,8 @@ def _scale_op(scaler: StandardScaler) -> Transform:
 def _final_op(final, scaler: StandardScaler | None) -> PredictProba | None:
     if isinstance(final, LogisticRegression):
         return _logistic_op(final, scaler)
+    if isinstance(final, RandomForestClassifier) and scaler is None:
+        return _forest_op(final)
     if isinstance(final, ForestBlend) and scaler is None:
         return _blend_op(final)
     return None
@@ -174,6 +186,40 @@ def _logistic_op(logistic: LogisticRegression, scaler: StandardScaler | None) ->
     return softmax
 
 
+def _forest_op(forest: RandomForestClassifier) -> PredictProba | None:
+    """``forest.predict_proba`` as a sum of rows of a leaf table (see the module's doc)."""
+    if forest.n_outputs_ != 1 or not forest.estimators_:
+        return None
+    trees = [estimator.tree_ for estimator in forest.estimators_]
+    is_leaf = [tree.children_left == -1 for tree in trees]
+    n_leaves = sum(int(leaf.sum()) for leaf in is_leaf)
+    if n_leaves * len(forest.classes_) * 4 > MAX_LEAF_TABLE_BYTES:
+        return None
+    # Row of the table of each node of each tree (nodes numbered tree after tree).
+    table_row = np.full(sum(tree.node_count for tree in trees), -1, dtype=np.int64)
+    node_offsets = np.zeros(len(trees), dtype=np.int64)
+    blocks, first_node, first_row = [], 0, 0
+    for i, (tree, leaf) in enumerate(zip(trees, is_leaf)):
+        node_offsets[i] = first_node
+        table_row[first_node + np.flatnonzero(leaf)] = first_row + np.arange(int(leaf.sum()))
+        value = tree.value[leaf, 0, :]
+        blocks.append(value / value.sum(axis=1, keepdims=True))  # weighted counts, or fractions
+        first_node += tree.node_count
+        first_row += int(leaf.sum())
+    table = (np.concatenate(blocks) / len(trees)).astype(np.float32)
+    n_trees = len(trees)
+
+    def forest_proba(X: np.ndarray) -> np.ndarray:
+        rows = table_row[forest.apply(X) + node_offsets]  # (n, n_trees) leaves
+        n = rows.shape[0]
+        picks = sp.csr_matrix((np.ones(n * n_trees, dtype=np.float32), rows.ravel(),
+                               np.arange(0, n * n_trees + 1, n_trees)),
+                              shape=(n, table.shape[0]))
+        return np.asarray(picks @ table)
+
+    return forest_proba
+
+
 def _blend_op(blend: ForestBlend) -> PredictProba:
     linear = compile_predict_proba(blend.linear_)
     forest = blend.forest_
@@ -181,9 +227,10 @@ def _blend_op(blend: ForestBlend) -> PredictProba:
     w = float(blend.forest_weight)
     if forest is None or w == 0:
         return linear
+    forest_op = _forest_op(forest) or forest.predict_proba
 
     def blended(X: np.ndarray) -> np.ndarray:
-        forest_proba = forest.predict_proba(X[:, columns])
+        forest_proba = forest_op(X[:, columns])
         logp = np.log(np.clip(linear(X), 1e-12, None))  # after the forest: may overwrite X
         logp *= 1 - w
         logp += w * np.log(np.clip(forest_proba, 1e-12, None))
