@@ -76,3 +76,70 @@ def test_truncate_undoes_the_last_appends(tmp_path):
     np.testing.assert_array_equal(store.read(1, "s", ids[::-1]).values, values[::-1])
     store.truncate(1, "s", 0)
     assert not store.exists(1, "s") and store.n_rows(1, "s") == 0
+
+
+# -- the per-process cache of id positions ---------------------------------------------------
+def _cached_keys(store: FeatureStore) -> list[tuple]:
+    from ecotaxa_core.store import feature_store
+
+    url = store.store_url(1, "s")
+    return [key for key in feature_store._POSITIONS if key[0] == url]
+
+
+def test_reads_keep_the_id_positions_of_a_set_until_it_changes(tmp_path):
+    store, ids, values = _filled(tmp_path, 3000, 4)
+    wanted = ids[[5, 2999, 0]]
+    np.testing.assert_array_equal(store.read(1, "s", wanted).values, values[[5, 2999, 0]])
+    [key] = _cached_keys(store)
+    assert key[2] == 3000
+    np.testing.assert_array_equal(store.read(1, "s", wanted).values, values[[5, 2999, 0]])
+    assert _cached_keys(store) == [key]
+
+    # An append adds rows after those counted: a new key, the new rows found.
+    more = np.array([5, 6], dtype=np.int64)
+    store.append(1, "s", more, np.full((2, 4), 7, np.float32), [f"f{i}" for i in range(4)],
+                 producer={"kind": "test"})
+    np.testing.assert_array_equal(store.read(1, "s", more).values, np.full((2, 4), 7))
+    assert {k[2] for k in _cached_keys(store)} == {3000, 3002}
+    assert len({k[1] for k in _cached_keys(store)}) == 1  # same generation
+
+
+def test_rows_appended_after_a_truncation_are_never_read_through_stale_positions(tmp_path):
+    store, ids, values = _filled(tmp_path, 3000, 4)
+    names = [f"f{i}" for i in range(4)]
+    tail = np.array([1, 2, 3], dtype=np.int64)
+    store.append(1, "s", tail, np.ones((3, 4), np.float32), names, producer={"kind": "test"})
+    np.testing.assert_array_equal(store.read(1, "s", tail).values, np.ones((3, 4)))
+    # A failed writer's rows are cut off, then other rows fill the same places.
+    store.truncate(1, "s", 3000)
+    other = np.array([3, 2, 4], dtype=np.int64)
+    store.append(1, "s", other, np.arange(12, dtype=np.float32).reshape(3, 4), names,
+                 producer={"kind": "test"})
+    got = store.read(1, "s", np.array([2, 3, 4, 1]))
+    np.testing.assert_array_equal(got.values[:3], np.arange(12).reshape(3, 4)[[1, 0, 2]])
+    assert np.isnan(got.values[3]).all()  # id 1 is gone
+
+
+def test_a_set_made_again_in_another_order_is_read_right(tmp_path):
+    store, ids, values = _filled(tmp_path, 3000, 4)
+    store.read(1, "s", ids[:10])
+    store.delete(1, "s")
+    order = np.random.default_rng(1).permutation(3000)
+    store.append(1, "s", ids[order], values[order], [f"f{i}" for i in range(4)],
+                 producer={"kind": "test"})
+    np.testing.assert_array_equal(store.read(1, "s", ids[:10]).values, values[:10])
+
+
+def test_a_column_with_unwritten_ids_or_no_generation_is_not_cached(tmp_path):
+    import zarr
+
+    store, ids, values = _filled(tmp_path, 3000, 4)
+    group = zarr.open_group(store.store_url(1, "s"), mode="r+")
+    del group.attrs["generation"]  # a store written before generations
+    np.testing.assert_array_equal(store.read(1, "s", ids[:3]).values, values[:3])
+    assert _cached_keys(store) == []
+    group.attrs["generation"] = "g"
+    group["object"].resize((3100,))  # an append under way: its ids not written yet
+    group["values"].resize((3100, 4))
+    np.testing.assert_array_equal(store.read(1, "s", ids[:3]).values, values[:3])
+    assert _cached_keys(store) == []

@@ -14,12 +14,23 @@ row count :meth:`FeatureStore.n_rows` gave before it began.
 
 The store's root is a local folder or an fsspec URL (``s3://bucket/features``,
 see :mod:`~ecotaxa_core.storage`); xarray and Zarr reach either.
+
+Reads find the wanted rows through the set's id column. Each process keeps the
+positions of the last few sets it read (:data:`_POSITIONS`), so the chunks of a
+prediction over a 10-million-object project do not each read 80 MB of ids. The
+cache is keyed by the set's ``generation``, a random attribute given to each new
+store and renewed by every truncation, and its number of rows: appends only add
+rows after those counted, anything else makes a new generation. A column still
+being appended (unwritten rows read as id 0) is never cached.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import threading
+import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -31,6 +42,11 @@ from ecotaxa_core.storage import Location
 __all__ = ["FeatureStore", "FeatureMatrix", "FeatureSetMismatch", "ROW_CHUNK", "rows_per_chunk"]
 
 ROW_CHUNK = 4096  # rows a chunk holds at most
+GENERATION_ATTR = "generation"
+# Positions of the ids of recently read sets: (url, generation, n_rows) -> pandas Index.
+_POSITIONS: "OrderedDict[tuple[str, str, int], Any]" = OrderedDict()
+_POSITIONS_KEPT = 4
+_POSITIONS_LOCK = threading.Lock()
 _CHUNK_BYTES = 1 << 20  # ... and about this many bytes: wide sets get fewer rows a chunk
 
 
@@ -152,23 +168,25 @@ class FeatureStore:
         Objects without a row get a row of NaN, so callers can align several
         feature sets on one id list and impute the gaps.
         """
-        ds = self._open(project_id, feature_set)
-        names = [str(f) for f in ds["feature"].values]
-        stored = ds["object"].values.astype(np.int64)
-        arr = ds["values"].variable
-        if object_ids is None:
-            return FeatureMatrix(stored, names, np.asarray(arr.values, dtype=np.float32))
-        import pandas as pd
+        import zarr
 
+        url = self.store_url(project_id, feature_set)
+        group = zarr.open_group(url, mode="r", zarr_format=3, **self._zarr_args())
+        names = [str(f) for f in group["feature"][:]]
+        arr = group["values"]
+        if object_ids is None:
+            return FeatureMatrix(_int64(group["object"][:]), names,
+                                 np.asarray(arr[:], dtype=np.float32))
+        index = _stored_positions(url, group)
         wanted = _int64(object_ids)
-        pos = pd.Index(stored).get_indexer(wanted)
+        pos = index.get_indexer(wanted)
         found = pos >= 0
-        chunk = (ds["values"].encoding.get("chunks") or (ROW_CHUNK,))[0]
+        chunk, n_rows = arr.chunks[0], len(index)
         if len(wanted) and found.all():
-            return FeatureMatrix(wanted, names, _rows_at(arr, pos, chunk, len(stored)))
+            return FeatureMatrix(wanted, names, _rows_at(arr, pos, chunk, n_rows))
         out = np.full((len(wanted), len(names)), np.nan, dtype=np.float32)
         if found.any():
-            out[found] = _rows_at(arr, pos[found], chunk, len(stored))
+            out[found] = _rows_at(arr, pos[found], chunk, n_rows)
         return FeatureMatrix(wanted, names, out)
 
     # -- writing --------------------------------------------------------------
@@ -215,6 +233,9 @@ class FeatureStore:
         )
         # xarray rewrites the group attributes on every write: always pass them.
         ds.attrs["producer"] = producer_json
+        # Appends keep the generation (they only add rows); a new store gets one.
+        ds.attrs[GENERATION_ATTR] = (ds0.attrs.get(GENERATION_ATTR) if exists else None) \
+            or uuid.uuid4().hex
         if exists:
             ds = ds.drop_vars("feature")
             ds.to_zarr(url, append_dim="object", consolidated=False, zarr_format=3,
@@ -244,6 +265,8 @@ class FeatureStore:
             values.resize((n_rows, values.shape[1]))
         if ids.shape[0] > n_rows:
             ids.resize((n_rows,))
+        # After the cut: rows appended later at the same places are other rows.
+        group.attrs[GENERATION_ATTR] = uuid.uuid4().hex
 
     def delete(self, project_id: int, feature_set: str) -> None:
         self.location.remove_folder(self.store_rel(project_id, feature_set))
@@ -287,13 +310,39 @@ class FeatureStore:
                                     if p.endswith(".partial"))
 
 
+def _stored_positions(url: str, group) -> Any:
+    """A pandas Index of the set's stored ids (positions by id), from this process's cache
+    when the set is the one it was read from (see the module's doc)."""
+    import pandas as pd
+
+    generation = group.attrs.get(GENERATION_ATTR)
+    key = (url, str(generation), int(group["object"].shape[0]))
+    if generation:
+        with _POSITIONS_LOCK:
+            if key in _POSITIONS:
+                _POSITIONS.move_to_end(key)
+                return _POSITIONS[key]
+    stored = _int64(group["object"][:])
+    unwritten = stored == 0
+    if unwritten.any():  # rows of an append under way: ids no object has, distinct
+        stored = stored.copy()
+        stored[unwritten] = -1 - np.flatnonzero(unwritten)
+    index = pd.Index(stored)
+    if generation and len(stored) == key[2] and not unwritten.any():
+        with _POSITIONS_LOCK:
+            _POSITIONS[key] = index
+            while len(_POSITIONS) > _POSITIONS_KEPT:
+                _POSITIONS.popitem(last=False)
+    return index
+
+
 def _rows_at(arr, positions: np.ndarray, chunk: int, n_rows: int) -> np.ndarray:
-    """Rows ``positions`` of the lazily read 2-D variable ``arr``, reading each chunk of
+    """Rows ``positions`` of the 2-D Zarr array ``arr``, reading each chunk of
     rows they touch once, whole (a chunk is the unit Zarr decompresses): runs of
     touched chunks are read as slices; when most chunks are touched, all of it."""
     touched = np.unique(positions // chunk)
     if len(touched) * chunk >= n_rows // 2:
-        return np.asarray(arr.values, dtype=np.float32)[positions]
+        return np.asarray(arr[:n_rows], dtype=np.float32)[positions]
     # Runs of consecutive chunks: [first, last] chunk numbers of each.
     breaks = np.flatnonzero(np.diff(touched) > 1)
     firsts = np.concatenate([touched[:1], touched[breaks + 1]])
@@ -302,7 +351,7 @@ def _rows_at(arr, positions: np.ndarray, chunk: int, n_rows: int) -> np.ndarray:
         # Increasing rows in one run of chunks (predicting objects in id order):
         # one slice, and no copy at all when the rows are consecutive.
         start, stop = int(positions[0]), int(positions[-1]) + 1
-        block = np.asarray(arr[start:stop].values, dtype=np.float32)
+        block = np.asarray(arr[start:stop], dtype=np.float32)
         return block if stop - start == len(positions) else block[positions - start]
     out = np.empty((len(positions), arr.shape[1]), dtype=np.float32)
     order = np.argsort(positions, kind="stable")
@@ -310,7 +359,7 @@ def _rows_at(arr, positions: np.ndarray, chunk: int, n_rows: int) -> np.ndarray:
     for first, last in zip(firsts, lasts):
         start, stop = int(first) * chunk, min(n_rows, (int(last) + 1) * chunk)
         lo, hi = np.searchsorted(sorted_pos, [start, stop])
-        block = np.asarray(arr[start:stop].values, dtype=np.float32)
+        block = np.asarray(arr[start:stop], dtype=np.float32)
         out[order[lo:hi]] = block[sorted_pos[lo:hi] - start]
     return out
 
