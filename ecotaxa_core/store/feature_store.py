@@ -1,4 +1,4 @@
-"""The feature store: one Zarr v3 array per (project, feature set), via xarray.
+"""The feature store: one Zarr v3 array per (project, feature set), written via xarray.
 
 Each store is a dataset with a float32 variable ``values`` of dims
 ``(object, feature)``, the object ids as the ``object`` coordinate and the
