@@ -6,11 +6,14 @@ features (default 50, the size of a PCA-50 or morphological set) in appends of
 ids that are not contiguous (every third id, shuffled by blocks, as a project's
 objects after deletions and several imports). Then reads, through
 :meth:`FeatureStore.read`, lists of ids the way the learning and similarity code
-asks for them: random ids (1,000 / 10,000 / 100,000), a run of consecutive
-objects, ids absent from the store mixed in, and every row. Prints each timing
-and rows/s, and the store's size on disk.
+asks for them: two chunks of a prediction (the first read of the set, which
+reads its whole id column, then the next chunk, whose read finds the ids'
+positions kept by the process), random ids (1,000 / 10,000 / 100,000), a run of
+consecutive objects, ids absent from the store mixed in, and every row. Prints
+each timing and rows/s, and the store's size on disk.
 
     python bench/bench_feature_store.py [--rows 1000000] [--features 50] [--workdir DIR]
+    python bench/bench_feature_store.py --rows 10000000 --features 4   # a large project's ids
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from ecotaxa_core.store import feature_store  # noqa: E402
 from ecotaxa_core.store.feature_store import FeatureStore  # noqa: E402
 
 
@@ -61,6 +65,19 @@ def main() -> None:
               f"({n / write_s:,.0f} rows/s, {args.append_rows:,} a call), "
               f"{_size_mib(store.store_path(1, 'bench')):,.0f} MiB on disk")
         assert store.n_rows(1, "bench") == n
+
+        feature_store._POSITIONS.clear()
+        chunk = 16_384
+        middle = n // 2
+        for label, wanted in ((f"{chunk:,} consecutive, first read", ids[middle:middle + chunk]),
+                              (f"the next {chunk:,} (positions kept)",
+                               ids[middle + chunk:middle + 2 * chunk])):
+            t, cpu = time.perf_counter(), time.process_time()
+            got = store.read(1, "bench", wanted)
+            sec, cpu = time.perf_counter() - t, time.process_time() - cpu
+            assert got.values.shape == (len(wanted), k)
+            print(f"  read {label:32s} {sec * 1000:9.1f} ms {len(wanted) / sec:14,.0f} rows/s "
+                  f"({cpu * 1000:.0f} ms CPU)")
 
         cases = [(f"{m:,} random ids", rng.choice(ids, m, replace=False))
                  for m in (1_000, 10_000, 100_000)]
