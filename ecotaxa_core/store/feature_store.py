@@ -139,22 +139,37 @@ class FeatureStore:
         return xr.open_zarr(self.store_url(project_id, feature_set), consolidated=False,
                             zarr_format=3, chunks=None, **self._zarr_args())
 
+    def _group(self, project_id: int, feature_set: str):
+        """The set's Zarr group, read from its metadata only (no id column loaded).
+
+        Raises ValueError when its ``object`` and ``values`` arrays disagree in length
+        (a writer killed between them), as opening it with xarray would.
+        """
+        import zarr
+
+        group = zarr.open_group(self.store_url(project_id, feature_set), mode="r",
+                                zarr_format=3, **self._zarr_args())
+        n_ids, n_values = group["object"].shape[0], group["values"].shape[0]
+        if n_ids != n_values:
+            raise ValueError(f"feature set {feature_set!r} of project {project_id}: conflicting "
+                             f"sizes for dimension 'object': {n_ids} ids, {n_values} rows")
+        return group
+
     def n_rows(self, project_id: int, feature_set: str) -> int:
         if not self.exists(project_id, feature_set):
             return 0
-        return int(self._open(project_id, feature_set).sizes["object"])
+        return int(self._group(project_id, feature_set)["object"].shape[0])
 
     def object_ids(self, project_id: int, feature_set: str) -> np.ndarray:
         if not self.exists(project_id, feature_set):
             return np.empty(0, dtype=np.int64)
-        return self._open(project_id, feature_set)["object"].values.astype(np.int64)
+        return _int64(self._group(project_id, feature_set)["object"][:])
 
     def feature_names(self, project_id: int, feature_set: str) -> list[str]:
-        return [str(f) for f in self._open(project_id, feature_set)["feature"].values]
+        return [str(f) for f in self._group(project_id, feature_set)["feature"][:]]
 
     def attrs(self, project_id: int, feature_set: str) -> dict[str, Any]:
-        raw = self._open(project_id, feature_set).attrs.get("producer", "{}")
-        return json.loads(raw)
+        return json.loads(self._group(project_id, feature_set).attrs.get("producer", "{}"))
 
     def missing(self, project_id: int, feature_set: str, object_ids: Sequence[int]) -> np.ndarray:
         """The ids among ``object_ids`` that have no row yet, in their given order."""
@@ -168,10 +183,8 @@ class FeatureStore:
         Objects without a row get a row of NaN, so callers can align several
         feature sets on one id list and impute the gaps.
         """
-        import zarr
-
         url = self.store_url(project_id, feature_set)
-        group = zarr.open_group(url, mode="r", zarr_format=3, **self._zarr_args())
+        group = self._group(project_id, feature_set)
         names = [str(f) for f in group["feature"][:]]
         arr = group["values"]
         if object_ids is None:
