@@ -57,8 +57,11 @@ def usable_cpus() -> list[int]:
 @contextmanager
 def dask_processes(n_workers: int, cpus: list[int], workdir: Path) -> Iterator["Client"]:
     """A ``dask scheduler`` and ``n_workers`` ``dask worker`` processes (1 thread, nanny),
-    worker ``i`` pinned to ``cpus[i % len(cpus)]``; yields a client of the scheduler."""
+    worker ``i`` pinned to ``cpus[i % len(cpus)]``, with the environment ``ecotaxa up``
+    gives its workers; yields a client of the scheduler."""
     from distributed import Client
+
+    from tasks.dask_cluster import WORKER_ENVIRON
 
     dask = str(Path(sys.executable).with_name("dask"))
     python_path = [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
@@ -81,7 +84,7 @@ def dask_processes(n_workers: int, cpus: list[int], workdir: Path) -> Iterator["
             procs.append(subprocess.Popen(
                 [dask, "worker", "--scheduler-file", str(scheduler_file), "--nthreads", "1",
                  "--nworkers", "1", "--no-dashboard", "--host", "127.0.0.1"],
-                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                cwd=ROOT, env={**env, **WORKER_ENVIRON}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                 preexec_fn=lambda cpu=cpu: os.sched_setaffinity(0, {cpu})))
         with Client(scheduler_file=str(scheduler_file)) as client:
             client.wait_for_workers(n_workers, timeout=180)

@@ -14,8 +14,9 @@ default model (``FEATURE_SETS``). It trains the model, then times
 2. ``predict_project`` (the same, end to end, as ``ecotaxa predict`` without Dask);
 3. ``predict_flow`` (Prefect + embedded Dask LocalCluster; the flow's own figure
    starts after the cluster is up);
-4. ``predict_flow`` twice on one running cluster: the second run's worker has
-   its imports and the model loaded (a long-lived cluster's steady state).
+4. ``predict_flow`` on one running cluster, once cold then ``--repeat`` times
+   warm: the warm runs' worker has its imports and the model loaded (a
+   long-lived cluster's steady state).
 
 Each timed run starts from the same state: every object unclassified.
 
@@ -139,21 +140,19 @@ def _breakdown(inst, pid: int, model_row, chunk_size: int) -> dict[str, float]:
     return phases
 
 
-def _warm_flows(inst, pid: int, model_id: int, n: int) -> None:
-    """The flow twice on one running cluster (as ``ECOTAXA_DASK_SCHEDULER_ADDRESS``
-    gives it): the second run finds its worker's imports and model loaded."""
-    from distributed import LocalCluster
-
+def _warm_flows(inst, pid: int, model_id: int, n: int, repeat: int = 1) -> None:
+    """The flow on one running cluster (as ``ECOTAXA_DASK_SCHEDULER_ADDRESS``
+    gives it), once cold then ``repeat`` times warm: the warm runs find their
+    worker's imports and model loaded."""
     from flows.predict import predict_flow
     from ecotaxa_core.settings import Settings
+    from tasks.dask_cluster import local_cluster
 
     settings = Settings()
-    with LocalCluster(n_workers=settings.dask_n_workers,
-                      threads_per_worker=settings.dask_threads_per_worker, processes=True,
-                      dashboard_address=":0", host="127.0.0.1") as cluster:
+    with local_cluster(settings.dask_n_workers, settings.dask_threads_per_worker) as cluster:
         os.environ["ECOTAXA_DASK_SCHEDULER_ADDRESS"] = cluster.scheduler_address
         try:
-            for run in ("cold", "warm"):
+            for run in ["cold"] + ["warm"] * repeat:
                 summary = predict_flow(project_id=pid, model_id=model_id)
                 assert summary["n_predicted"] == n, summary
                 print(f"predict_flow, running cluster, {run} worker: {summary['seconds']:.2f} s, "
@@ -179,6 +178,8 @@ def main() -> None:
                     help=f"a new database on the server of {PG_ADMIN_URL} (ECOTAXA_TEST_PG_URL)")
     db.add_argument("--database-url", default=None,
                     help="an existing, empty database (its tables are created)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="warm runs of the flow on the running cluster")
     parser.add_argument("--skip", nargs="*", default=[], choices=["breakdown", "project", "flow", "warm-flow"],
                         help="parts not to run")
     args = parser.parse_args()
@@ -246,7 +247,7 @@ def main() -> None:
                   f"{summary['objects_per_second']:,.0f} objects/s", flush=True)
         if "warm-flow" not in args.skip:
             _reset(inst, pid)
-            _warm_flows(inst, pid, model.id, args.n)
+            _warm_flows(inst, pid, model.id, args.n, args.repeat)
     finally:
         if inst is not None:
             inst.close()

@@ -42,7 +42,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -68,6 +68,7 @@ class _Service:
     argv: list[str]
     url: str | None
     ready: Callable[[], bool]  # answers: the next service may start
+    env: dict[str, str] = field(default_factory=dict)  # on top of the stack's environment
 
 
 def _bin(name: str) -> str:
@@ -124,6 +125,8 @@ def _deployments_registered(api: str) -> bool:
 
 
 def _services(settings: Settings) -> list[_Service]:
+    from tasks.dask_cluster import WORKER_ENVIRON
+
     urls = _urls(settings)
     python = sys.executable
     return [
@@ -140,7 +143,9 @@ def _services(settings: Settings) -> list[_Service]:
                                   "--host", _LOCAL, "--nworkers", str(settings.dask_n_workers),
                                   "--nthreads", str(settings.dask_threads_per_worker),
                                   "--local-directory", str(settings.work_dir / "dask")],
-                 None, lambda: _n_workers(urls["dask-scheduler"]) >= settings.dask_n_workers),
+                 None, lambda: _n_workers(urls["dask-scheduler"]) >= settings.dask_n_workers,
+                 # the nanny passes these to the worker processes it starts
+                 env=WORKER_ENVIRON),
         _Service("runner", [python, "-m", "deployments.serve"], None,
                  lambda: _deployments_registered(urls["prefect"])),
         _Service("dashboard", [_bin("ecotaxa"), "serve"], urls["dashboard"],
@@ -255,7 +260,7 @@ def stack_up(settings: Settings, *, timeout_s: float = 180.0) -> dict[str, Any]:
         for service in to_start:
             log = settings.logs_dir / f"{service.name}.log"
             with open(log, "ab") as out:
-                proc = subprocess.Popen(service.argv, env=env, stdout=out,
+                proc = subprocess.Popen(service.argv, env={**env, **service.env}, stdout=out,
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                         start_new_session=True, cwd=str(settings.home))
             services[service.name] = {"pid": proc.pid,

@@ -21,7 +21,8 @@ from ecotaxa_core.annotation import Prediction, PredictionBatch
 from ecotaxa_core.db.models import TrainedModel
 from ecotaxa_core.instance import Instance
 from ecotaxa_core.learn.prediction import (predict_chunk_batch, predictable_object_ids,
-                                           prediction_summary, write_predictions)
+                                           prediction_chunks, prediction_summary,
+                                           write_predictions)
 from ecotaxa_core.learn.training import train_model
 from ecotaxa_core.learn.training_settings import TrainingSettings
 from ecotaxa_core.progress import Progress, report
@@ -61,7 +62,9 @@ def predict_on_dask(client: Client, inst: Instance, project_id: int, model: Trai
                     object_ids: np.ndarray, chunk_size: int,
                     progress: Progress | None = None) -> dict[str, Any]:
     """Predict ``object_ids`` in chunks on Dask; write each chunk as it completes
-    (``progress`` hears of the objects written after each).
+    (``progress`` hears of the objects written after each). The chunks are those of
+    :func:`~ecotaxa_core.learn.prediction.prediction_chunks`: of ``chunk_size``,
+    smaller at the start and the end so the writing overlaps the predicting.
 
     If a chunk fails, the chunks not yet written are cancelled; those already
     written keep their new predictions, the others their old state.
@@ -69,9 +72,8 @@ def predict_on_dask(client: Client, inst: Instance, project_id: int, model: Trai
     start = time.perf_counter()
     report(progress, "objects", 0, len(object_ids))  # the rate counts from here
     futures = [client.submit(predict_chunk_batch, str(inst.models_dir), model.id, model.path,
-                             inst.features.where, project_id, object_ids[i:i + chunk_size],
-                             pure=False)
-               for i in range(0, len(object_ids), chunk_size)]
+                             inst.features.where, project_id, object_ids[chunk], pure=False)
+               for chunk in prediction_chunks(len(object_ids), chunk_size)]
     n_predicted = n_written = n_done = 0
     try:
         for future in as_completed(futures):

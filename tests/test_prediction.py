@@ -13,7 +13,8 @@ from ecotaxa_core.annotation import (Prediction, PredictionBatch, move_objects, 
 from ecotaxa_core.db.models import AnnotationHistory, Object
 from ecotaxa_core.learn import (FeatureSetUnavailable, predict_chunk, predict_project,
                                 predictable_object_ids, train_model, write_predictions)
-from ecotaxa_core.learn.prediction import _cached_model, predict_chunk_batch, top_predictions
+from ecotaxa_core.learn.prediction import (MIN_RAMP_CHUNK, _cached_model, predict_chunk_batch,
+                                           prediction_chunks, top_predictions)
 from learn_data import make_project, write_feature_set
 
 
@@ -251,3 +252,27 @@ def test_top_predictions_rank_like_a_stable_sort():
     assert (batch.taxon_ids == batch.top_taxon_ids[:, 0]).all()
     two = top_predictions(proba[:3, :2] / proba[:3, :2].sum(1, keepdims=True), [5, 6], [1, 2, 3])
     assert two.top_taxon_ids.shape == (3, 2)
+
+
+@pytest.mark.parametrize("chunk_size", [1, 100, 1024, 8192, 16384])
+@pytest.mark.parametrize("n", [0, 1, 1023, 5000, 30_000, 100_000, 1_000_003])
+def test_prediction_chunks_cover_every_object_once_small_at_both_ends(n, chunk_size):
+    chunks = prediction_chunks(n, chunk_size)
+    sizes = [c.stop - c.start for c in chunks]
+    assert [c.start for c in chunks] == [0, *[c.stop for c in chunks]][:len(chunks)]  # no gap
+    assert sum(sizes) == n and all(0 < s <= chunk_size for s in sizes)
+    ramp = [chunk_size >> k for k in (3, 2, 1) if chunk_size >> k >= MIN_RAMP_CHUNK]
+    if n >= 2 * sum(ramp) + chunk_size:
+        assert sizes[:len(ramp)] == ramp and sizes[len(sizes) - len(ramp):] == ramp[::-1]
+        assert chunk_size in sizes  # the middle is in full chunks
+        # a ramp costs a few chunks, never a multiple of them
+        assert len(chunks) <= -(-n // chunk_size) + 2 * len(ramp) + 1
+    if not ramp:  # small chunk sizes: plain chunks, as before
+        assert sizes == [min(chunk_size, n - i) for i in range(0, n, chunk_size)]
+
+
+def test_prediction_chunks_refuse_nonsense():
+    with pytest.raises(ValueError, match="chunk_size=0"):
+        prediction_chunks(10, 0)
+    with pytest.raises(ValueError, match="n=-1"):
+        prediction_chunks(-1, 10)

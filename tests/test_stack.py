@@ -20,9 +20,11 @@ from pathlib import Path
 
 import psutil
 import pytest
+from distributed import Client
 from sqlalchemy import select
 
 from conftest import ADMIN_EMAIL, _free_port
+from tasks.dask_cluster import WORKER_ENVIRON
 
 pytestmark = pytest.mark.slow
 ECOTAXA = str(Path(sys.executable).with_name("ecotaxa"))
@@ -115,6 +117,9 @@ def test_up_runs_a_stage_triggered_by_the_rest_api_then_down(sqlite_instance, nd
         assert status["up"] and status["database"] == inst.settings.database_url
         doing = {n: s["doing"] for n, s in status["services"].items()}
         assert doing["dask-scheduler"].startswith("1 workers, 2 threads")
+        with Client(urls["dask-scheduler"], timeout=30) as client:  # allocator settings
+            for name, value in WORKER_ENVIRON.items():
+                assert set(client.run(os.getenv, name).values()) == {value}, name
         assert doing["runner"].startswith("serving") and doing["dashboard"] == "answering"
         with urllib.request.urlopen(urls["dashboard"], timeout=10) as page:
             assert page.status == 200

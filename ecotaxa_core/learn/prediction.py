@@ -48,9 +48,56 @@ __all__ = [
     "predict_project",
     "prediction_summary",
     "count_above_threshold",
+    "prediction_chunks",
 ]
 
 TOP_K = 3
+
+#: Smallest chunk :func:`prediction_chunks` makes to ramp up or down: below it a
+#: chunk's fixed costs (a store open, a task, a transaction) outweigh its work.
+MIN_RAMP_CHUNK = 1024
+#: Ramp steps at each end of a run (chunk size / 8, / 4, / 2).
+RAMP_STEPS = 3
+
+
+def prediction_chunks(n: int, chunk_size: int) -> list[slice]:
+    """Slices of ``range(n)`` for a pipelined prediction: small chunks first and last.
+
+    Workers predict chunks while a single writer (the flow process) writes the
+    finished ones. With equal chunks, the writer waits for the first chunk's whole
+    read and prediction before it writes anything, and the workers idle while it
+    writes the last one. So the run starts and ends with chunks of ``chunk_size``
+    / 8, / 4, / 2 (never under :data:`MIN_RAMP_CHUNK`), the middle is cut in
+    chunks of ``chunk_size``; the slices cover ``range(n)`` in order, each once.
+
+    >>> [s.stop - s.start for s in prediction_chunks(50_000, 8192)]
+    [1024, 2048, 4096, 8192, 8192, 8192, 8192, 2896, 4096, 2048, 1024]
+    >>> [s.stop - s.start for s in prediction_chunks(2_500, 1000)]
+    [1000, 1000, 500]
+    """
+    if n < 0 or chunk_size < 1:
+        raise ValueError(f"prediction_chunks: n={n}, chunk_size={chunk_size}: "
+                         "need n >= 0 and chunk_size >= 1")
+    ramp = [chunk_size >> k for k in range(RAMP_STEPS, 0, -1)
+            if chunk_size >> k >= MIN_RAMP_CHUNK]
+    sizes: list[int] = []
+    left = n
+    for size in ramp:  # up
+        if left == 0:
+            break
+        sizes.append(min(size, left))
+        left -= sizes[-1]
+    down = sum(ramp)
+    while left > down:  # the middle, in full chunks (the last one may be shorter)
+        sizes.append(min(chunk_size, left - down))
+        left -= sizes[-1]
+    for size in reversed(ramp):  # down
+        if left == 0:
+            break
+        sizes.append(min(size, left))
+        left -= sizes[-1]
+    bounds = np.cumsum([0] + sizes)
+    return [slice(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:])]
 
 
 def predictable_object_ids(session: Session, project_id: int, *,
