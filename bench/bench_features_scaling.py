@@ -84,7 +84,8 @@ def dask_processes(n_workers: int, cpus: list[int], workdir: Path) -> Iterator["
             procs.append(subprocess.Popen(
                 [dask, "worker", "--scheduler-file", str(scheduler_file), "--nthreads", "1",
                  "--nworkers", "1", "--no-dashboard", "--host", "127.0.0.1"],
-                cwd=ROOT, env={**env, **WORKER_ENVIRON}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                cwd=ROOT, env={**env, **WORKER_ENVIRON}, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
                 preexec_fn=lambda cpu=cpu: os.sched_setaffinity(0, {cpu})))
         with Client(scheduler_file=str(scheduler_file)) as client:
             client.wait_for_workers(n_workers, timeout=180)
