@@ -9,7 +9,9 @@ EcoTaxa's preprocessing once per image, augmented batches, class weights,
 AdamW with warm-up and cosine decay, early stopping on a stratified
 validation split). Prints, per epoch, the training rate (images/s, training
 steps only) and the validation loss and accuracy, then the best epoch's
-accuracy, balanced accuracy and log loss on the test set.
+accuracy, balanced accuracy, log loss and plankton precision and recall on the
+test set (:func:`~ecotaxa_core.learn.evaluation.score_probabilities`, as the
+model registry scores a classifier).
 
     python bench/bench_fine_tune.py --classes 20 --per-class 100 --epochs 3 --input-size 128
     python bench/bench_fine_tune.py --classes 0 --per-class 0 --epochs 15 --device cuda \\
@@ -52,9 +54,8 @@ def main() -> None:
     args = parser.parse_args()
 
     import torch
-    from sklearn.metrics import accuracy_score, balanced_accuracy_score, log_loss
 
-    from ecotaxa_core.learn.evaluation import holdout_split
+    from ecotaxa_core.learn.evaluation import holdout_split, score_probabilities
     from ecotaxa_core.learn.fine_tuning import (FineTuningSettings, load_base,
                                                 predict_images, preprocess_images,
                                                 resolve_device, train_network)
@@ -78,7 +79,7 @@ def main() -> None:
     inner = holdout_split(y[rest], test_size=args.validation_fraction, seed=args.seed)
     train, val, test = rest[inner.train_index], rest[inner.test_index], outer.test_index
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else (
-        f"CPU, {torch.get_num_threads()} torch threads")
+        f"CPU, {args.threads or torch.get_num_threads()} torch threads")
     print(f"{len(paths)} NDSB images, {len(classes)} classes: {len(train)} train, {len(val)} "
           f"validation, {len(test)} test; {args.input_size} px, batch {args.batch_size}, "
           f"{name}; preprocessing {len(paths) / preprocess_s:.0f} images/s", flush=True)
@@ -87,8 +88,7 @@ def main() -> None:
                             log=lambda line: print(line, flush=True))
     probs = predict_images(outcome.model, images[test], base.mean, base.std, args.device,
                            2 * args.batch_size)
-    y_test = y[test]
-    known = np.arange(len(classes))
+    metrics = score_probabilities(y[test], probs, np.arange(len(classes)), dict(enumerate(classes)))
     result = {
         "n_images": len(paths), "n_classes": len(classes), "n_train": len(train),
         "n_validation": len(val), "n_test": len(test), "input_size": args.input_size,
@@ -96,14 +96,16 @@ def main() -> None:
         "best_epoch": outcome.best_epoch, "stopped": outcome.stopped,
         "train_images_per_s": [r["images_per_s"] for r in outcome.history],
         "validation": outcome.validation,
-        "test": {"accuracy": round(float(accuracy_score(y_test, probs.argmax(1))), 4),
-                 "balanced_accuracy": round(float(balanced_accuracy_score(
-                     y_test, probs.argmax(1))), 4),
-                 "log_loss": round(float(log_loss(y_test, probs, labels=known)), 4)},
+        "test": {name: round(metrics[name], 4) for name in (
+            "accuracy", "balanced_accuracy", "log_loss", "plankton_weighted_precision",
+            "plankton_weighted_recall", "plankton_macro_precision", "plankton_macro_recall")},
+        "test_metrics": metrics,
         "seconds": round(outcome.seconds, 1)}
     print(f"best epoch {outcome.best_epoch} of {len(outcome.history)} ({outcome.stopped}); "
           f"test accuracy {result['test']['accuracy']:.3f}, balanced accuracy "
-          f"{result['test']['balanced_accuracy']:.3f}, log loss {result['test']['log_loss']:.3f}; "
+          f"{result['test']['balanced_accuracy']:.3f}, log loss {result['test']['log_loss']:.3f}, "
+          f"plankton precision {result['test']['plankton_weighted_precision']:.3f} and recall "
+          f"{result['test']['plankton_weighted_recall']:.3f} (support-weighted); "
           f"training {np.mean(result['train_images_per_s']):.1f} images/s; "
           f"{outcome.seconds:.0f} s in all")
     if args.json:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.tree import DecisionTreeClassifier
 
-from ecotaxa_core.learn.evaluation import HoldoutSplit, evaluate_holdout
+from ecotaxa_core.learn.evaluation import HoldoutSplit, evaluate_holdout, score_probabilities
 from ecotaxa_core.learn.thresholds import category_thresholds
 
 NAMES = {1: "Copepoda", 2: "Chaetognatha", 3: "detritus", 4: "Appendicularia", 5: "Salpida"}
@@ -157,3 +157,20 @@ def test_evaluate_holdout_passes_the_target_precision_on():
     assert few["n_categories_with_threshold"] == 0
     with pytest.raises(ValueError, match="target_precision must be in"):
         evaluate_holdout(tree, X, y, split, NAMES, target_precision=0.0)
+
+
+def test_score_probabilities_of_a_network_without_a_fitted_estimator():
+    # As the fine-tuning bench scores its network: classes are column indices.
+    names = {0: "Copepoda", 1: "Chaetognatha", 2: "detritus"}
+    proba = np.array([[0.7, 0.2, 0.1], [0.6, 0.3, 0.1], [0.2, 0.5, 0.3], [0.4, 0.1, 0.5]])
+    y_true = np.array([0, 1, 1, 2])  # predicted 0, 0, 1, 2
+    m = score_probabilities(y_true, proba, np.arange(3), names)
+    assert m["accuracy"] == pytest.approx(0.75)
+    assert m["balanced_accuracy"] == pytest.approx((1 + 0.5 + 1) / 3)
+    assert m["log_loss"] == pytest.approx(-np.mean(np.log([0.7, 0.3, 0.5, 0.5])))
+    # Plankton: Copepoda precision 1/2 (support 1), Chaetognatha 1/1 (support 2).
+    assert m["plankton_weighted_precision"] == pytest.approx((0.5 * 1 + 1.0 * 2) / 3)
+    assert m["plankton_weighted_recall"] == pytest.approx((1.0 * 1 + 0.5 * 2) / 3)
+    assert m["non_plankton_categories"] == ["detritus"]
+    assert m["confusion_matrix"]["matrix"] == [[1, 0, 0], [1, 1, 0], [0, 0, 1]]
+    json.dumps(m, allow_nan=False)

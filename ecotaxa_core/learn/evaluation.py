@@ -37,8 +37,8 @@ from sklearn.model_selection import train_test_split
 from ecotaxa_core.learn.thresholds import (DEFAULT_MIN_OBJECTS, DEFAULT_TARGET_PRECISION,
                                            category_thresholds)
 
-__all__ = ["HoldoutSplit", "holdout_split", "evaluate_holdout", "NON_PLANKTON",
-           "min_per_category"]
+__all__ = ["HoldoutSplit", "holdout_split", "evaluate_holdout", "score_probabilities",
+           "NON_PLANKTON", "min_per_category"]
 
 #: Category names that are not organisms; left out of the plankton-only macro scores.
 NON_PLANKTON = re.compile(r"detritus|artefact|artifact|bubble|badfocus|fiber|fibre|dust|"
@@ -124,20 +124,40 @@ def evaluate_holdout(estimator, X: np.ndarray, y: np.ndarray, split: HoldoutSpli
     X_test, y_test = X[split.test_index], y[split.test_index]
     proba = model.predict_proba(X_test)
     classes = np.asarray(model.classes_)
+    base.update(
+        score_probabilities(y_test, proba, classes, class_names),
+        thresholds=category_thresholds(y_test, proba, classes, class_names,
+                                       target_precision=target_precision,
+                                       min_objects=min_threshold_objects),
+        fit_seconds=round(fit_seconds, 3),
+    )
+    return base
+
+
+def score_probabilities(y_true: np.ndarray, proba: np.ndarray, classes: np.ndarray,
+                        class_names: Mapping[int, str]) -> dict[str, Any]:
+    """The metrics of held-out probabilities: ``proba[:, j]`` is that of ``classes[j]``.
+
+    Accuracy, balanced accuracy, log loss, macro and support-weighted precision /
+    recall / F1 over the tested categories and over plankton only, per-category
+    scores and the confusion matrix; JSON-able. The prediction is each row's
+    most probable class.
+    """
+    classes = np.asarray(classes)
     pred = classes[np.argmax(proba, axis=1)]
     names = [class_names.get(int(t), str(int(t))) for t in classes]
     with warnings.catch_warnings():
         # Categories predicted but absent from the test part (train-only ones).
         warnings.simplefilter("ignore", UserWarning)
-        balanced = balanced_accuracy_score(y_test, pred)
+        balanced = balanced_accuracy_score(y_true, pred)
     precision, recall, f1, support = precision_recall_fscore_support(
-        y_test, pred, labels=classes, zero_division=0)
+        y_true, pred, labels=classes, zero_division=0)
     tested = support > 0
     plankton = tested & np.array([not NON_PLANKTON.search(n) for n in names])
-    base.update(
-        accuracy=float(accuracy_score(y_test, pred)),
+    return dict(
+        accuracy=float(accuracy_score(y_true, pred)),
         balanced_accuracy=float(balanced),
-        log_loss=float(log_loss(y_test, proba, labels=classes)),
+        log_loss=float(log_loss(y_true, proba, labels=classes)),
         macro_precision=_macro(precision, tested),
         macro_recall=_macro(recall, tested),
         macro_f1=_macro(f1, tested),
@@ -156,10 +176,4 @@ def evaluate_holdout(estimator, X: np.ndarray, y: np.ndarray, split: HoldoutSpli
                    for n, t, p, r, f, s in zip(names, classes, precision, recall, f1, support)},
         confusion_matrix={"labels": names, "taxon_ids": [int(t) for t in classes],
                           "rows": "true category", "columns": "predicted category",
-                          "matrix": confusion_matrix(y_test, pred, labels=classes).tolist()},
-        thresholds=category_thresholds(y_test, proba, classes, class_names,
-                                       target_precision=target_precision,
-                                       min_objects=min_threshold_objects),
-        fit_seconds=round(fit_seconds, 3),
-    )
-    return base
+                          "matrix": confusion_matrix(y_true, pred, labels=classes).tolist()})
