@@ -191,22 +191,16 @@ def _forest_op(forest: RandomForestClassifier) -> PredictProba | None:
     if forest.n_outputs_ != 1 or not forest.estimators_:
         return None
     trees = [estimator.tree_ for estimator in forest.estimators_]
-    is_leaf = [tree.children_left == -1 for tree in trees]
-    n_leaves = sum(int(leaf.sum()) for leaf in is_leaf)
-    if n_leaves * len(forest.classes_) * 4 > MAX_LEAF_TABLE_BYTES:
+    is_leaf = np.concatenate([tree.children_left == -1 for tree in trees])
+    if int(is_leaf.sum()) * len(forest.classes_) * 4 > MAX_LEAF_TABLE_BYTES:
         return None
-    # Row of the table of each node of each tree (nodes numbered tree after tree).
-    table_row = np.full(sum(tree.node_count for tree in trees), -1, dtype=np.int64)
-    node_offsets = np.zeros(len(trees), dtype=np.int64)
-    blocks, first_node, first_row = [], 0, 0
-    for i, (tree, leaf) in enumerate(zip(trees, is_leaf)):
-        node_offsets[i] = first_node
-        table_row[first_node + np.flatnonzero(leaf)] = first_row + np.arange(int(leaf.sum()))
-        value = tree.value[leaf, 0, :]
-        blocks.append(value / value.sum(axis=1, keepdims=True))  # weighted counts, or fractions
-        first_node += tree.node_count
-        first_row += int(leaf.sum())
-    table = (np.concatenate(blocks) / len(trees)).astype(np.float32)
+    # Nodes numbered tree after tree: each tree's first node, and each leaf's table row.
+    node_offsets = np.cumsum([0] + [tree.node_count for tree in trees[:-1]])
+    table_row = np.full(len(is_leaf), -1, dtype=np.int64)
+    table_row[is_leaf] = np.arange(int(is_leaf.sum()))
+    value = np.concatenate([tree.value[tree.children_left == -1, 0, :] for tree in trees])
+    # Weighted counts or fractions per leaf, as fractions, averaged over the trees.
+    table = (value / value.sum(axis=1, keepdims=True) / len(trees)).astype(np.float32)
     n_trees = len(trees)
 
     def forest_proba(X: np.ndarray) -> np.ndarray:
